@@ -1,0 +1,33 @@
+"""The error tree. Every message says what was wrong and what to do about it.
+
+`smash_tui/cli.py` alone turns a `SmashError` into one stderr line and an exit code; anything else is a
+bug and keeps its traceback.
+"""
+
+
+class SmashError(Exception):
+    """A mistake a user can fix; the message is shown as is."""
+
+    exit_code = 2
+
+
+class InvalidArchitecture(SmashError):
+    """An architecture that cannot be built (reads an empty bank, widths not divisible, ...)."""
+
+
+class ConfigError(SmashError):
+    """Unknown preset, dataset or device; a non-positive count; an impossible option."""
+
+
+class DatasetError(SmashError):
+    """A dataset that is missing, incomplete or corrupt on disk."""
+
+
+class ResultsFileError(SmashError):
+    """A path that is not a results file, a newer schema, a read-only file, an unknown id."""
+
+
+class EngineBusy(SmashError):
+    """Another engine is already writing this results file."""
+
+    exit_code = 3

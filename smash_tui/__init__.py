@@ -1,0 +1,1 @@
+"""smash-tui: the terminal UI and CLI over a SMASH results file."""
