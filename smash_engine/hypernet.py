@@ -1,0 +1,101 @@
+"""The HyperNet: c -> the 1x1 weights of every op, in one forward pass.
+
+Fully convolutional and DenseNet-like, as in the authors' code: 3x3 convolutions with "simple WeightNorm"
+(each conv's weight divided by its Frobenius norm), LeakyReLU(0.02), no BatchNorm, no downsampling, so
+the output grows with c. Each output position (row h, column q) is an `N x (dc*N)` tile of 1x1 weights:
+output channels h*N.., input channels q*dc*N.. . One reshape turns the output into a matrix
+`(R*N, S*dc*N)` = (1x1 output channel, global 1x1 input channel); each op's weight is a view of it.
+
+Unlike the original we feed no random `z`: the paper defines W = H(c), and a fresh `z` per call made
+SMASH scores noisy for no documented gain.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .encoding import ArchPlan, Layout
+from .space import SpaceConfig
+
+
+@dataclass(frozen=True)
+class HyperConfig:
+    stem: int = 7  # channels the first conv adds to c
+    growth: int = 10
+    dense: tuple[int, ...] = (8, 10, 4)  # layers per dense stage (the original's 26 convs in all)
+    compression: float = 0.5  # transitions keep this fraction of channels
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+HYPER_PRESETS = {"paper": HyperConfig(), "small": HyperConfig(stem=4, growth=4, dense=(2, 2), compression=0.5)}
+
+
+class WNConv(nn.Conv2d):
+    """Conv whose weight is divided by its Frobenius norm (the original's simplified WeightNorm)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = self.weight
+        w = w / w.float().norm().to(w.dtype)
+        return F.conv2d(x, w, None, self.stride, self.padding)
+
+
+class HyperNet(nn.Module):
+    def __init__(self, space: SpaceConfig, cfg: HyperConfig = HyperConfig()):
+        super().__init__()
+        self.space, self.layout = space, Layout(space)
+        c = self.layout.channels
+        self.stem = WNConv(c, cfg.stem, 3, padding=1, bias=False)
+        c += cfg.stem
+        self.stages = nn.ModuleList()
+        self.transitions = nn.ModuleList()
+        for s, n_layers in enumerate(cfg.dense):
+            layers = nn.ModuleList()
+            for _ in range(n_layers):
+                layers.append(WNConv(c, cfg.growth, 3, padding=1, bias=False))
+                c += cfg.growth
+            self.stages.append(layers)
+            if s + 1 < len(cfg.dense):
+                out = max(cfg.growth, int(c * cfg.compression))
+                self.transitions.append(WNConv(c, out, 3, padding=1, bias=False))
+                c = out
+        self.out = WNConv(c, space.N * space.slice_channels, 1, bias=False)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.orthogonal_(m.weight)
+
+    def forward(self, c: torch.Tensor) -> torch.Tensor:
+        """c (1, C, R, S) -> raw weight matrix (R*N, S*dc*N)."""
+        h = torch.cat([c, self.stem(c)], 1)
+        for s, layers in enumerate(self.stages):
+            for conv in layers:
+                h = torch.cat([h, conv(F.leaky_relu(h, 0.02))], 1)
+            if s < len(self.transitions):
+                h = self.transitions[s](F.leaky_relu(h, 0.02))
+        h = self.out(F.leaky_relu(h, 0.02))  # (1, N*dcN, R, S)
+        N, dcN = self.space.N, self.space.slice_channels
+        _, _, R, S = h.shape
+        # tile (o, p) at (h, q) -> matrix row h*N + o, column q*dcN + p
+        return h.view(N, dcN, R, S).permute(2, 0, 3, 1).reshape(R * N, S * dcN)
+
+    def op_weights(self, plan: ArchPlan) -> torch.Tensor:
+        """Generated 1x1 weights, each op's block divided by its own Frobenius norm; ops slice views of it.
+
+        The norms are computed for all ops at once (masked column sums, one index_add), in fp32.
+        """
+        w = self(plan.c).float()
+        rows = torch.arange(w.shape[0], device=w.device)[:, None] < plan.col_rows[None, :]
+        col_sq = (w * w * rows).sum(0)  # (S*dcN,)
+        op_sq = torch.zeros(len(plan.op_in), device=w.device).index_add_(0, plan.col_op, col_sq)
+        return w * op_sq.rsqrt()[plan.col_op][None, :]
+
+
+def op_weight(w: torch.Tensor, plan: ArchPlan, j: int) -> torch.Tensor:
+    """Op j's normalised 1x1 weight (bottleneck, n_in, 1, 1), a view of `w` from `op_weights`."""
+    a, n, b = int(plan.op_start[j]), int(plan.op_in[j]), int(plan.op_bottleneck[j])
+    return w[:b, a:a + n, None, None]

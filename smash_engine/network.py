@@ -1,0 +1,222 @@
+"""Where architectures become modules: SmashNet (generated 1x1 weights) and FixedNet (free weights).
+
+Both run the same memory-bank program (`run_block`): a block's input fills banks 0.. ; each op reads the
+concatenation of its read banks, computes, and adds its output (split into bank-sized chunks, chunk
+t mod m to its t-th write) to the banks it writes; the block outputs all banks concatenated.
+
+An op is a 1x1 convolution, ReLU, then the active convolutions of the 2-branch pattern (`two_branch`),
+each preceded by ReLU. In SmashNet the 1x1 weight comes from the HyperNet (divided by its norm) and the
+other convolutions are slices of one freely learned 4-conv bank per block, shared by all its ops; BatchNorm
+only in transitions and the head, as in the paper. FixedNet is a plain static `nn.Module` for final
+training; with `norm="bn"` (default) each op gets the original's "sandwich" BatchNorm (BN -> ReLU -> 1x1 ->
+BN), with `norm="none"` it computes exactly SmashNet's function (used to check the two agree).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .encoding import ArchPlan
+from .hypernet import op_weight
+from .space import Architecture, Block, Conv, Op, SpaceConfig
+
+
+def run_block(x: torch.Tensor, block: Block, op_fn: Callable[[int, Op, torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    banks: list[torch.Tensor | None] = list(x.split(block.bank_size, 1))
+    banks += [None] * (block.n_banks - len(banks))
+    for k, op in enumerate(block.ops):
+        inp = banks[op.reads[0]] if len(op.reads) == 1 else torch.cat([banks[r] for r in op.reads], 1)
+        chunks = op_fn(k, op, inp).split(block.bank_size, 1)
+        for t, target in enumerate(op.writes):
+            chunk = chunks[t % len(chunks)]
+            banks[target] = chunk if banks[target] is None else banks[target] + chunk
+    return torch.cat(banks, 1)  # type: ignore[arg-type]
+
+
+def two_branch(y: torch.Tensor, pattern, conv: Callable[[int, torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """Branch A = conv0 then conv1, branch B = conv2 then conv3; the op's output is A + B."""
+    a = conv(0, y)
+    b = conv(2, y) if pattern[2] else None
+    if pattern[1]:
+        a = conv(1, F.relu(a))
+    if pattern[3]:
+        b = conv(3, F.relu(b))
+    return a if b is None else a + b
+
+
+def conv_padding(c: Conv) -> tuple[int, int]:
+    return (c.dilation[0] * (c.kernel[0] - 1) // 2, c.dilation[1] * (c.kernel[1] - 1) // 2)
+
+
+def conv_in(op: Op, n: int) -> int:
+    return op.bottleneck if n in (0, 2) else op.out_channels
+
+
+def sliced_bn(x: torch.Tensor, bn: nn.BatchNorm2d, training: bool) -> torch.Tensor:
+    """BatchNorm over the first C channels of a wider BN; running stats of the slice update in place."""
+    C = x.shape[1]
+    return F.batch_norm(x, bn.running_mean[:C], bn.running_var[:C], bn.weight[:C], bn.bias[:C],
+                        training, bn.momentum, bn.eps)
+
+
+class SmashNet(nn.Module):
+    """The main network of SMASH for every architecture of `space`; 1x1 weights are passed in."""
+
+    def __init__(self, space: SpaceConfig):
+        super().__init__()
+        self.space = space
+        s, K = space, max(space.kernels)
+        self.stem = nn.Conv2d(s.image_channels, s.in_channels[0], s.stem_kernel, padding=s.stem_kernel // 2,
+                              bias=False)
+        # per block, convs 0 and 2 read the 1x1 output (<= max bottleneck), 1 and 3 an op output (<= N_max)
+        self.convs = nn.ParameterList(
+            nn.Parameter(torch.empty(s.N_max, s.max_bottleneck_channels if n in (0, 2) else s.N_max, K, K))
+            for _ in range(s.n_blocks) for n in range(4))
+        self.trans_bn = nn.ModuleList(nn.BatchNorm2d(w) for w in s.widths[:-1])
+        self.trans = nn.ParameterList(nn.Parameter(torch.empty(s.in_channels[i + 1], s.widths[i], 1, 1))
+                                      for i in range(s.n_blocks - 1))
+        self.head_bn = nn.BatchNorm2d(s.widths[-1])
+        self.fc = nn.Linear(s.widths[-1], s.num_classes)
+        for p in [self.stem.weight, *self.convs, *self.trans]:
+            nn.init.orthogonal_(p)
+        nn.init.zeros_(self.fc.bias)
+
+    def shared_conv(self, i: int, n: int, op: Op) -> torch.Tensor:
+        """Block i's conv n sliced to op's widths, groups and centred kernel window."""
+        c, K = op.convs[n], max(self.space.kernels)
+        kh, kw = c.kernel
+        return self.convs[4 * i + n][:op.out_channels, :conv_in(op, n) // c.groups,
+                                     K // 2 - kh // 2:K // 2 + kh // 2 + 1, K // 2 - kw // 2:K // 2 + kw // 2 + 1]
+
+    def forward(self, x: torch.Tensor, plan: ArchPlan, w: torch.Tensor) -> torch.Tensor:
+        """x (B, C, H, W) -> logits, for architecture `plan.arch` with 1x1 weights `w` (HyperNet.op_weights)."""
+        x = self.stem(x)
+        first = 0
+        for i, block in enumerate(plan.arch.blocks):
+            def op_fn(k: int, op: Op, inp: torch.Tensor, i=i, first=first) -> torch.Tensor:
+                y = F.relu(F.conv2d(inp, op_weight(w, plan, first + k).to(inp.dtype)))
+                return two_branch(y, op.pattern, lambda n, t: F.conv2d(
+                    t, self.shared_conv(i, n, op), None, 1, conv_padding(op.convs[n]), op.convs[n].dilation,
+                    op.convs[n].groups))
+            x = run_block(x, block, op_fn)
+            first += len(block.ops)
+            if i < len(self.trans):
+                x = F.relu(sliced_bn(x, self.trans_bn[i], self.training))
+                x = F.avg_pool2d(F.conv2d(x, self.trans[i][:, :x.shape[1]]), 2)
+        x = F.relu(sliced_bn(x, self.head_bn, self.training))
+        return F.linear(x.mean((2, 3)), self.fc.weight[:, :x.shape[1]], self.fc.bias)
+
+
+class FixedOp(nn.Module):
+    def __init__(self, op: Op, n_in: int, norm: str):
+        super().__init__()
+        bn = norm == "bn"
+        self.pattern = op.pattern
+        self.pre = nn.Sequential(nn.BatchNorm2d(n_in), nn.ReLU()) if bn else nn.Identity()
+        self.conv1x1 = nn.Conv2d(n_in, op.bottleneck, 1, bias=False)
+        self.post = nn.BatchNorm2d(op.bottleneck) if bn else nn.Identity()
+        self.convs = nn.ModuleDict({
+            str(n): nn.Conv2d(conv_in(op, n), op.out_channels, c.kernel, padding=conv_padding(c),
+                              dilation=c.dilation, groups=c.groups, bias=False)
+            for n, c in enumerate(op.convs) if c is not None})
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.relu(self.post(self.conv1x1(self.pre(x))))
+        return two_branch(y, self.pattern, lambda n, t: self.convs[str(n)](t))
+
+
+class FixedNet(nn.Module):
+    """One architecture with freely learned weights (final training); a static graph."""
+
+    def __init__(self, arch: Architecture, norm: str = "bn"):
+        super().__init__()
+        if norm not in ("bn", "none"):
+            raise ValueError(f"norm must be 'bn' or 'none', not {norm!r}")
+        self.arch = arch
+        c0 = arch.blocks[0].in_channels
+        self.stem = nn.Conv2d(arch.image_channels, c0, arch.stem_kernel, padding=arch.stem_kernel // 2, bias=False)
+        self.ops = nn.ModuleList(FixedOp(op, len(op.reads) * b.bank_size, norm)
+                                 for b in arch.blocks for op in b.ops)
+        self.trans = nn.ModuleList(
+            nn.Sequential(nn.BatchNorm2d(b.width), nn.ReLU(), nn.Conv2d(b.width, b.out_channels, 1, bias=False),
+                          nn.AvgPool2d(2))
+            for b in arch.blocks[:-1])
+        self.head_bn = nn.BatchNorm2d(arch.blocks[-1].width)
+        self.fc = nn.Linear(arch.blocks[-1].width, arch.num_classes)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.orthogonal_(m.weight)
+        nn.init.zeros_(self.fc.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        first = 0
+        for i, block in enumerate(self.arch.blocks):
+            x = run_block(x, block, lambda k, op, inp, first=first: self.ops[first + k](inp))
+            first += len(block.ops)
+            if i < len(self.trans):
+                x = self.trans[i](x)
+        x = F.relu(self.head_bn(x))
+        return self.fc(x.mean((2, 3)))
+
+
+def arch_cost(arch: Architecture, norm: str = "bn") -> tuple[int, int]:
+    """Exact (parameters, forward FLOPs per image) of `FixedNet(arch, norm)`.
+
+    FLOPs count 2 per multiply-add of every convolution and the classifier (BN, ReLU and pooling are
+    left out, as usual; the original counted multiply-adds of ops only, so its figures are ~half).
+    """
+    bn = 2 if norm == "bn" else 0
+    c0, size = arch.blocks[0].in_channels, arch.image_size
+    params = arch.image_channels * c0 * arch.stem_kernel**2
+    macs = params * size * size
+    for i, b in enumerate(arch.blocks):
+        for op in b.ops:
+            n_in = len(op.reads) * b.bank_size
+            w = n_in * op.bottleneck + sum(
+                op.out_channels * conv_in(op, n) // c.groups * c.kernel[0] * c.kernel[1]
+                for n, c in enumerate(op.convs) if c is not None)
+            params += w + bn * (n_in + op.bottleneck)
+            macs += w * size * size
+        if i + 1 < len(arch.blocks):
+            params += 2 * b.width + b.width * b.out_channels
+            macs += b.width * b.out_channels * size * size
+            size //= 2
+    width = arch.blocks[-1].width
+    params += 2 * width + width * arch.num_classes + arch.num_classes
+    macs += width * arch.num_classes
+    return params, 2 * macs
+
+
+@torch.no_grad()
+def fixed_from_smash(net: SmashNet, w: torch.Tensor, plan: ArchPlan) -> FixedNet:
+    """A FixedNet(norm="none") holding the weights SmashNet uses for this architecture (generated 1x1
+    included), with the same BN statistics: it computes the same function as `net(x, plan, w)`."""
+    arch = plan.arch
+    fixed = FixedNet(arch, norm="none").to(w.device)
+    fixed.stem.weight.copy_(net.stem.weight)
+    j = 0
+    for i, block in enumerate(arch.blocks):
+        for op in block.ops:
+            m = fixed.ops[j]
+            m.conv1x1.weight.copy_(op_weight(w, plan, j))
+            for n, conv in m.convs.items():
+                conv.weight.copy_(net.shared_conv(i, int(n), op))
+            j += 1
+        if i < len(fixed.trans):
+            _copy_bn(fixed.trans[i][0], net.trans_bn[i])
+            fixed.trans[i][2].weight.copy_(net.trans[i][:, :block.width])
+    _copy_bn(fixed.head_bn, net.head_bn)
+    fixed.fc.weight.copy_(net.fc.weight[:, :arch.blocks[-1].width])
+    fixed.fc.bias.copy_(net.fc.bias)
+    return fixed
+
+
+def _copy_bn(dst: nn.BatchNorm2d, src: nn.BatchNorm2d) -> None:
+    C = dst.num_features
+    for name in ("weight", "bias", "running_mean", "running_var"):
+        getattr(dst, name).copy_(getattr(src, name)[:C])

@@ -1,0 +1,127 @@
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
+
+from smash_engine.encoding import Layout, decode, encode
+from smash_engine.errors import InvalidArchitecture
+from smash_engine.hypernet import HYPER_PRESETS, HyperNet
+from smash_engine.network import FixedNet, SmashNet, arch_cost, fixed_from_smash
+from smash_engine.sampler import sample_architecture
+from smash_engine.space import space_preset
+
+
+def _fields(arch):
+    for i, b in enumerate(arch.blocks):
+        for op in b.ops:
+            convs = tuple(c and dict(kernel=c.kernel, dilation=c.dilation, groups=c.groups) for c in op.convs)
+            yield dict(block=i, bank_size=b.bank_size, reads=op.reads, writes=op.writes,
+                       out_channels=op.out_channels, bottleneck=op.bottleneck, convs=convs)
+
+
+@pytest.mark.parametrize("preset", ["quick", "paper"])
+def test_decoding_c_recovers_every_op_field(preset):
+    space = space_preset(preset)
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        arch = sample_architecture(space, rng)
+        plan = encode(arch, space)
+        assert decode(plan.c, space) == list(_fields(arch))
+
+
+def test_c_layout_grows_with_the_architecture():
+    space = space_preset("paper")
+    rng = np.random.default_rng(1)
+    for _ in range(10):
+        arch = sample_architecture(space, rng)
+        plan = encode(arch, space)
+        n_in = sum(len(op.reads) * b.bank_size for b in arch.blocks for op in b.ops)
+        assert plan.c.shape == (1, Layout(space).channels, 16, n_in // space.slice_channels)
+        assert set(np.unique(plan.c)) == {-1.0, 1.0}
+        # rows beyond an op's bottleneck are all "off"
+        first, b0 = 0, arch.blocks[0].ops[0].bottleneck
+        assert (plan.c[0, :, b0 // space.N:, first] == -1).all()
+        assert (plan.c[0, :, : b0 // space.N, first] == 1).any(axis=0).all()
+
+
+def test_architecture_outside_the_space_is_refused():
+    arch = sample_architecture(space_preset("paper"), np.random.default_rng(0))
+    with pytest.raises(InvalidArchitecture, match="outside this run's search space"):
+        encode(arch, space_preset("quick"))
+
+
+def test_hypernet_output_grows_with_c_and_op_weights_have_unit_norm():
+    space = space_preset("quick")
+    hyper = HyperNet(space, HYPER_PRESETS["small"])
+    rng = np.random.default_rng(2)
+    for _ in range(5):
+        plan = encode(sample_architecture(space, rng), space)
+        w = hyper.op_weights(plan.to("cpu"))
+        assert w.shape == (16 * space.max_bottleneck, plan.c.shape[-1] * space.slice_channels)
+        for j in range(len(plan.op_in)):
+            a, n, b = plan.op_start[j], plan.op_in[j], plan.op_bottleneck[j]
+            assert torch.linalg.norm(w[:b, a:a + n]).item() == pytest.approx(1.0, rel=1e-5)
+
+
+def test_smashnet_forward_backward_50_architectures_reach_the_hypernet():
+    torch.manual_seed(0)
+    space = space_preset("tiny")
+    hyper, net = HyperNet(space, HYPER_PRESETS["small"]), SmashNet(space)
+    rng = np.random.default_rng(0)
+    x = torch.randn(8, 1, 8, 8)
+    y = torch.randint(0, 10, (8,))
+    seen_grad = {n: False for n, _ in hyper.named_parameters()}
+    for _ in range(50):
+        plan = encode(sample_architecture(space, rng), space).to("cpu")
+        hyper.zero_grad()
+        net.zero_grad()
+        loss = F.cross_entropy(net(x, plan, hyper.op_weights(plan)), y)
+        loss.backward()
+        assert torch.isfinite(loss)
+        for n, p in hyper.named_parameters():
+            assert p.grad is not None and torch.isfinite(p.grad).all(), n
+            seen_grad[n] |= p.grad.abs().sum().item() > 0
+    assert all(seen_grad.values())
+
+
+def test_fixednet_with_generated_weights_matches_smashnet():
+    torch.manual_seed(0)
+    space = space_preset("quick")
+    hyper, net = HyperNet(space, HYPER_PRESETS["small"]), SmashNet(space)
+    rng = np.random.default_rng(5)
+    x = torch.randn(16, 1, 8, 8)
+    net.train()
+    for _ in range(3):  # give BN running stats non-trivial values
+        plan = encode(sample_architecture(space, rng), space).to("cpu")
+        net(x, plan, hyper.op_weights(plan))
+    net.eval()
+    with torch.no_grad():
+        for _ in range(10):
+            plan = encode(sample_architecture(space, rng), space).to("cpu")
+            w = hyper.op_weights(plan)
+            fixed = fixed_from_smash(net, w, plan).eval()
+            torch.testing.assert_close(fixed(x), net(x, plan, w), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("norm", ["bn", "none"])
+def test_arch_cost_is_exact(norm):
+    space = space_preset("quick")
+    rng = np.random.default_rng(4)
+    for _ in range(5):
+        arch = sample_architecture(space, rng)
+        net = FixedNet(arch, norm=norm)
+        params, flops = arch_cost(arch, norm)
+        assert params == sum(p.numel() for p in net.parameters())
+        with FlopCounterMode(display=False) as counter:
+            net(torch.randn(1, 1, 8, 8))
+        assert flops == counter.get_total_flops()
+
+
+def test_fixednet_trains_and_every_parameter_gets_a_gradient():
+    arch = sample_architecture(space_preset("quick"), np.random.default_rng(6))
+    net = FixedNet(arch)
+    loss = F.cross_entropy(net(torch.randn(4, 1, 8, 8)), torch.tensor([0, 1, 2, 3]))
+    loss.backward()
+    for n, p in net.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, n
