@@ -77,6 +77,7 @@ _M001 = (
     n_images INTEGER, hypernet_step INTEGER,
     status TEXT NOT NULL DEFAULT 'ok',      -- ok|failed
     reason TEXT,                            -- why it failed
+    source TEXT,                            -- the stage that asked: random|perturb|hillclimb|sample|user
     scored_at TEXT NOT NULL
 )""",
     """CREATE TABLE steps (
@@ -510,12 +511,13 @@ class Writer:
         hypernet_step: int | None,
         status: str = "ok",
         reason: str | None = None,
+        source: str | None = None,
     ) -> int:
         _choice("score status", status, ("ok", "failed"), ValueError)
-        row = (run_id, arch_id, smash_error, smash_loss, n_images, hypernet_step, status, reason)
+        row = (run_id, arch_id, smash_error, smash_loss, n_images, hypernet_step, status, reason, source)
         return self._insert(
             "INSERT INTO scores (run_id, arch_id, smash_error, smash_loss, n_images, "
-            "hypernet_step, status, reason, scored_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "hypernet_step, status, reason, source, scored_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (*row, now_iso()),
         )
 
@@ -678,6 +680,45 @@ def get_arch(conn: sqlite3.Connection, arch_id: str) -> dict[str, Any] | None:
         ids = ", ".join(r["id"] for r in rows[:2])
         raise ResultsFileError(f"arch id {arch_id!r} is ambiguous ({ids}, ...): give more of it")
     return rows[0] if rows else None
+
+
+def count_scores(conn: sqlite3.Connection, run_id: int, source: str) -> int:
+    """Scores (ok or failed) a stage has recorded: where that stage resumes."""
+    sql = "SELECT count(*) FROM scores WHERE run_id = ? AND source = ?"
+    return int(conn.execute(sql, (run_id, source)).fetchone()[0])
+
+
+def best_score(conn: sqlite3.Connection, run_id: int, sources: tuple[str, ...]) -> dict[str, Any] | None:
+    """The lowest-error ok score among stages `sources`, the earliest winning a tie, with its spec_json.
+
+    Over random + perturb + hillclimb this is exactly the greedy hill-climb's current architecture (a
+    candidate replaces it only when strictly better), so the walk resumes from the file alone."""
+    marks = ", ".join("?" * len(sources))
+    sql = (
+        "SELECT s.arch_id, s.smash_error, s.source, a.spec_json FROM scores s JOIN archs a ON a.id = s.arch_id"
+        f" WHERE s.run_id = ? AND s.status = 'ok' AND s.source IN ({marks}) ORDER BY s.smash_error, s.id LIMIT 1"
+    )
+    rows = _rows(conn, sql, run_id, *sources)
+    return rows[0] if rows else None
+
+
+def next_queued_final(conn: sqlite3.Connection, run_id: int) -> dict[str, Any] | None:
+    rows = _rows(conn, "SELECT * FROM finals WHERE run_id = ? AND status = 'queued' ORDER BY id LIMIT 1", run_id)
+    return rows[0] if rows else None
+
+
+def run_summary(conn: sqlite3.Connection, run_id: int | None = None) -> dict[str, Any] | None:
+    """One line of `smash-tui ls`: the run with its engine state, scored count, best SMASH and test error."""
+    run = get_run(conn, run_id)
+    if run is None:
+        return None
+    sql = (
+        "SELECT (SELECT count(*) FROM scores WHERE run_id = :r AND status = 'ok'),"
+        " (SELECT min(smash_error) FROM scores WHERE run_id = :r AND status = 'ok'),"
+        " (SELECT min(test_error) FROM finals WHERE run_id = :r AND status = 'done')"
+    )
+    n, best_smash, best_test = conn.execute(sql, {"r": run["id"]}).fetchone()
+    return {**run, "state": engine_state(run), "n_scored": n, "best_smash": best_smash, "best_test": best_test}
 
 
 def insert_command(path: str | os.PathLike[str], run_id: int, kind: str, args: dict[str, Any] | None = None) -> int:

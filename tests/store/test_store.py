@@ -76,6 +76,7 @@ TABLE_COLUMNS = {
         "hypernet_step",
         "status",
         "reason",
+        "source",
         "scored_at",
     ],
     "steps": ["run_id", "step", "epoch", "phase", "loss", "error", "lr", "images_per_s", "at"],

@@ -1,0 +1,107 @@
+"""Run configuration: one frozen dataclass per concern, presets as plain dicts, overrides by `replace`.
+
+The resolved `RunConfig` is saved in the results file (`runs.config_json`) and in every checkpoint; on
+resume it is read back from there, so the shape-defining fields cannot drift from the saved weights.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import asdict, dataclass, field
+
+from .errors import ConfigError
+from .hypernet import HYPER_PRESETS, HyperConfig
+from .space import SpaceConfig, space_preset
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 100  # SMASH training epochs over the training split
+    batch_size: int = 50  # images per step; one architecture per step
+    lr: float = 1e-3  # Adam, cosine-annealed per step to 0
+    betas: tuple[float, float] = (0.5, 0.999)
+    weight_decay: float = 1e-4  # on SmashNet's free weights, not on the HyperNet (the original's choice)
+    val_size: int = 5000  # held-out images carved from the training set, seeded
+    score_batch: int = 500  # images per forward when scoring (the larger the faster)
+    n_random: int = 500  # rank phase: random architectures scored
+    n_perturb: int = 100  # refine phase: perturbations of the best random architecture
+    n_hillclimb: int = 100  # refine phase: greedy hill-climbing steps
+    perturb_prob: float = 0.05  # chance of resampling each field of each op
+    final_top: int = 1  # architectures final-trained after the search (0 = none)
+    final_epochs: int = 100
+    final_batch: int = 50
+    final_lr: float = 0.1  # SGD Nesterov 0.9, cosine per step
+    final_weight_decay: float = 1e-4
+    log_every: int = 10  # steps per row of the training curve (mean over the window)
+    max_failures: int = 20  # consecutive failing steps or scores before the run stops
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    preset: str
+    dataset: str
+    space: SpaceConfig
+    hyper: HyperConfig
+    train: TrainConfig
+    seed: int = 0
+    device: str = "auto"
+    data_dir: str | None = None
+    download: bool = False
+    name: str = ""
+    extra: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> RunConfig:
+        d = dict(d)
+        hyper = dict(d.pop("hyper"))
+        hyper["dense"] = tuple(hyper["dense"])
+        train = dict(d.pop("train"))
+        train["betas"] = tuple(train["betas"])
+        return cls(space=SpaceConfig.from_dict(d.pop("space")), hyper=HyperConfig(**hyper),
+                   train=TrainConfig(**train), **d)
+
+
+# Each preset: dataset, search-space preset, HyperNet preset, training overrides.
+PRESETS: dict[str, dict] = {
+    "quick": dict(dataset="digits", space="quick", hyper="small",
+                  train=dict(epochs=30, batch_size=50, val_size=300, score_batch=300, n_random=60, n_perturb=10,
+                             n_hillclimb=10, final_epochs=15, final_batch=50, final_lr=0.05, log_every=4)),
+    "fmnist": dict(dataset="fashion-mnist", space="fmnist", hyper="paper",
+                   train=dict(epochs=10, batch_size=128, val_size=5000, score_batch=1000, n_random=300,
+                              n_perturb=50, n_hillclimb=50, final_epochs=15, final_batch=128, log_every=20)),
+    "paper": dict(dataset="cifar100", space="paper", hyper="paper", train=dict()),
+}
+
+# Datasets whose images a preset's space can take: (channels, size, classes).
+DATASET_SHAPES = {"digits": (1, 8, 10), "mnist": (1, 32, 10), "fashion-mnist": (1, 32, 10), "cifar10": (3, 32, 10),
+                  "cifar100": (3, 32, 100), "stl10": (3, 96, 10), "imagenet32": (3, 32, 1000)}
+
+
+def make_config(preset: str = "quick", dataset: str | None = None, seed: int = 0, device: str = "auto",
+                data_dir: str | None = None, download: bool = False, name: str = "", **train_overrides) -> RunConfig:
+    """Resolve a preset with CLI overrides (None means "keep the preset's value")."""
+    if preset not in PRESETS:
+        raise ConfigError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    p = PRESETS[preset]
+    dataset = dataset or p["dataset"]
+    if dataset not in DATASET_SHAPES:
+        raise ConfigError(f"unknown dataset {dataset!r}; choose one of {', '.join(DATASET_SHAPES)}")
+    channels, size, classes = DATASET_SHAPES[dataset]
+    space = space_preset(p["space"], image_channels=channels, image_size=size, num_classes=classes)
+    overrides = {k: v for k, v in train_overrides.items() if v is not None}
+    unknown = set(overrides) - {f.name for f in dataclasses.fields(TrainConfig)}
+    if unknown:
+        raise ConfigError(f"unknown training option(s): {', '.join(sorted(unknown))}")
+    for key, value in overrides.items():
+        if isinstance(value, int) and value <= 0 and key not in ("final_top",):
+            raise ConfigError(f"--{key.replace('_', '-')} must be positive, got {value}")
+        if key == "final_top" and value < 0:
+            raise ConfigError(f"--final-top must be 0 or more, got {value}")
+    train = dataclasses.replace(TrainConfig(**p["train"]), **overrides)
+    if device not in ("auto", "cpu", "cuda") and not device.startswith("cuda:"):
+        raise ConfigError(f"unknown device {device!r}; use cpu, cuda, cuda:N or auto")
+    return RunConfig(preset, dataset, space, HYPER_PRESETS[p["hyper"]], train, seed, device, data_dir, download,
+                     name or preset)

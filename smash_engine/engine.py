@@ -1,0 +1,454 @@
+"""The engine process: runs the phases of one search, the only writer of its results file.
+
+Phases (runs.phase): smash -> rank -> refine -> final -> done. Between steps the engine beats its heart,
+polls the `commands` table (pause, continue, stop, sample N, final ARCH [epochs]) and checks for SIGTERM or
+SIGINT. Checkpoints (`<run dir>/checkpoint.pt`, loadable with `weights_only=True`) are written atomically
+at each epoch end, on pause and on stop; rank and refine resume from what the results file already holds,
+since each of their architectures is a pure function of (seed, stage, index).
+
+Files of a run `runs/NAME.db`: the run directory `runs/NAME/` holds checkpoint.pt, final-ID.pt (final
+training checkpoints), final-ID.safetensors (trained weights) and engine.log (detached engines).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from . import store
+from .config import RunConfig
+from .data import DeviceData, holdout_split, load_dataset
+from .errors import ConfigError, ResultsFileError, SmashError
+from .network import arch_cost
+from .space import Architecture
+from .train import (
+    FINAL,
+    HILLCLIMB,
+    PERTURB,
+    RANK,
+    SAMPLE,
+    Final,
+    Smash,
+    cosine_lr,
+    perturbed,
+    rank_arch,
+    smash_arch,
+    smash_score,
+    smash_step,
+    torch_gen,
+    validation_error,
+)
+
+HEARTBEAT_S = 2.0
+POLL_S = 0.5
+Reporter = Callable[[dict], None]
+
+
+class _Stop(Exception):
+    """Raised between steps to unwind to `run` for a checkpointed stop."""
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"--device {name} asked for, but no CUDA GPU is visible here; use --device cpu")
+    return torch.device(name)
+
+
+def run_dir(db_path: Path) -> Path:
+    return db_path.with_suffix("")
+
+
+def save_atomic(obj: dict, path: Path) -> None:
+    """Write to a temporary file, fsync, rename: a reader never sees a half-written checkpoint."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        torch.save(obj, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def create_run(db_path: Path, cfg: RunConfig) -> int:
+    """Create the results file with one run in it; refuse to reuse an existing one."""
+    if db_path.exists():
+        raise ResultsFileError(f"{db_path} already exists: resume it with `smash-tui resume {db_path}`, "
+                               "or pick another --name or --db")
+    resolve_device(cfg.device)  # fail before anything is written
+    db_path.parent.mkdir(parents=True, exist_ok=True)
+    w = store.connect_writer(db_path)
+    try:
+        return w.create_run(cfg.name, cfg.to_dict(), cfg.dataset, cfg.preset, cfg.device, cfg.seed, None)
+    finally:
+        w.close()
+
+
+class Engine:
+    def __init__(self, db_path: Path, reporter: Reporter | None = None):
+        self.db_path = Path(db_path)
+        self.w = store.connect_writer(self.db_path)
+        run = store.get_run(self.w.conn)
+        if run is None:
+            raise ResultsFileError(f"{db_path} holds no run; start one with `smash-tui run`")
+        self.run_id = run["id"]
+        self.cfg = RunConfig.from_dict(json.loads(run["config_json"]))
+        self.phase = run["phase"]
+        self.dir = run_dir(self.db_path)
+        self.report = reporter or (lambda info: None)
+        self.device = resolve_device(self.cfg.device)
+        self.step = 0
+        self.total_steps = 0
+        self._stop_signal = 0
+        self._last_beat = self._last_poll = 0.0
+        self._paused = False
+        self._samples_wanted = 0
+        self._sampling = False
+        self._ips = None
+
+    # -- the run -------------------------------------------------------------------------------
+    def run(self) -> str:
+        """Run to the end (or a stop); returns the final status. Unexpected errors mark the run failed
+        and propagate with their traceback."""
+        self.w.acquire_engine(self.run_id)
+        self.w.fail_stale(self.run_id)
+        self._requeue_finals()
+        self.dir.mkdir(parents=True, exist_ok=True)
+        old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            self._set(status="running", message=None, device=str(self.device))
+            self._event("info", f"engine started (pid {os.getpid()} on {socket.gethostname()}, {self.device})")
+            self._prepare()
+            while self.phase != "done":
+                {"smash": self._smash, "rank": self._rank, "refine": self._refine, "final": self._final}[self.phase]()
+            self._between()  # answer commands that arrived during the last step
+            self._set(status="done", phase="done", progress=1.0)
+            self._event("info", "search finished")
+            return "done"
+        except _Stop:
+            self._checkpoint()
+            self._set(status="stopped", message="stopped; continue with smash-tui resume")
+            self._event("info", "stopped on request; checkpoint written")
+            return "stopped"
+        except SmashError as e:
+            self._set(status="failed", message=str(e))
+            self._event("error", str(e))
+            raise
+        except BaseException as e:
+            self._set(status="failed", message=f"{type(e).__name__}: {e}")
+            self._event("error", f"engine failed: {type(e).__name__}: {e}")
+            raise
+        finally:
+            for s, h in old.items():
+                signal.signal(s, h)
+            self.w.close()
+
+    def _on_signal(self, signum, frame) -> None:
+        self._stop_signal += 1
+        if self._stop_signal > 1:  # a second Ctrl-C: leave now, losing at most the current step
+            raise KeyboardInterrupt
+
+    def _prepare(self) -> None:
+        t = self.cfg.train
+        ds = load_dataset(self.cfg.dataset, self.cfg.data_dir, self.cfg.download)
+        if t.val_size >= len(ds.train_y):
+            raise ConfigError(f"--val-size {t.val_size} leaves no training images ({len(ds.train_y)} in all)")
+        tr, va = holdout_split(len(ds.train_y), t.val_size, self.cfg.seed)
+        self.train = DeviceData(ds.train_x[tr], ds.train_y[tr], ds.info, self.device)
+        self.val = DeviceData(ds.train_x[va], ds.train_y[va], ds.info, self.device)
+        self.test = DeviceData(ds.test_x, ds.test_y, ds.info, self.device)
+        self.steps_per_epoch = self.train.num_batches(t.batch_size)
+        self.total_steps = t.epochs * self.steps_per_epoch
+        self.smash = Smash.create(self.cfg, self.device)
+        ckpt = self.dir / "checkpoint.pt"
+        if ckpt.exists():
+            sd = torch.load(ckpt, map_location=self.device, weights_only=True)
+            self.smash.load_state_dict(sd)
+            self.step = int(sd["step"])
+            self._event("info", f"resumed from checkpoint at step {self.step}")
+        self._set(total_steps=self.total_steps)
+
+    # -- phases --------------------------------------------------------------------------------
+    def _smash(self) -> None:
+        t, T = self.cfg.train, self.total_steps
+        window: list[torch.Tensor] = []
+        t0, n0 = time.perf_counter(), self.step
+        while self.step < T:
+            epoch, start = divmod(self.step, self.steps_per_epoch)
+            batches = self.train.epoch_batches(t.batch_size, torch_gen(self.cfg.seed, 1, epoch), start=start)
+            for x, y in batches:
+                lr = cosine_lr(t.lr, self.step, T)
+                window.append(smash_step(self.smash, smash_arch(self.cfg, self.step, T), x, y, lr))
+                self.step += 1
+                if len(window) == t.log_every or self.step % self.steps_per_epoch == 0:
+                    self._ips = (self.step - n0) * t.batch_size / (time.perf_counter() - t0)
+                    self._log_window(window, epoch, lr)
+                    window = []
+                self._between()
+            self._end_epoch(epoch)
+            t0, n0 = time.perf_counter(), self.step
+        self._checkpoint()
+        self._enter("rank")
+
+    def _log_window(self, window: list[torch.Tensor], epoch: int, lr: float) -> None:
+        loss, err = torch.stack(window).mean(0).tolist()  # the one host sync per window
+        if loss != loss or abs(loss) == float("inf"):
+            raise SmashError(f"SMASH training diverged at step {self.step} (loss {loss}); "
+                             "lower --lr or resume from the last checkpoint")
+        self.w.add_steps([dict(run_id=self.run_id, step=self.step, epoch=epoch, phase="train", loss=loss,
+                               error=err, lr=lr, images_per_s=self._ips)])
+        self.report(dict(phase="smash", done=self.step, total=self.total_steps, loss=loss, error=err,
+                         images_per_s=self._ips))
+
+    def _end_epoch(self, epoch: int) -> None:
+        err, loss = validation_error(self.smash, self.cfg, self.val, epoch)
+        self.w.add_steps([dict(run_id=self.run_id, step=self.step, epoch=epoch, phase="val", loss=loss,
+                               error=err)])
+        self._set(epoch=epoch + 1, step=self.step)
+        self._checkpoint()
+        self._event("info", f"epoch {epoch + 1}: validation SMASH error {err:.4f}")
+
+    def _rank(self) -> None:
+        n = self.cfg.train.n_random
+        for i in range(store.count_scores(self.w.conn, self.run_id, "random"), n):
+            self._score(rank_arch(self.cfg, RANK, i), "random", None, done=i + 1, total=n)
+        self._enter("refine")
+
+    def _refine(self) -> None:
+        t = self.cfg.train
+        base = store.best_score(self.w.conn, self.run_id, ("random",))
+        if base is not None:
+            arch = Architecture.from_json(base["spec_json"])
+            for i in range(store.count_scores(self.w.conn, self.run_id, "perturb"), t.n_perturb):
+                self._score(perturbed(self.cfg, arch, PERTURB, i), "perturb", arch.id, done=i + 1,
+                            total=t.n_perturb + t.n_hillclimb)
+            self._hillclimb()
+        self._enter("final")
+
+    def _hillclimb(self) -> None:
+        """Greedy: perturb the current best; keep a candidate only if strictly better. The current
+        architecture is always the best of (start, candidates so far), so it is re-derived on resume."""
+        t = self.cfg.train
+        cur = store.best_score(self.w.conn, self.run_id, ("random", "perturb", "hillclimb"))
+        done = store.count_scores(self.w.conn, self.run_id, "hillclimb")
+        for i in range(done, t.n_hillclimb):
+            arch = Architecture.from_json(cur["spec_json"])
+            err = self._score(perturbed(self.cfg, arch, HILLCLIMB, i), "hillclimb", arch.id,
+                              done=t.n_perturb + i + 1, total=t.n_perturb + t.n_hillclimb)
+            if err is not None and err < cur["smash_error"]:
+                cur = store.best_score(self.w.conn, self.run_id, ("random", "perturb", "hillclimb"))
+
+    def _final(self) -> None:
+        if not store.finals(self.w.conn, self.run_id):
+            for row in store.leaderboard(self.w.conn, self.run_id, limit=self.cfg.train.final_top):
+                self._queue_final(row["arch_id"], self.cfg.train.final_epochs)
+        while (final := store.next_queued_final(self.w.conn, self.run_id)) is not None:
+            self._train_final(final)
+        self._enter("done")
+
+    # -- scoring and final training ------------------------------------------------------------
+    def _score(self, arch: Architecture, source: str, parent: str | None, done: int = 0, total: int = 0):
+        params, flops = arch_cost(arch)
+        depth = sum(len(b.ops) for b in arch.blocks)
+        self.w.add_arch(self.run_id, arch.id, arch.to_json(), source, parent, params, flops, arch.n_ops, depth)
+        try:
+            err, loss = smash_score(self.smash, arch, self.val, self.cfg.train.score_batch)
+        except torch.OutOfMemoryError as e:
+            self.w.add_score(self.run_id, arch.id, None, None, len(self.val), self.step, status="failed",
+                             reason=f"out of memory: {e}"[:500], source=source)
+            self._event("warning", f"architecture {arch.id} ran out of memory while scoring; skipped")
+            return None
+        self.w.add_score(self.run_id, arch.id, err, loss, len(self.val), self.step, source=source)
+        self.report(dict(phase=self.phase if not self._sampling else "sample", done=done, total=total,
+                         error=err, loss=loss))
+        self._between()
+        return err
+
+    def _queue_final(self, arch_id: str, epochs: int) -> int:
+        row = store.get_arch(self.w.conn, arch_id)
+        params, flops = row["params"], row["flops"]
+        return self.w.create_final(self.run_id, row["id"], epochs, params, flops)
+
+    def _train_final(self, final: dict) -> None:
+        t, fid = self.cfg.train, final["id"]
+        arch = Architecture.from_json(store.get_arch(self.w.conn, final["arch_id"])["spec_json"])
+        f = Final.create(arch, t, self.cfg.seed * 1000 + fid, self.device)
+        ckpt, start, best = self.dir / f"final-{fid}.pt", 0, None
+        if ckpt.exists():
+            sd = torch.load(ckpt, map_location=self.device, weights_only=True)
+            f.net.load_state_dict(sd["net"])
+            f.opt.load_state_dict(sd["opt"])
+            start, best = int(sd["epoch"]), sd["best_val_error"]
+        self.w.update_final(fid, status="running")
+        self._event("info", f"final training #{fid} of {arch.id} ({final['epochs']} epochs)")
+        spe = self.train.num_batches(t.final_batch)
+        total = final["epochs"] * spe
+        for epoch in range(start, final["epochs"]):
+            t0, sums = time.perf_counter(), []
+            gen = torch_gen(self.cfg.seed, FINAL, fid * 100_000 + epoch)
+            for b, (x, y) in enumerate(self.train.epoch_batches(t.final_batch, gen)):
+                lr = cosine_lr(t.final_lr, epoch * spe + b, total)
+                sums.append(f.step(x, y, lr))
+                self._between(final_id=fid)
+            loss, err = torch.stack(sums).mean(0).tolist()
+            val_err, _ = f.evaluate(self.val, t.score_batch)
+            test_err, _ = f.evaluate(self.test, t.score_batch)
+            best = val_err if best is None else min(best, val_err)
+            ips = len(sums) * t.final_batch / (time.perf_counter() - t0)
+            self.w.add_final_step(fid, epoch=epoch + 1, train_loss=loss, train_error=err, val_error=val_err,
+                                  test_error=test_err, lr=lr, images_per_s=ips)
+            self.w.update_final(fid, epoch=epoch + 1, best_val_error=best, test_error=test_err)
+            save_atomic({"net": f.net.state_dict(), "opt": f.opt.state_dict(), "epoch": epoch + 1,
+                         "best_val_error": best}, ckpt)
+            self.report(dict(phase="final", done=epoch + 1, total=final["epochs"], loss=loss, error=test_err,
+                             images_per_s=ips))
+        weights = self.dir / f"final-{fid}.safetensors"
+        save_weights(f.net, arch, weights)
+        self.w.update_final(fid, status="done", weights_path=str(weights))
+        self._event("info", f"final training #{fid} done: test error {test_err:.4f}")
+
+    def _requeue_finals(self) -> None:
+        """Finals a dead engine left running continue from their last epoch checkpoint."""
+        with self.w.transaction() as c:
+            c.execute("UPDATE finals SET status = 'queued' WHERE run_id = ? AND status = 'running'",
+                      (self.run_id,))
+
+    # -- between steps: heartbeat, commands, signals ----------------------------------------------
+    def _between(self, final_id: int | None = None) -> None:
+        if self._stop_signal:
+            raise _Stop
+        now = time.monotonic()
+        if now - self._last_poll >= POLL_S or self._paused:
+            self._last_poll = now
+            for cmd in self.w.pending_commands(self.run_id):
+                self._command(cmd)
+        if now - self._last_beat >= HEARTBEAT_S:
+            self._last_beat = now
+            self.w.heartbeat(self.run_id, **self._status_fields())
+        if self._samples_wanted and not self._sampling:
+            self._run_samples()
+        while self._paused:
+            time.sleep(POLL_S)
+            self._between()
+
+    def _status_fields(self) -> dict:
+        total = max(self.total_steps, 1)
+        return dict(phase=self.phase, step=self.step, epoch=self.step // max(getattr(self, "steps_per_epoch", 1), 1),
+                    progress=min(self.step / total, 1.0) if self.phase == "smash" else 1.0,
+                    images_per_s=self._ips)
+
+    def _command(self, cmd) -> None:
+        kind, args = cmd["kind"], json.loads(cmd["args_json"] or "{}")
+        self.w.mark_command(cmd["id"], "running")
+        try:
+            message = self._do(kind, args)
+        except _Stop:
+            self.w.mark_command(cmd["id"], "done", "stopping: checkpoint, then exit")
+            raise
+        except SmashError as e:
+            self.w.mark_command(cmd["id"], "error", str(e))
+            self._event("warning", f"command {kind} failed: {e}")
+            return
+        self.w.mark_command(cmd["id"], "done", message)
+        self._event("info", f"command {kind}: {message}")
+
+    def _do(self, kind: str, args: dict) -> str:
+        if kind == "pause":
+            if self._paused:
+                return "already paused"
+            self._checkpoint()
+            self._paused = True
+            self._set(status="paused")
+            return "paused; checkpoint written"
+        if kind == "continue":
+            if not self._paused:
+                return "was not paused"
+            self._paused = False
+            self._set(status="running")
+            return "continuing"
+        if kind == "stop":
+            self._paused = False
+            raise _Stop
+        if kind == "sample":
+            n = int(args.get("n", 100))
+            if n <= 0:
+                raise ConfigError(f"sample needs a positive count, got {n}")
+            self._samples_wanted += n
+            return f"scoring {n} more random architectures"
+        if kind == "final":
+            row = store.get_arch(self.w.conn, str(args.get("arch", "")))
+            if row is None:
+                raise ResultsFileError(f"no architecture {args.get('arch')!r} in this run; "
+                                       "pick an id from the leaderboard")
+            epochs = int(args.get("epochs") or self.cfg.train.final_epochs)
+            if epochs <= 0:
+                raise ConfigError(f"final training needs a positive number of epochs, got {epochs}")
+            fid = self._queue_final(row["id"], epochs)
+            when = "next" if self.phase in ("final", "done") else "after the search phases"
+            return f"final training #{fid} of {row['id']} queued ({epochs} epochs), runs {when}"
+        raise ConfigError(f"unknown command {kind!r}")
+
+    def _run_samples(self) -> None:
+        self._sampling = True
+        try:
+            while self._samples_wanted:
+                i = store.count_scores(self.w.conn, self.run_id, "sample")
+                self._score(rank_arch(self.cfg, SAMPLE, i), "sample", None)
+                self._samples_wanted -= 1
+        finally:
+            self._sampling = False
+
+    # -- bookkeeping ---------------------------------------------------------------------------
+    def _checkpoint(self) -> None:
+        if hasattr(self, "smash"):
+            save_atomic({**self.smash.state_dict(), "step": self.step, "config": self.cfg.to_dict()},
+                        self.dir / "checkpoint.pt")
+
+    def _enter(self, phase: str) -> None:
+        self.phase = phase
+        self._set(phase=phase, **({"progress": 1.0} if phase != "smash" else {}))
+        if phase != "done":
+            self._event("info", f"phase {phase}")
+
+    def _set(self, **fields) -> None:
+        self.w.heartbeat(self.run_id, **fields)
+
+    def _event(self, level: str, message: str) -> None:
+        self.w.add_event(self.run_id, level, message)
+
+
+def save_weights(net: torch.nn.Module, arch: Architecture, path: Path) -> None:
+    """safetensors: loads without unpickling code; the architecture travels in the metadata."""
+    from safetensors.torch import save_file
+
+    tmp = path.with_name(path.name + ".tmp")
+    state = {k: v.detach().contiguous().cpu() for k, v in net.state_dict().items()}
+    save_file(state, str(tmp), metadata={"architecture": arch.to_json(), "format": "smash-tui FixedNet"})
+    os.replace(tmp, path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m smash_engine.engine DB`: the detached engine started by `smash-tui run`/`resume`."""
+    import sys
+
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print("usage: python -m smash_engine.engine RESULTS.db", file=sys.stderr)
+        return 2
+    try:
+        status = Engine(Path(args[0])).run()
+    except SmashError as e:
+        print(f"smash-tui engine: {e}", file=sys.stderr)
+        return e.exit_code
+    return 0 if status in ("done", "stopped") else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,337 @@
+"""The `smash-tui` command line (Typer). The only place a SmashError becomes a one-line message and an
+exit code; anything else keeps its traceback (a bug to report).
+
+Training code is imported only by `run`/`resume --headless` (in this process) and by the detached engine;
+`ls`, `show`, `query`, `export` and `control` read the results file and start in a fraction of a second.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from smash_engine import store
+from smash_engine.errors import ConfigError, ResultsFileError, SmashError
+from smash_engine.space import Architecture
+
+from .diagram import LEGEND, diagram
+from .launch import spawn_engine
+
+app = typer.Typer(add_completion=False, no_args_is_help=False, pretty_exceptions_enable=False,
+                  help="Run and watch SMASH architecture searches. Bare `smash-tui` opens the runs in runs/.")
+
+RUNS_DIR = Path("runs")
+
+
+def main() -> None:
+    try:
+        app()
+    except SmashError as e:
+        print(f"smash-tui: error: {e}", file=sys.stderr)
+        raise SystemExit(e.exit_code) from None
+
+
+@app.callback(invoke_without_command=True)
+def _root(ctx: typer.Context) -> None:
+    if ctx.invoked_subcommand is None:
+        _open_ui(None)
+
+
+def _open_ui(db: Path | None) -> None:
+    try:
+        from .app import SmashApp
+    except ImportError:  # the UI module is optional until it exists
+        raise ConfigError("the interactive UI is not available in this build; use --headless, "
+                          "`smash-tui show` or `smash-tui ls`") from None
+    SmashApp(db=db, runs_dir=RUNS_DIR).run()
+
+
+# -- run / resume ------------------------------------------------------------------------------------
+@app.command()
+def run(
+    preset: Annotated[str, typer.Option(help="quick (digits, CPU, minutes) | fmnist (GPU, ~10 min) | paper")] = "quick",
+    dataset: Annotated[str | None, typer.Option(help="digits, mnist, fashion-mnist, cifar10, cifar100, stl10, "
+                                                     "imagenet32 (default: the preset's)")] = None,
+    data_dir: Annotated[str | None, typer.Option(help="folder holding the dataset's files")] = None,
+    download: Annotated[bool, typer.Option(help="let torchvision download a missing dataset")] = False,
+    epochs: Annotated[int | None, typer.Option(help="SMASH training epochs")] = None,
+    archs: Annotated[int | None, typer.Option(help="random architectures to score in the rank phase")] = None,
+    final_top: Annotated[int | None, typer.Option(help="final-train the best K (0 = none)")] = None,
+    final_epochs: Annotated[int | None, typer.Option(help="epochs of final training")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="SMASH training batch")] = None,
+    db: Annotated[Path | None, typer.Option(help="results file (default runs/NAME.db)")] = None,
+    name: Annotated[str | None, typer.Option(help="run name (default: the preset, made unique)")] = None,
+    device: Annotated[str, typer.Option(help="cpu | cuda | cuda:N | auto")] = "auto",
+    seed: Annotated[int, typer.Option(help="seed for everything random")] = 0,
+    headless: Annotated[bool, typer.Option(help="run here with progress on the terminal, no UI")] = False,
+) -> None:
+    """Start a new search."""
+    from smash_engine.config import make_config
+
+    cfg = make_config(preset, dataset, seed, device, data_dir, download, name or "", epochs=epochs,
+                      n_random=archs, final_top=final_top, final_epochs=final_epochs, batch_size=batch_size)
+    db = db or _unique_db(name or preset)
+    if name is None:
+        import dataclasses
+
+        cfg = dataclasses.replace(cfg, name=db.stem)
+    from smash_engine.engine import create_run
+
+    create_run(db, cfg)
+    typer.echo(f"results file: {db}", err=True)
+    _start(db, headless)
+
+
+@app.command()
+def resume(db: Path, headless: Annotated[bool, typer.Option(help="run here, no UI")] = False) -> None:
+    """Continue a stopped, paused or crashed search (or answer commands queued on a finished one)."""
+    _require_db(db)
+    _start(db, headless)
+
+
+def _unique_db(name: str) -> Path:
+    path, n = RUNS_DIR / f"{name}.db", 1
+    while path.exists():
+        n += 1
+        path = RUNS_DIR / f"{name}-{n}.db"
+    return path
+
+
+def _start(db: Path, headless: bool) -> None:
+    if not headless:
+        try:
+            from . import app as _ui  # noqa: F401
+        except ImportError:
+            headless = True
+    if headless:
+        from smash_engine.engine import Engine
+
+        from .progress import headless_reporter
+
+        with headless_reporter() as report:
+            status = Engine(db, reporter=report).run()
+        typer.echo(f"{status}: {db}", err=True)
+        if status == "stopped":
+            typer.echo(f"continue with: smash-tui resume {db}", err=True)
+        return
+    spawn_engine(db)
+    _open_ui(db)
+
+
+# -- plain-text tools --------------------------------------------------------------------------------
+def _require_db(db: Path) -> None:
+    if not db.exists():
+        raise ResultsFileError(f"{db} does not exist; list runs with `smash-tui ls`")
+
+
+def _reader(db: Path):
+    _require_db(db)
+    return store.connect_reader(db)
+
+
+def _run(conn, db: Path) -> dict:
+    run = store.get_run(conn)
+    if run is None:
+        raise ResultsFileError(f"{db} holds no run yet")
+    return run
+
+
+@app.command("ls")
+def ls_(directory: Annotated[Path, typer.Argument(help="folder of results files")] = RUNS_DIR) -> None:
+    """List the runs in a folder: status (crashed if the engine's heartbeat is stale), phase, best scores."""
+    files = sorted(directory.glob("*.db")) if directory.is_dir() else []
+    if not files:
+        typer.echo(f"no results files in {directory}/; start one with: smash-tui run --preset quick")
+        return
+    typer.echo(f"{'run':<20} {'status':<8} {'phase':<7} {'step':>11} {'scored':>6} {'best smash':>10} "
+               f"{'best test':>9}  updated")
+    for path in files:
+        try:
+            conn = store.connect_reader(path)
+        except SmashError as e:
+            typer.echo(f"{path.stem:<20} unreadable: {e}")
+            continue
+        with conn:
+            s = store.run_summary(conn)
+        if s is None:
+            continue
+        step = f"{s['step']:>5}/{s['total_steps'] or 0:<5}"
+        typer.echo(f"{path.stem[:20]:<20} {s['state']:<8} {s['phase']:<7} {step} {s['n_scored']:>6} {_pct(s['best_smash']):>10} {_pct(s['best_test']):>9}  {s['updated_at'][:19]}")
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.2f}%"
+
+
+@app.command()
+def show(
+    db: Path,
+    arch: Annotated[str | None, typer.Option(help="show one architecture (id or unique prefix) with its diagram")] = None,
+    top: Annotated[int, typer.Option(help="leaderboard rows")] = 20,
+    as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+    ascii_only: Annotated[bool, typer.Option("--ascii", help="ASCII-only diagram")] = False,
+) -> None:
+    """The run's status and leaderboard, or one architecture."""
+    conn = _reader(db)
+    run = _run(conn, db)
+    if arch:
+        row = store.get_arch(conn, arch)
+        if row is None:
+            raise ResultsFileError(f"no architecture {arch!r} in {db}; see `smash-tui show {db}` for ids")
+        if as_json:
+            typer.echo(json.dumps({**row, "spec": json.loads(row["spec_json"])}, indent=2))
+            return
+        a = Architecture.from_json(row["spec_json"])
+        typer.echo(f"{row['id']}  source {row['source']}  params {row['params']:,}  FLOPs {row['flops']:,}")
+        for line in diagram(a, width=max(80, _term_width()), ascii_only=ascii_only):
+            typer.echo(line)
+        typer.echo(LEGEND)
+        return
+    rows = store.leaderboard(conn, run["id"], limit=top)
+    if as_json:
+        typer.echo(json.dumps({"run": _public_run(run), "leaderboard": rows}, indent=2, default=str))
+        return
+    typer.echo(f"run {run['name']}: {store.engine_state(run)}, phase {run['phase']}, step {run['step']}/"
+               f"{run['total_steps'] or '?'}, dataset {run['dataset']}, device {run['device']}")
+    if run.get("message"):
+        typer.echo(f"  {run['message']}")
+    typer.echo(f"{'rank':>4} {'arch':<16} {'smash err':>9} {'params':>9} {'MFLOPs':>8} {'ops':>4} {'source':<9} final")
+    for r in rows:
+        final = "" if r["final_status"] is None else f"{r['final_status']} {_pct(r['final_test_error'])}"
+        typer.echo(f"{r['rank']:>4} {r['arch_id']:<16} {_pct(r['smash_error']):>9} {r['params'] or 0:>9,} "
+                   f"{(r['flops'] or 0) / 1e6:>8.1f} {r['n_ops'] or 0:>4} {r['source']:<9} {final}")
+
+
+def _public_run(run: dict) -> dict:
+    return {k: v for k, v in run.items() if k != "config_json"} | {"config": json.loads(run["config_json"])}
+
+
+def _term_width() -> int:
+    return os.get_terminal_size().columns if sys.stdout.isatty() else 80
+
+
+@app.command()
+def query(
+    db: Path,
+    sql: str,
+    as_csv: Annotated[bool, typer.Option("--csv")] = False,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+    table: Annotated[bool, typer.Option("--table", help="aligned columns (default)")] = False,
+) -> None:
+    """Run a read-only SQL statement on a results file."""
+    _require_db(db)
+    cols, rows = store.run_readonly_query(db, sql)
+    if as_json:
+        typer.echo(json.dumps([dict(zip(cols, r, strict=True)) for r in rows], indent=2, default=str))
+    elif as_csv:
+        w = csv.writer(sys.stdout, lineterminator="\n")
+        w.writerow(cols)
+        w.writerows(rows)
+    else:
+        text = [[("" if v is None else str(v)) for v in r] for r in rows]
+        widths = [max([len(c)] + [len(r[i]) for r in text]) for i, c in enumerate(cols)]
+        typer.echo("  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True)).rstrip())
+        for r in text:
+            typer.echo("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip())
+
+
+@app.command()
+def export(
+    db: Path,
+    arch: Annotated[str, typer.Option(help="architecture id or unique prefix")],
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="file (default: stdout)")] = None,
+    weights: Annotated[bool, typer.Option(help="also copy its final-trained weights (.safetensors) beside -o")] = False,
+) -> None:
+    """Write an architecture's JSON (and, with --weights, its trained weights)."""
+    conn = _reader(db)
+    row = store.get_arch(conn, arch)
+    if row is None:
+        raise ResultsFileError(f"no architecture {arch!r} in {db}; see `smash-tui show {db}` for ids")
+    text = Architecture.from_json(row["spec_json"]).to_json(indent=2) + "\n"
+    if output is None:
+        if weights:
+            raise ConfigError("--weights needs -o FILE (the weights go beside it)")
+        sys.stdout.write(text)
+        return
+    _write_atomic(output, text.encode())
+    typer.echo(f"wrote {output}", err=True)
+    if weights:
+        done = [f for f in store.finals(conn, _run(conn, db)["id"]) if f["arch_id"] == row["id"] and f["weights_path"]]
+        if not done:
+            raise ResultsFileError(f"architecture {row['id']} has no finished final training; "
+                                   f"start one with `smash-tui control {db} final {row['id']}`")
+        dest = output.with_suffix(".safetensors")
+        _write_atomic(dest, Path(done[-1]["weights_path"]).read_bytes())
+        typer.echo(f"wrote {dest}", err=True)
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+@app.command()
+def control(
+    db: Path,
+    kind: Annotated[str, typer.Argument(help="pause | continue | stop | sample | final")],
+    args: Annotated[list[str] | None, typer.Argument(help="sample: N; final: ARCH_ID [EPOCHS]")] = None,
+    wait: Annotated[float, typer.Option(help="seconds to wait for the engine's answer")] = 10.0,
+) -> None:
+    """Send a command to the engine of a run (it answers between steps)."""
+    args = args or []
+    payload = _command_args(kind, args)
+    conn = _reader(db)
+    run = _run(conn, db)
+    if payload.get("arch") and store.get_arch(conn, payload["arch"]) is None:
+        raise ResultsFileError(f"no architecture {payload['arch']!r} in {db}; see `smash-tui show {db}` for ids")
+    cid = store.insert_command(db, run["id"], kind, payload)
+    state = store.engine_state(run)
+    if state not in ("running", "paused"):
+        typer.echo(f"command #{cid} queued; the engine is {state}: it runs when you `smash-tui resume {db}`")
+        return
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        row = next((c for c in store.commands(conn, run["id"]) if c["id"] == cid), None)
+        if row and row["status"] in ("done", "error"):
+            typer.echo(f"command #{cid} {row['status']}: {row['message']}")
+            if row["status"] == "error":
+                raise typer.Exit(1)
+            return
+        time.sleep(0.2)
+    typer.echo(f"command #{cid} pending: the engine answers between steps")
+
+
+def _command_args(kind: str, args: list[str]) -> dict:
+    def count(text: str, what: str) -> int:
+        try:
+            n = int(text)
+        except ValueError:
+            raise ConfigError(f"{what} must be a whole number, got {text!r}") from None
+        if n <= 0:
+            raise ConfigError(f"{what} must be positive, got {n}")
+        return n
+
+    if kind in ("pause", "continue", "stop") and not args:
+        return {}
+    if kind == "sample" and len(args) <= 1:
+        return {"n": count(args[0], "the number of architectures") if args else 100}
+    if kind == "final" and 1 <= len(args) <= 2:
+        return {"arch": args[0], **({"epochs": count(args[1], "epochs")} if len(args) == 2 else {})}
+    got = " ".join([kind, *args])
+    raise ConfigError(f"usage: control DB pause|continue|stop|sample [N]|final ARCH [EPOCHS] (got {got!r})")
+
+
+@app.command()
+def watch(db: Annotated[Path | None, typer.Argument(help="results file (default: pick from runs/)")] = None) -> None:
+    """Open the UI on a results file, whether its engine is alive or not."""
+    if db is not None:
+        _reader(db).close()
+    _open_ui(db)
