@@ -118,22 +118,29 @@ class Engine:
         """Run to the end (or a stop); returns the final status. Unexpected errors mark the run failed
         and propagate with their traceback."""
         self.w.acquire_engine(self.run_id)
-        self.w.fail_stale(self.run_id)
         self._requeue_finals()
+        self.w.fail_stale(self.run_id)
         self.dir.mkdir(parents=True, exist_ok=True)
         old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
         try:
             self._set(status="running", message=None, device=str(self.device))
             self._event("info", f"engine started (pid {os.getpid()} on {socket.gethostname()}, {self.device})")
             self._prepare()
+            phases = {"smash": self._smash, "rank": self._rank, "refine": self._refine, "final": self._final}
             while self.phase != "done":
-                {"smash": self._smash, "rank": self._rank, "refine": self._refine, "final": self._final}[self.phase]()
-            self._between()  # answer commands that arrived during the last step
+                phases[self.phase]()
+            self._between()  # answer commands that arrived during the last step (or while it was stopped)
+            while (final := store.next_queued_final(self.w.conn, self.run_id)) is not None:
+                self._train_final(final)
+                self._between()
             self._set(status="done", phase="done", progress=1.0)
             self._event("info", "search finished")
             return "done"
         except _Stop:
             self._checkpoint()
+            with self.w.transaction() as c:  # a final cut short continues from its last epoch on resume
+                c.execute("UPDATE finals SET status = 'stopped' WHERE run_id = ? AND status = 'running'",
+                          (self.run_id,))
             self._set(status="stopped", message="stopped; continue with smash-tui resume")
             self._event("info", "stopped on request; checkpoint written")
             return "stopped"
@@ -230,7 +237,10 @@ class Engine:
                 self._score(perturbed(self.cfg, arch, PERTURB, i), "perturb", arch.id, done=i + 1,
                             total=t.n_perturb + t.n_hillclimb)
             self._hillclimb()
-        self._enter("final")
+        with self.w.transaction():  # the top K are queued and the phase moves on together, or neither
+            for row in store.leaderboard(self.w.conn, self.run_id, limit=t.final_top) if t.final_top else []:
+                self._queue_final(row["arch_id"], t.final_epochs)
+            self._enter("final")
 
     def _hillclimb(self) -> None:
         """Greedy: perturb the current best; keep a candidate only if strictly better. The current
@@ -246,9 +256,6 @@ class Engine:
                 cur = store.best_score(self.w.conn, self.run_id, ("random", "perturb", "hillclimb"))
 
     def _final(self) -> None:
-        if not store.finals(self.w.conn, self.run_id):
-            for row in store.leaderboard(self.w.conn, self.run_id, limit=self.cfg.train.final_top):
-                self._queue_final(row["arch_id"], self.cfg.train.final_epochs)
         while (final := store.next_queued_final(self.w.conn, self.run_id)) is not None:
             self._train_final(final)
         self._enter("done")
@@ -296,7 +303,7 @@ class Engine:
             for b, (x, y) in enumerate(self.train.epoch_batches(t.final_batch, gen)):
                 lr = cosine_lr(t.final_lr, epoch * spe + b, total)
                 sums.append(f.step(x, y, lr))
-                self._between(final_id=fid)
+                self._between()
             loss, err = torch.stack(sums).mean(0).tolist()
             val_err, _ = f.evaluate(self.val, t.score_batch)
             test_err, _ = f.evaluate(self.test, t.score_batch)
@@ -315,28 +322,31 @@ class Engine:
         self._event("info", f"final training #{fid} done: test error {test_err:.4f}")
 
     def _requeue_finals(self) -> None:
-        """Finals a dead engine left running continue from their last epoch checkpoint."""
+        """Finals a stop or a dead engine cut short continue from their last epoch checkpoint."""
         with self.w.transaction() as c:
-            c.execute("UPDATE finals SET status = 'queued' WHERE run_id = ? AND status = 'running'",
+            c.execute("UPDATE finals SET status = 'queued' WHERE run_id = ? AND status IN ('running', 'stopped')",
                       (self.run_id,))
 
     # -- between steps: heartbeat, commands, signals ----------------------------------------------
-    def _between(self, final_id: int | None = None) -> None:
-        if self._stop_signal:
-            raise _Stop
-        now = time.monotonic()
-        if now - self._last_poll >= POLL_S or self._paused:
-            self._last_poll = now
-            for cmd in self.w.pending_commands(self.run_id):
-                self._command(cmd)
-        if now - self._last_beat >= HEARTBEAT_S:
-            self._last_beat = now
-            self.w.heartbeat(self.run_id, **self._status_fields())
-        if self._samples_wanted and not self._sampling:
-            self._run_samples()
-        while self._paused:
-            time.sleep(POLL_S)
-            self._between()
+    def _between(self) -> None:
+        """Between two steps: signals, commands (every POLL_S), heartbeat (every HEARTBEAT_S), queued
+        sampling; while paused, stays here doing just that."""
+        while True:
+            if self._stop_signal:
+                raise _Stop
+            now = time.monotonic()
+            if now - self._last_poll >= POLL_S:
+                self._last_poll = now
+                for cmd in self.w.pending_commands(self.run_id):
+                    self._command(cmd)
+            if now - self._last_beat >= HEARTBEAT_S:
+                self._last_beat = now
+                self.w.heartbeat(self.run_id, **self._status_fields())
+            if self._samples_wanted and not self._sampling:
+                self._run_samples()
+            if not self._paused:
+                return
+            time.sleep(POLL_S / 2)
 
     def _status_fields(self) -> dict:
         total = max(self.total_steps, 1)

@@ -163,7 +163,9 @@ def ls_(directory: Annotated[Path, typer.Argument(help="folder of results files"
         if s is None:
             continue
         step = f"{s['step']:>5}/{s['total_steps'] or 0:<5}"
-        typer.echo(f"{path.stem[:20]:<20} {s['state']:<8} {s['phase']:<7} {step} {s['n_scored']:>6} {_pct(s['best_smash']):>10} {_pct(s['best_test']):>9}  {s['updated_at'][:19]}")
+        best = f"{_pct(s['best_smash']):>10} {_pct(s['best_test']):>9}"
+        name = f"{path.stem[:20]:<20} {s['state']:<8} {s['phase']:<7}"
+        typer.echo(f"{name} {step} {s['n_scored']:>6} {best}  {s['updated_at'][:19]}")
 
 
 def _pct(x: float | None) -> str:
@@ -173,7 +175,7 @@ def _pct(x: float | None) -> str:
 @app.command()
 def show(
     db: Path,
-    arch: Annotated[str | None, typer.Option(help="show one architecture (id or unique prefix) with its diagram")] = None,
+    arch: Annotated[str | None, typer.Option(help="one architecture (id or unique prefix), with its diagram")] = None,
     top: Annotated[int, typer.Option(help="leaderboard rows")] = 20,
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
     ascii_only: Annotated[bool, typer.Option("--ascii", help="ASCII-only diagram")] = False,
@@ -335,3 +337,7 @@ def watch(db: Annotated[Path | None, typer.Argument(help="results file (default:
     if db is not None:
         _reader(db).close()
     _open_ui(db)
+
+
+if __name__ == "__main__":
+    main()
