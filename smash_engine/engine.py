@@ -82,7 +82,10 @@ def create_run(db_path: Path, cfg: RunConfig) -> int:
     if db_path.exists():
         raise ResultsFileError(f"{db_path} already exists: resume it with `smash-tui resume {db_path}`, "
                                "or pick another --name or --db")
-    resolve_device(cfg.device)  # fail before anything is written
+    resolve_device(cfg.device)  # fail before anything is written: device, then data
+    ds = load_dataset(cfg.dataset, cfg.data_dir, cfg.download)
+    if cfg.train.val_size >= len(ds.train_y):
+        raise ConfigError(f"--val-size {cfg.train.val_size} leaves no training images ({len(ds.train_y)} in all)")
     db_path.parent.mkdir(parents=True, exist_ok=True)
     w = store.connect_writer(db_path)
     try:

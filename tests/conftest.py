@@ -14,3 +14,24 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+TINY = dict(epochs=2, n_random=6, n_perturb=2, n_hillclimb=2, final_epochs=1, log_every=4)
+
+
+def tiny_config(**overrides):
+    """The quick preset (real digits data) cut to a run of ~15 s on 2 cores."""
+    from smash_engine.config import make_config
+
+    return make_config("quick", **{**TINY, **overrides})
+
+
+@pytest.fixture(scope="session")
+def finished_run(tmp_path_factory):
+    """A real, finished tiny search: path of its results file (copy it before writing to it)."""
+    from smash_engine.engine import Engine, create_run
+
+    db = tmp_path_factory.mktemp("finished") / "tiny.db"
+    create_run(db, tiny_config(name="tiny"))
+    assert Engine(db).run() == "done"
+    return db

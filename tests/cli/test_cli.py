@@ -1,0 +1,151 @@
+"""The `smash-tui` entry point as a user runs it: real processes, real results files."""
+
+import json
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from smash_engine import store
+
+EXE = shutil.which("smash-tui", path=str(Path(sys.executable).parent)) or shutil.which("smash-tui")
+
+
+def cli(*args, cwd=None, check=None):
+    proc = subprocess.run([EXE, *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=600,
+                          env={**os.environ, "COLUMNS": "100"})
+    if check is not None:
+        assert proc.returncode == check, (proc.stdout, proc.stderr)
+    return proc
+
+
+def one_line_error(proc, *fragments):
+    assert proc.returncode != 0
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("smash-tui: error: "), proc.stderr
+    assert "Traceback" not in proc.stderr
+    for f in fragments:
+        assert f in lines[0], lines[0]
+
+
+@pytest.fixture
+def run_copy(tmp_path, finished_run):
+    db = tmp_path / "runs" / "tiny.db"
+    db.parent.mkdir()
+    shutil.copy(finished_run, db)
+    shutil.copytree(finished_run.with_suffix(""), db.with_suffix(""))
+    return db
+
+
+def test_headless_search_through_the_entry_point(tmp_path):
+    proc = cli("run", "--preset", "quick", "--epochs", "1", "--archs", "4", "--final-epochs", "1", "--headless",
+               "--name", "e2e", cwd=tmp_path, check=0)
+    db = tmp_path / "runs" / "e2e.db"
+    assert "done: runs/e2e.db" in proc.stderr
+    assert "smash 24/24" in proc.stderr and "final 1/1" in proc.stderr  # plain lines off a terminal
+    conn = sqlite3.connect(db)
+    assert conn.execute("select status, phase from runs").fetchone() == ("done", "done")
+    assert conn.execute("select count(*) from scores").fetchone()[0] == 4 + 10 + 10
+    assert conn.execute("select status from finals").fetchone() == ("done",)
+    # a second run with the same preset gets its own file
+    cli("run", "--preset", "quick", "--epochs", "1", "--archs", "1", "--final-top", "0", "--headless",
+        cwd=tmp_path, check=0)
+    assert (tmp_path / "runs" / "quick.db").exists()
+    listing = cli("ls", cwd=tmp_path, check=0).stdout
+    assert "e2e" in listing and "quick" in listing and "done" in listing
+
+
+def test_show_query_export(run_copy, tmp_path):
+    top = sqlite3.connect(run_copy).execute("select arch_id, smash_error from leaderboard limit 1").fetchone()
+    out = cli("show", run_copy, "--top", "3", check=0).stdout
+    lines = out.splitlines()
+    assert lines[0].startswith("run tiny: done, phase done")
+    assert lines[2].split()[:2] == ["1", top[0]] and len(lines) == 5
+    arch = cli("show", run_copy, "--arch", top[0][:6], check=0).stdout
+    assert f"architecture {top[0]}" in arch and "block 0:" in arch and "block 2:" in arch
+    data = json.loads(cli("show", run_copy, "--json", check=0).stdout)
+    assert data["leaderboard"][0]["arch_id"] == top[0] and data["run"]["config"]["preset"] == "quick"
+    csv = cli("query", run_copy, "select arch_id, smash_error from leaderboard limit 1", "--csv", check=0).stdout
+    assert csv == f"arch_id,smash_error\n{top[0]},{top[1]}\n"
+    rows = json.loads(cli("query", run_copy, "select count(*) as n from scores", "--json", check=0).stdout)
+    assert rows == [{"n": 10}]
+    dest = tmp_path / "best.json"
+    cli("export", run_copy, "--arch", top[0], "-o", dest, "--weights", check=0)
+    from smash_engine.space import Architecture
+
+    assert Architecture.from_json(dest.read_text()).id == top[0]
+    assert dest.with_suffix(".safetensors").stat().st_size > 1000
+
+
+def test_control_on_a_stopped_engine_queues_the_command(run_copy):
+    top = sqlite3.connect(run_copy).execute("select arch_id from leaderboard limit 1").fetchone()[0]
+    out = cli("control", run_copy, "final", top, "2", check=0).stdout
+    assert "queued; the engine is done: it runs when you `smash-tui resume" in out
+    row = sqlite3.connect(run_copy).execute("select kind, args_json, status from commands").fetchone()
+    assert row[0] == "final" and json.loads(row[1]) == {"arch": top, "epochs": 2} and row[2] == "pending"
+
+
+def test_query_cannot_write(run_copy):
+    before = run_copy.read_bytes()
+    for sql in ["delete from scores", "drop table runs", "update runs set status = 'x'",
+                "select 1; delete from scores"]:
+        one_line_error(cli("query", run_copy, sql), "read-only")
+    assert run_copy.read_bytes() == before
+
+
+@pytest.mark.parametrize("args, fragments", [
+    (["run", "--preset", "huge", "--headless"], ["unknown preset 'huge'", "quick"]),
+    (["run", "--dataset", "imagenet9", "--headless"], ["unknown dataset 'imagenet9'"]),
+    (["run", "--epochs", "0", "--headless"], ["--epochs must be positive"]),
+    (["run", "--archs", "-3", "--headless"], ["--n-random must be positive"]),
+    (["run", "--device", "tpu", "--headless"], ["unknown device 'tpu'"]),
+    (["run", "--dataset", "cifar10", "--data-dir", "EMPTY", "--headless"], ["cifar10", "--data-dir"]),
+    (["show", "NOTADB"], ["NOTADB"]),
+    (["resume", "missing.db"], ["missing.db does not exist"]),
+    (["control", "RUN", "sample", "zero"], ["whole number"]),
+    (["control", "RUN", "jump"], ["usage: control DB"]),
+    (["control", "RUN", "final", "nope"], ["no architecture 'nope'"]),
+    (["show", "RUN", "--arch", "ffffffffff"], ["no architecture 'ffffffffff'"]),
+    (["export", "RUN", "--arch", "ffffffffff"], ["no architecture"]),
+])
+def test_bad_input_is_one_line_and_nonzero(tmp_path, run_copy, args, fragments):
+    (tmp_path / "EMPTY").mkdir()
+    (tmp_path / "NOTADB").write_text("hello, not sqlite")
+    args = [str(run_copy) if a == "RUN" else a for a in args]
+    before = run_copy.read_bytes()
+    one_line_error(cli(*args, cwd=tmp_path), *fragments)
+    assert run_copy.read_bytes() == before
+    assert not (tmp_path / "runs" / "quick.db").exists()  # nothing half-written
+
+
+def test_device_cuda_without_a_gpu(tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    one_line_error(cli("run", "--device", "cuda", "--headless", cwd=tmp_path), "no CUDA GPU", "--device cpu")
+    assert not (tmp_path / "runs").exists() or not list((tmp_path / "runs").glob("*.db"))
+
+
+def test_ctrl_c_stops_with_a_checkpoint_and_resume_finishes(tmp_path):
+    proc = subprocess.Popen([EXE, "run", "--preset", "quick", "--epochs", "2", "--archs", "2", "--final-top", "0",
+                             "--headless", "--name", "int"], cwd=tmp_path, stderr=subprocess.PIPE, text=True)
+    db = tmp_path / "runs" / "int.db"
+    deadline = time.time() + 120
+    while time.time() < deadline:  # wait until training is under way
+        time.sleep(0.5)
+        if db.exists() and sqlite3.connect(db).execute("select count(*) from steps").fetchone()[0] >= 2:
+            break
+    proc.send_signal(signal.SIGINT)
+    err = proc.communicate(timeout=120)[1]
+    assert proc.returncode == 0 and "stopped: runs/int.db" in err and "smash-tui resume runs/int.db" in err
+    assert store.get_run(store.connect_reader(db))["status"] == "stopped"
+    assert (tmp_path / "runs" / "int" / "checkpoint.pt").exists()
+    cli("resume", "runs/int.db", "--headless", cwd=tmp_path, check=0)
+    assert store.get_run(store.connect_reader(db))["status"] == "done"
