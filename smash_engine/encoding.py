@@ -25,12 +25,15 @@ Layout of `c`, shape (1, C, R, S), BCHW with batch 1 as in the paper:
 The generated weight tile at (row h, column q) is the N x (dc*N) block of 1x1 weights for output channels
 h*N.. and input channels q*dc*N.. (see hypernet.py), so each position of `c` describes the weights it makes.
 
-`encode` builds everything with numpy on the CPU; `ArchPlan.to(device)` makes the one host-to-device copy.
+`encode` builds one (S, C + 2) array on the CPU: each column's fields, its row count and its op index.
+`ArchPlan.to(device)` copies that once; c (R times larger) and the column tables are expanded from it on the
+device, so the per-step host work and transfer stay small.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import torch
@@ -76,24 +79,45 @@ class Layout:
 
 @dataclass
 class ArchPlan:
-    """`c` and the per-op tables that slice generated weights; numpy on the CPU until `.to(device)`."""
+    """The encoding of one architecture and the per-op tables that slice its generated weights."""
 
     arch: Architecture
-    c: np.ndarray | torch.Tensor  # (1, C, R, S) float32
+    packed: np.ndarray | torch.Tensor  # (S, C + 2): fields of each column, its rows (bottleneck / N), its op
     op_start: np.ndarray  # (n_ops,) first 1x1-input column of each op in the generated weight matrix
     op_in: np.ndarray  # (n_ops,) 1x1 input channels
     op_bottleneck: np.ndarray  # (n_ops,) 1x1 output channels
-    col_op: np.ndarray | torch.Tensor  # (S * dc * N,) op index of every input column (for the norms)
-    col_rows: np.ndarray | torch.Tensor  # (S * dc * N,) bottleneck of the op owning that column
+    rows: int  # R
+    N: int
+    slice_channels: int  # dc * N
 
     def to(self, device: torch.device | str) -> ArchPlan:
         dev = torch.device(device)
-        pin = dev.type == "cuda"
-        def move(a: np.ndarray) -> torch.Tensor:
-            t = torch.from_numpy(a)
-            return (t.pin_memory() if pin else t).to(dev, non_blocking=pin)
-        return ArchPlan(self.arch, move(self.c), self.op_start, self.op_in, self.op_bottleneck,
-                        move(self.col_op), move(self.col_rows))
+        t = torch.from_numpy(self.packed) if isinstance(self.packed, np.ndarray) else self.packed
+        if dev.type == "cuda":
+            t = t.pin_memory().to(dev, non_blocking=True)
+        return ArchPlan(self.arch, t.to(dev), self.op_start, self.op_in, self.op_bottleneck, self.rows, self.N,
+                        self.slice_channels)
+
+    @cached_property
+    def _packed(self) -> torch.Tensor:
+        return torch.from_numpy(self.packed) if isinstance(self.packed, np.ndarray) else self.packed
+
+    @cached_property
+    def c(self) -> torch.Tensor:
+        """(1, C, R, S): each column's fields on the rows its op's 1x1 fills, -1 ("off") elsewhere."""
+        p = self._packed
+        rows = torch.arange(self.rows, device=p.device)[:, None] < p[:, -2][None, :]  # (R, S)
+        return torch.where(rows[None], p[:, :-2].T[:, None, :], -1.0)[None]
+
+    @cached_property
+    def col_op(self) -> torch.Tensor:
+        """(S * dc * N,) op index of every 1x1-input column (for the per-op norms)."""
+        return self._packed[:, -1].long().repeat_interleave(self.slice_channels)
+
+    @cached_property
+    def col_rows(self) -> torch.Tensor:
+        """(S * dc * N,) bottleneck channels of the op owning each 1x1-input column."""
+        return (self._packed[:, -2] * self.N).repeat_interleave(self.slice_channels)
 
 
 def check_in_space(arch: Architecture, space: SpaceConfig) -> None:
@@ -148,11 +172,8 @@ def encode(arch: Architecture, space: SpaceConfig) -> ArchPlan:
     per_slice[r_slices, r_cols] = 1.0
 
     bottleneck = np.array([op.bottleneck for _, _, op in ops], dtype=np.int64)
-    active = np.arange(lay.rows)[:, None] < (bottleneck[slice_op] // N)[None, :]  # (R, S)
-    c = np.where(active[None], per_slice.T[:, None, :], -1.0).astype(np.float32)[None]  # (1, C, R, S)
-    col_op = np.repeat(slice_op, dcN)
-    return ArchPlan(arch, np.ascontiguousarray(c), op_first * dcN, op_in, bottleneck, col_op,
-                    bottleneck[col_op])
+    packed = np.concatenate([per_slice, (bottleneck[slice_op] // N)[:, None], slice_op[:, None]], 1)
+    return ArchPlan(arch, packed.astype(np.float32), op_first * dcN, op_in, bottleneck, lay.rows, N, dcN)
 
 
 def _pairs(entries: list[tuple[int, int]]) -> tuple[np.ndarray, np.ndarray]:

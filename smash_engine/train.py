@@ -11,6 +11,7 @@ which makes stop + resume give exactly the run that never stopped.
 from __future__ import annotations
 
 import math
+import random
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,12 +31,16 @@ from .space import Architecture, SpaceConfig
 ARCH, DATA, RANK, PERTURB, HILLCLIMB, SAMPLE, FINAL = range(7)
 
 
-def rng(seed: int, purpose: int, index: int) -> np.random.Generator:
-    return np.random.default_rng([seed, purpose, index])
+def _derived(seed: int, purpose: int, index: int) -> int:
+    return int(np.random.SeedSequence([seed, purpose, index]).generate_state(1)[0])
+
+
+def rng(seed: int, purpose: int, index: int) -> random.Random:
+    return random.Random(_derived(seed, purpose, index))
 
 
 def torch_gen(seed: int, purpose: int, index: int) -> torch.Generator:
-    return torch.Generator().manual_seed(int(np.random.SeedSequence([seed, purpose, index]).generate_state(1)[0]))
+    return torch.Generator().manual_seed(_derived(seed, purpose, index))
 
 
 def cosine_lr(lr0: float, step: int, total: int) -> float:

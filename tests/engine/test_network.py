@@ -1,3 +1,5 @@
+import random
+
 import numpy as np
 import pytest
 import torch
@@ -23,7 +25,7 @@ def _fields(arch):
 @pytest.mark.parametrize("preset", ["quick", "paper"])
 def test_decoding_c_recovers_every_op_field(preset):
     space = space_preset(preset)
-    rng = np.random.default_rng(0)
+    rng = random.Random(0)
     for _ in range(20):
         arch = sample_architecture(space, rng)
         plan = encode(arch, space)
@@ -32,7 +34,7 @@ def test_decoding_c_recovers_every_op_field(preset):
 
 def test_c_layout_grows_with_the_architecture():
     space = space_preset("paper")
-    rng = np.random.default_rng(1)
+    rng = random.Random(1)
     for _ in range(10):
         arch = sample_architecture(space, rng)
         plan = encode(arch, space)
@@ -46,7 +48,7 @@ def test_c_layout_grows_with_the_architecture():
 
 
 def test_architecture_outside_the_space_is_refused():
-    arch = sample_architecture(space_preset("paper"), np.random.default_rng(0))
+    arch = sample_architecture(space_preset("paper"), random.Random(0))
     with pytest.raises(InvalidArchitecture, match="outside this run's search space"):
         encode(arch, space_preset("quick"))
 
@@ -54,7 +56,7 @@ def test_architecture_outside_the_space_is_refused():
 def test_hypernet_output_grows_with_c_and_op_weights_have_unit_norm():
     space = space_preset("quick")
     hyper = HyperNet(space, HYPER_PRESETS["small"])
-    rng = np.random.default_rng(2)
+    rng = random.Random(2)
     for _ in range(5):
         plan = encode(sample_architecture(space, rng), space)
         w = hyper.op_weights(plan.to("cpu"))
@@ -68,7 +70,7 @@ def test_smashnet_forward_backward_50_architectures_reach_the_hypernet():
     torch.manual_seed(0)
     space = space_preset("tiny")
     hyper, net = HyperNet(space, HYPER_PRESETS["small"]), SmashNet(space)
-    rng = np.random.default_rng(0)
+    rng = random.Random(0)
     x = torch.randn(8, 1, 8, 8)
     y = torch.randint(0, 10, (8,))
     seen_grad = {n: False for n, _ in hyper.named_parameters()}
@@ -89,7 +91,7 @@ def test_fixednet_with_generated_weights_matches_smashnet():
     torch.manual_seed(0)
     space = space_preset("quick")
     hyper, net = HyperNet(space, HYPER_PRESETS["small"]), SmashNet(space)
-    rng = np.random.default_rng(5)
+    rng = random.Random(5)
     x = torch.randn(16, 1, 8, 8)
     net.train()
     for _ in range(3):  # give BN running stats non-trivial values
@@ -107,7 +109,7 @@ def test_fixednet_with_generated_weights_matches_smashnet():
 @pytest.mark.parametrize("norm", ["bn", "none"])
 def test_arch_cost_is_exact(norm):
     space = space_preset("quick")
-    rng = np.random.default_rng(4)
+    rng = random.Random(4)
     for _ in range(5):
         arch = sample_architecture(space, rng)
         net = FixedNet(arch, norm=norm)
@@ -119,7 +121,7 @@ def test_arch_cost_is_exact(norm):
 
 
 def test_fixednet_trains_and_every_parameter_gets_a_gradient():
-    arch = sample_architecture(space_preset("quick"), np.random.default_rng(6))
+    arch = sample_architecture(space_preset("quick"), random.Random(6))
     net = FixedNet(arch)
     loss = F.cross_entropy(net(torch.randn(4, 1, 8, 8)), torch.tensor([0, 1, 2, 3]))
     loss.backward()

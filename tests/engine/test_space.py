@@ -1,4 +1,5 @@
 import json
+import random
 
 import numpy as np
 import pytest
@@ -11,7 +12,7 @@ from smash_engine.space import Architecture, space_preset, validate
 @pytest.mark.parametrize("preset", ["quick", "paper"])
 def test_samples_validate_and_round_trip_with_stable_id(preset):
     space = space_preset(preset)
-    rng = np.random.default_rng(0)
+    rng = random.Random(0)
     ids = set()
     n = 1000 if preset == "quick" else 200
     for _ in range(n):
@@ -26,14 +27,14 @@ def test_samples_validate_and_round_trip_with_stable_id(preset):
 
 def test_sampling_is_reproducible_and_seed_dependent():
     space = space_preset("quick")
-    a = [sample_architecture(space, np.random.default_rng(7)).id for _ in range(2)]
-    b = sample_architecture(space, np.random.default_rng(8)).id
+    a = [sample_architecture(space, random.Random(7)).id for _ in range(2)]
+    b = sample_architecture(space, random.Random(8)).id
     assert a[0] == a[1] != b
 
 
 def test_ops_vary_their_active_convolutions_and_fields():
     space = space_preset("paper")
-    rng = np.random.default_rng(1)
+    rng = random.Random(1)
     ops = [op for _ in range(50) for b in sample_architecture(space, rng).blocks for op in b.ops]
     assert {op.pattern for op in ops} == {(1, 0, 0, 0), (1, 0, 1, 0), (1, 1, 0, 0), (1, 1, 1, 0), (1, 1, 1, 1)}
     convs = [c for op in ops for c in op.convs if c]
@@ -48,7 +49,7 @@ def test_annealing_opens_budget_and_kernels_over_first_half():
     assert anneal(space, 0.0) == (0.5, (3,))
     assert anneal(space, 0.3) == (pytest.approx(0.8), (3, 5))
     assert anneal(space, 0.5) == (1.0, (3, 5, 7))
-    rng = np.random.default_rng(0)
+    rng = random.Random(0)
     early = [sample_architecture(space, rng, 0.0) for _ in range(30)]
     late = [sample_architecture(space, rng, 1.0) for _ in range(30)]
     assert all(c.kernel == (3, 3) for a in early for b in a.blocks for op in b.ops for c in op.convs if c)
@@ -64,7 +65,7 @@ def test_bank_sizes_divide_block_inputs():
 
 def test_perturbation_keeps_validity_bank_sizes_and_op_counts():
     space = space_preset("quick")
-    rng = np.random.default_rng(3)
+    rng = random.Random(3)
     for _ in range(200):
         arch = sample_architecture(space, rng)
         new = perturb(arch, space, rng, p=0.2)
@@ -75,7 +76,7 @@ def test_perturbation_keeps_validity_bank_sizes_and_op_counts():
 
 
 def _arch_dict():
-    return json.loads(sample_architecture(space_preset("quick"), np.random.default_rng(0)).to_json())
+    return json.loads(sample_architecture(space_preset("quick"), random.Random(0)).to_json())
 
 
 @pytest.mark.parametrize("edit, message", [
