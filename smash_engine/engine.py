@@ -115,6 +115,9 @@ class Engine:
         self._samples_wanted = 0
         self._sampling = False
         self._ips = None
+        self.skipped = 0  # SMASH steps skipped for non-finite gradients or out of memory
+        self._fail_streak = 0
+        self._score_failures = 0
 
     # -- the run -------------------------------------------------------------------------------
     def run(self) -> str:
@@ -195,7 +198,7 @@ class Engine:
             batches = self.train.epoch_batches(t.batch_size, torch_gen(self.cfg.seed, 1, epoch), start=start)
             for x, y in batches:
                 lr = cosine_lr(t.lr, self.step, T)
-                window.append(smash_step(self.smash, smash_arch(self.cfg, self.step, T), x, y, lr))
+                window.append(self._guarded_step(smash_arch(self.cfg, self.step, T), x, y, lr))
                 self.step += 1
                 if len(window) == t.log_every or self.step % self.steps_per_epoch == 0:
                     self._ips = (self.step - n0) * t.batch_size / (time.perf_counter() - t0)
@@ -207,11 +210,30 @@ class Engine:
         self._checkpoint()
         self._enter("rank")
 
+    def _guarded_step(self, arch: Architecture, x: torch.Tensor, y: torch.Tensor, lr: float) -> torch.Tensor:
+        try:
+            return smash_step(self.smash, arch, x, y, lr)
+        except torch.OutOfMemoryError:
+            self.smash.opt.zero_grad(set_to_none=True)
+            torch.cuda.empty_cache()
+            self._event("warning", f"step {self.step}: architecture {arch.id} ran out of memory; step skipped")
+            return torch.tensor([float("nan"), float("nan"), 1.0], device=self.device)
+
     def _log_window(self, window: list[torch.Tensor], epoch: int, lr: float) -> None:
-        loss, err = torch.stack(window).mean(0).tolist()  # the one host sync per window
-        if loss != loss or abs(loss) == float("inf"):
-            raise SmashError(f"SMASH training diverged at step {self.step} (loss {loss}); "
-                             "lower --lr or resume from the last checkpoint")
+        m = torch.stack(window).cpu()  # (n, 3): loss, error, skipped; the one host sync per window
+        ok = m[:, 2] == 0
+        trailing = int((~ok).flip(0).cumprod(0).sum())  # failures at the end of the window
+        self._fail_streak = self._fail_streak + trailing if trailing == len(ok) else trailing
+        if not ok.all():
+            self.skipped += int((~ok).sum())
+            self._event("warning", f"steps {self.step - len(m) + 1}-{self.step}: {int((~ok).sum())} skipped "
+                                   f"(non-finite gradients or out of memory), {self.skipped} in all")
+        if self._fail_streak >= self.cfg.train.max_failures:
+            raise SmashError(f"{self._fail_streak} SMASH steps in a row failed (non-finite gradients or out of "
+                             "memory); lower --lr or --batch-size, then `smash-tui resume`")
+        if not ok.any():
+            return
+        loss, err = m[ok, :2].mean(0).tolist()
         self.w.add_steps([dict(run_id=self.run_id, step=self.step, epoch=epoch, phase="train", loss=loss,
                                error=err, lr=lr, images_per_s=self._ips)])
         self.report(dict(phase="smash", done=self.step, total=self.total_steps, loss=loss, error=err,
@@ -275,6 +297,16 @@ class Engine:
                              reason=f"out of memory: {e}"[:500], source=source)
             self._event("warning", f"architecture {arch.id} ran out of memory while scoring; skipped")
             return None
+        if loss != loss or loss in (float("inf"), float("-inf")):
+            self._score_failures += 1
+            self.w.add_score(self.run_id, arch.id, None, None, len(self.val), self.step, status="failed",
+                             reason=f"non-finite loss ({loss})", source=source)
+            self._event("warning", f"architecture {arch.id} gave a non-finite loss when scored; recorded as failed")
+            if self._score_failures >= self.cfg.train.max_failures:
+                raise SmashError(f"{self._score_failures} architectures in a row failed to score; the HyperNet may "
+                                 "have diverged: check the loss curve, then resume from a checkpoint")
+            return None
+        self._score_failures = 0
         self.w.add_score(self.run_id, arch.id, err, loss, len(self.val), self.step, source=source)
         self.report(dict(phase=self.phase if not self._sampling else "sample", done=done, total=total,
                          error=err, loss=loss))

@@ -63,9 +63,14 @@ class Smash:
         hyper, net = HyperNet(cfg.space, cfg.hyper).to(device), SmashNet(cfg.space).to(device)
         t = cfg.train
         # no weight decay on the HyperNet, as in the original
+        # fused Adam skips a step on device when told that gradients were not finite (no host sync)
         opt = torch.optim.Adam([{"params": net.parameters(), "weight_decay": t.weight_decay},
-                                {"params": hyper.parameters(), "weight_decay": 0.0}], lr=t.lr, betas=t.betas)
+                                {"params": hyper.parameters(), "weight_decay": 0.0}], lr=t.lr, betas=t.betas,
+                               fused=True)
         return cls(cfg.space, hyper, net, opt, device)
+
+    def params(self) -> list[torch.nn.Parameter]:
+        return [*self.net.parameters(), *self.hyper.parameters()]
 
     def state_dict(self) -> dict:
         return {"hyper": self.hyper.state_dict(), "net": self.net.state_dict(), "opt": self.opt.state_dict()}
@@ -87,7 +92,11 @@ def smash_arch(cfg: RunConfig, step: int, total: int) -> Architecture:
 
 
 def smash_step(s: Smash, arch: Architecture, x: torch.Tensor, y: torch.Tensor, lr: float) -> torch.Tensor:
-    """One training step on one architecture; returns (loss, error) as a device tensor of 2."""
+    """One training step on one architecture; returns (loss, error, skipped) as a device tensor of 3.
+
+    A step whose gradients are not finite is skipped on the device (the optimizer sees `found_inf`, as
+    with AMP's GradScaler), so one bad architecture cannot poison the weights and no step waits on the host.
+    """
     s.hyper.train()
     s.net.train()
     plan = s.plan(arch)
@@ -98,8 +107,12 @@ def smash_step(s: Smash, arch: Architecture, x: torch.Tensor, y: torch.Tensor, l
         loss = F.cross_entropy(logits.float(), y)
     s.opt.zero_grad(set_to_none=True)
     loss.backward()
+    found_inf = torch.zeros((), device=s.device)
+    grads = [p.grad for p in s.params() if p.grad is not None]
+    torch._amp_foreach_non_finite_check_and_unscale_(grads, found_inf, torch.ones((), device=s.device))
+    s.opt.found_inf, s.opt.grad_scale = found_inf, None
     s.opt.step()
-    return torch.stack([loss.detach(), (logits.argmax(1) != y).float().mean()])
+    return torch.stack([loss.detach(), (logits.argmax(1) != y).float().mean(), found_inf])
 
 
 @torch.inference_mode()

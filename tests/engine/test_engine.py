@@ -118,7 +118,8 @@ def test_commands_round_trip(tmp_path):
     assert rows[sent["continue2"]]["message"] == "was not paused"
     assert rows[sent["sample"]]["message"] == "scoring 2 more random architectures"
     assert rows[sent["final"]]["status"] == "done" and "queued (1 epochs)" in rows[sent["final"]]["message"]
-    assert rows[sent["final2"]]["status"] == "error" and "no architecture 'nope-not-an-arch'" in rows[sent["final2"]]["message"]
+    bad = rows[sent["final2"]]
+    assert bad["status"] == "error" and "no architecture 'nope-not-an-arch'" in bad["message"]
     assert _q(db, "select count(*) from scores where source = 'sample'") == [(2,)]
     assert [s for (s,) in _q(db, "select status from finals order by id")] == ["done", "done"]
     assert any("paused" in m for (m,) in _q(db, "select message from events"))

@@ -127,3 +127,21 @@ def test_fixednet_trains_and_every_parameter_gets_a_gradient():
     loss.backward()
     for n, p in net.named_parameters():
         assert p.grad is not None and p.grad.abs().sum() > 0, n
+
+
+def test_a_step_with_non_finite_gradients_is_skipped_on_the_device():
+    from smash_engine.train import Smash, smash_step
+    from tests.conftest import tiny_config
+
+    s = Smash.create(tiny_config(), torch.device("cpu"))
+    arch = sample_architecture(s.space, random.Random(0))
+    before = [p.detach().clone() for p in s.params()]
+    x, y = torch.randn(8, 1, 8, 8), torch.randint(0, 10, (8,))
+    bad = x.clone()
+    bad[0, 0, 0, 0] = float("inf")
+    m = smash_step(s, arch, bad, y, 1e-3)
+    assert m[2].item() == 1.0
+    assert all(torch.equal(a, b) for a, b in zip(before, s.params(), strict=True))
+    m = smash_step(s, arch, x, y, 1e-3)
+    assert m[2].item() == 0.0 and torch.isfinite(m[0])
+    assert not all(torch.equal(a, b) for a, b in zip(before, s.params(), strict=True))
