@@ -71,6 +71,8 @@ def run(
     device: Annotated[str, typer.Option(help="cpu | cuda | cuda:N | auto")] = "auto",
     seed: Annotated[int, typer.Option(help="seed for everything random")] = 0,
     headless: Annotated[bool, typer.Option(help="run here with progress on the terminal, no UI")] = False,
+    detach: Annotated[bool, typer.Option(hidden=True, help="start the engine detached, print the results file, "
+                                         "open no UI (the UI's new-search form)")] = False,
 ) -> None:
     """Start a new search."""
     from smash_engine.config import make_config
@@ -85,6 +87,10 @@ def run(
     from smash_engine.engine import create_run
 
     create_run(db, cfg)
+    if detach:
+        spawn_engine(db)
+        typer.echo(str(db))
+        return
     typer.echo(f"results file: {db}", err=True)
     _start(db, headless)
 

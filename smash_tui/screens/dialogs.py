@@ -1,0 +1,128 @@
+"""Small modal dialogs: a number (sample N, final epochs), a yes/no confirmation, the leaderboard filter and the
+new-search form. Each dismisses with its answer, or None on Escape; keyboard only."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Vertical
+from textual.screen import ModalScreen
+from textual.widgets import Input, Label, Select
+
+from smash_engine.errors import ConfigError
+
+from ..widgets.board_model import parse_filter
+
+PRESETS = ("quick", "fmnist", "paper")
+DATASETS = ("digits", "mnist", "fashion-mnist", "cifar10", "cifar100", "stl10", "imagenet32")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+class Dialog(ModalScreen):
+    """Common frame: a titled box in the middle of the screen; Escape cancels."""
+
+    BINDINGS = [Binding("escape", "cancel", "Cancel")]
+
+    def __init__(self, title: str) -> None:
+        super().__init__()
+        self.title_text = title
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+    def frame(self, *children: Any) -> Vertical:
+        box = Vertical(*children, classes="dialog")
+        box.border_title = self.title_text
+        return box
+
+    def error(self, text: str) -> None:
+        self.query_one(".dialog-error", Label).update(text)
+
+
+class AskNumber(Dialog):
+    def __init__(self, title: str, prompt: str, default: int) -> None:
+        super().__init__(title)
+        self.prompt, self.default = prompt, default
+
+    def compose(self) -> ComposeResult:
+        yield self.frame(Label(self.prompt), Input(str(self.default), type="integer", id="number"),
+                         Label("", classes="dialog-error"), Label("Enter accepts, Escape cancels", classes="hint"))
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        try:
+            n = int(event.value)
+        except ValueError:
+            n = 0
+        if n <= 0:
+            self.error("give a whole number above 0")
+            return
+        self.dismiss(n)
+
+
+class Confirm(Dialog):
+    BINDINGS = [Binding("y,enter", "answer(True)", "Yes"), Binding("n,escape", "answer(False)", "No")]
+
+    def __init__(self, title: str, question: str) -> None:
+        super().__init__(title)
+        self.question = question
+
+    def compose(self) -> ComposeResult:
+        yield self.frame(Label(self.question), Label("y / Enter: yes    n / Escape: no", classes="hint"))
+
+    def action_answer(self, yes: bool) -> None:
+        self.dismiss(yes)
+
+
+class FilterDialog(Dialog):
+    """Returns the filter text ("" clears it); a filter that does not parse keeps the dialog open."""
+
+    def __init__(self, current: str) -> None:
+        super().__init__("filter the leaderboard")
+        self.current = current
+
+    def compose(self) -> ComposeResult:
+        yield self.frame(
+            Label("FIELD OP VALUE [and ...]   fields: rank smash params flops ops depth source test final"),
+            Input(self.current, placeholder="params < 2e6 and smash < 80%", id="filter"),
+            Label("", classes="dialog-error"),
+            Label("Enter applies (empty clears), Escape cancels", classes="hint"))
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        try:
+            parse_filter(event.value)
+        except ConfigError as e:
+            self.error(str(e))
+            return
+        self.dismiss(event.value.strip())
+
+
+class NewSearch(Dialog):
+    """The new-search form; returns the `smash-tui run` options it sets."""
+
+    BINDINGS = [Binding("ctrl+s", "start", "Start")]
+
+    def compose(self) -> ComposeResult:
+        def select(options: tuple[str, ...], id: str, first: str | None = None) -> Select:
+            items = ([(first, "")] if first else []) + [(o, o) for o in options]
+            return Select(items, value=items[0][1], allow_blank=False, id=id)
+
+        yield self.frame(
+            Label("preset"), select(PRESETS, "preset"),
+            Label("dataset"), select(DATASETS, "dataset", first="the preset's"),
+            Label("SMASH epochs (empty: the preset's)"), Input("", type="integer", id="epochs"),
+            Label("device"), select(DEVICES, "device"),
+            Label("", classes="dialog-error"),
+            Label("Tab moves, Enter in the epochs field or Ctrl+S starts, Escape cancels", classes="hint"))
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        self.action_start()
+
+    def action_start(self) -> None:
+        epochs = self.query_one("#epochs", Input).value.strip()
+        if epochs and (not epochs.isdigit() or int(epochs) <= 0):
+            self.error("epochs: a whole number above 0, or empty")
+            return
+        opts = {k: str(self.query_one(f"#{k}", Select).value) for k in ("preset", "dataset", "device")}
+        self.dismiss({**opts, "epochs": int(epochs) if epochs else None})

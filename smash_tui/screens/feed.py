@@ -1,0 +1,68 @@
+"""The search screen's data feed: incremental reads of one results file, run in a thread worker.
+
+Plain Python (no Textual): `RunFeed.poll(conn)` returns a `Batch` of only what is new since the last poll
+(`WHERE step > :last`, `WHERE id > :last`), so a refresh costs the same after ten minutes as after ten hours.
+The connection is made and used in the worker's own thread (sqlite3 connections are per-thread).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+from smash_engine import store
+
+from ..messages import Batch
+
+
+class RunFeed:
+    def __init__(self, db: Path) -> None:
+        self.db = db
+        self.run_id: int | None = None
+        self.last_step = -1
+        self.last_val_step = -1
+        self.last_score = 0
+        self.last_event = 0
+        self.final_epochs: dict[int, int] = {}  # final id -> epochs already sent
+        self.polls = 0
+
+    def connect(self) -> sqlite3.Connection:
+        return store.connect_reader(self.db)
+
+    def poll(self, conn: sqlite3.Connection) -> Batch:
+        run = store.get_run(conn, self.run_id)
+        if run is None:
+            return Batch(run=None, state="created", first=self.polls == 0)
+        rid = self.run_id = int(run["id"])
+        batch = Batch(run=run, state=store.engine_state(run), first=self.polls == 0)
+        batch.steps = store.steps_since(conn, rid, self.last_step, "train")
+        batch.val_steps = store.steps_since(conn, rid, self.last_val_step, "val")
+        batch.scores = store.scores_since(conn, rid, self.last_score)
+        batch.events = store.events_since(conn, rid, self.last_event)
+        batch.commands = store.commands(conn, rid, limit=50)
+        batch.finals = store.finals(conn, rid)
+        batch.final_steps = self._final_steps(conn, batch.finals)
+        self._advance(batch)
+        return batch
+
+    def _final_steps(self, conn: sqlite3.Connection, finals: list[dict[str, Any]]) -> dict[int, list[dict[str, Any]]]:
+        """Per-epoch rows of the finals that moved on since the last poll (a final has tens of epochs: read whole)."""
+        out = {}
+        for f in finals:
+            if f["epoch"] != self.final_epochs.get(f["id"]):
+                out[f["id"]] = store.final_steps(conn, f["id"])
+        return out
+
+    def _advance(self, b: Batch) -> None:
+        if b.steps:
+            self.last_step = b.steps[-1]["step"]
+        if b.val_steps:
+            self.last_val_step = b.val_steps[-1]["step"]
+        if b.scores:
+            self.last_score = b.scores[-1]["id"]
+        if b.events:
+            self.last_event = b.events[-1]["id"]
+        for fid, rows in b.final_steps.items():
+            self.final_epochs[fid] = max((r["epoch"] for r in rows), default=0)
+        self.polls += 1

@@ -1,0 +1,130 @@
+"""The leaderboard table: the best `MAX_ROWS` architectures of the current sort and filter.
+
+Rows are keyed by architecture id and never rebuilt: a refresh removes the rows that left the shown set,
+adds the ones that joined, rewrites only the cells whose text changed (`update_cell`), and re-sorts only
+when the order changed. The cursor stays on the same architecture while ranks move under it.
+"""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual.binding import Binding
+from textual.widgets import DataTable
+
+from .board_model import BoardModel, Condition, Entry
+
+MAX_ROWS = 500  # a terminal shows a few dozen; past this, filter (the title says how many match)
+# (key, label, width): fixed widths, so 80 columns hold the whole table and columns never jitter as rows
+# arrive; arch ids are shown by their first 12 hex digits (any unique prefix works in the CLI).
+COLUMNS = (("rank", "rank", 5), ("arch", "arch id", 12), ("smash_error", "SMASH", 6), ("params", "params", 6),
+           ("flops", "MFLOPs", 6), ("n_ops", "ops", 4), ("source", "source", 9), ("final_status", "final", 6),
+           ("test_error", "test", 6))
+ARCH_CHARS = 12
+LABELS = {"rank": "rank", "smash_error": "SMASH error", "params": "params", "flops": "FLOPs", "n_ops": "ops",
+          "source": "source", "final_status": "final status", "test_error": "test error"}
+SORTABLE = ("rank", "smash_error", "params", "flops", "n_ops", "source", "final_status", "test_error")
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else "100.0%" if x >= 0.99995 else f"{100 * x:.2f}%"
+
+
+def _count(n: int | None) -> str:
+    if n is None:
+        return "-"
+    return f"{n / 1e6:.2f}M" if n >= 1e6 else f"{n / 1e3:.1f}k" if n >= 1e3 else str(n)
+
+
+def cells(e: Entry) -> tuple[str, ...]:
+    final = e.final_status or "-"
+    if e.final_status == "running":
+        final = f"{e.final_epoch}/{e.final_epochs}"  # epochs done of planned
+    flops = "-" if e.flops is None else f"{e.flops / 1e6:.2f}"
+    return (str(e.rank), e.arch_id[:ARCH_CHARS], _pct(e.smash_error), _count(e.params), flops,
+            "-" if e.n_ops is None else str(e.n_ops), e.source or "-", final, _pct(e.test_error))
+
+
+class Leaderboard(DataTable):
+    BINDINGS = [Binding("o", "cycle_sort", "Sort", tooltip="sort by the next column"),
+                Binding("O", "reverse_sort", "Reverse", show=False, tooltip="reverse the sort order")]
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id, cursor_type="row", zebra_stripes=True)
+        self.model = BoardModel()
+        self.conditions: list[Condition] = []
+        self.filter_text = ""
+        self.sort_by, self.reverse = "rank", False
+        self.shown: list[str] = []  # arch ids in table order
+        self._text: dict[str, tuple[str, ...]] = {}  # arch id -> the cells on screen
+        self.matching = 0
+
+    def on_mount(self) -> None:
+        for key, label, width in COLUMNS:
+            self.add_column(label, key=key, width=width)
+
+    @property
+    def highlighted(self) -> str | None:
+        if not self.shown or self.cursor_row < 0 or self.cursor_row >= self.row_count:
+            return None
+        return self.coordinate_to_cell_key(self.cursor_coordinate).row_key.value
+
+    def set_filter(self, text: str, conditions: list[Condition]) -> None:
+        self.filter_text, self.conditions = text, conditions
+        self.sync()
+
+    def action_cycle_sort(self) -> None:
+        self.sort_by = SORTABLE[(SORTABLE.index(self.sort_by) + 1) % len(SORTABLE)]
+        self.reverse = False
+        self.sync()
+
+    def action_reverse_sort(self) -> None:
+        self.reverse = not self.reverse
+        self.sync()
+
+    def sync(self) -> None:
+        """Bring the table in line with the model (called after each poll that brought rows, and on
+        sort or filter changes)."""
+        keep = self.highlighted
+        want = self.model.top(MAX_ROWS, self.conditions, self.sort_by, self.reverse)
+        ids = [e.arch_id for e in want]
+        wanted = set(ids)
+        for arch_id in [a for a in self.shown if a not in wanted]:
+            self.remove_row(arch_id)
+            del self._text[arch_id]
+        for e in want:
+            text = cells(e)
+            old = self._text.get(e.arch_id)
+            if old is None:
+                self.add_row(*text, key=e.arch_id)
+            elif old != text:
+                for (key, _, _), new, was in zip(COLUMNS, text, old, strict=True):
+                    if new != was:
+                        self.update_cell(e.arch_id, key, new)
+            self._text[e.arch_id] = text
+        if [a for a in self.shown if a in wanted] + [a for a in ids if a not in self.shown] != ids:
+            # the arch cell holds the id's first 12 hex digits: unique among any run's archs in practice
+            pos = {a[:ARCH_CHARS]: i for i, a in enumerate(ids)}
+            self.sort("arch", key=lambda a: pos[a])
+        self.shown = ids
+        self.matching = self.model.count(self.conditions)
+        self._label_sorted_column()
+        self.border_title = Text(self.title())
+        if keep in wanted:
+            self.move_cursor(row=self.get_row_index(keep), animate=False)
+
+    def _label_sorted_column(self) -> None:
+        arrow = "v" if self.reverse else "^"
+        for key, label, width in COLUMNS:
+            col = self.columns.get(key)  # type: ignore[call-overload]
+            want = (label[: width - 1] + arrow) if key == self.sort_by else label
+            if col is not None and col.label.plain != want:
+                col.label = Text(want)
+                self.refresh()
+
+    def title(self) -> str:
+        n, shown = len(self.model), len(self.shown)
+        sort = f"sorted by {LABELS[self.sort_by]}{' (reversed)' if self.reverse else ''}"
+        if self.conditions:
+            return f"leaderboard: {self.matching} of {n} match {self.filter_text!r}, {sort}"
+        more = f", top {shown} shown" if shown < n else ""
+        return f"leaderboard: {n} scored{more}, {sort}"

@@ -1,0 +1,284 @@
+"""The search screen against real results files: leaderboard order, incremental updates, commands, crashed
+runs, diagram, filter, export, help, palette, NO_COLOR and both sizes."""
+
+from __future__ import annotations
+
+import html
+import json
+from pathlib import Path
+
+import pytest
+from conftest import drive, until
+
+from smash_engine import store
+from smash_engine.space import Architecture
+from smash_tui.app import SmashApp
+from smash_tui.diagram import diagram
+from smash_tui.screens.help import HelpScreen, key_rows
+from smash_tui.screens.search import SearchScreen
+from smash_tui.widgets.bank_diagram import BankDiagram
+from smash_tui.widgets.leaderboard import ARCH_CHARS, Leaderboard
+from smash_tui.widgets.loss_plot import LossPlot
+from smash_tui.widgets.status import StatusLine
+
+
+def read(db: Path, fn, *args):
+    conn = store.connect_reader(db)
+    try:
+        run = store.get_run(conn)
+        return fn(conn, run["id"], *args) if fn else run
+    finally:
+        conn.close()
+
+
+def search(app: SmashApp) -> SearchScreen:
+    s = app.screen
+    assert isinstance(s, SearchScreen), type(s)
+    return s
+
+
+async def loaded(pilot) -> SearchScreen:
+    await until(pilot, lambda: isinstance(pilot.app.screen, SearchScreen) and pilot.app.screen.polls > 0,
+                what="the first poll")
+    return search(pilot.app)
+
+
+def screen_text(app) -> str:
+    """What the terminal shows, as the SVG screenshot's text (spaces are &#160; there)."""
+    return html.unescape(app.export_screenshot()).replace("\xa0", " ")
+
+
+def status_text(s: SearchScreen) -> str:
+    return s.query_one(StatusLine).text.plain
+
+
+def test_leaderboard_shows_the_files_ranking_in_order(db):
+    expected = [r["arch_id"] for r in read(db, store.leaderboard)]
+    assert len(expected) >= 10
+
+    async def check(pilot):
+        s = await loaded(pilot)
+        board = s.board
+        assert board.shown == expected
+        assert [board.get_row_at(i)[1] for i in range(board.row_count)] == [a[:ARCH_CHARS] for a in expected]
+        assert [board.get_row_at(i)[0] for i in range(3)] == ["1", "2", "3"]
+        done = [r for r in read(db, store.finals) if r["status"] == "done"]
+        row = board.get_row_at(expected.index(done[0]["arch_id"]))
+        assert row[7] == "done" and row[8] == f"{100 * done[0]['test_error']:.2f}%"
+        assert "DONE" in status_text(s) and f"{len(expected)} scored" in status_text(s)
+
+    drive(SmashApp(db=db, runs_dir=db.parent), check)
+
+
+def test_new_score_appears_in_place_after_a_poll(db):
+    run = read(db, None)
+    old = read(db, store.leaderboard)
+    conn = store.connect_reader(db)
+    spec = store.get_arch(conn, old[0]["arch_id"])["spec_json"]
+    conn.close()
+
+    async def check(pilot):
+        s = await loaded(pilot)
+        board = s.board
+        keys_before = list(board.rows)
+        calls = []
+        board.clear = lambda *a, **k: calls.append("clear")  # a rebuild would call these
+        board.remove_row = lambda *a, **k: calls.append("remove_row")
+        with store.connect_writer(db) as w:
+            w.add_arch(run["id"], "feedfacecafe0001", spec, "sample", None, 1234, 5678, 3, 3)
+            w.add_score(run["id"], "feedfacecafe0001", 0.01, 0.1, 300, 0, source="sample")
+        await until(pilot, lambda: board.shown and board.shown[0] == "feedfacecafe0001", what="the new best")
+        assert calls == []
+        assert list(board.rows)[: len(keys_before)] == keys_before  # old rows kept, new one appended
+        assert board.get_row_at(0)[:3] == ["1", "feedfacecafe", "1.00%"]
+        assert board.get_row_at(1)[0] == "2" and board.shown[1] == old[0]["arch_id"]
+
+    drive(SmashApp(db=db, runs_dir=db.parent), check)
+
+
+def make_alive(db: Path, status: str = "running") -> int:
+    run = read(db, None)
+    with store.connect_writer(db) as w:
+        w.heartbeat(run["id"], status=status, pid=999_999, host="elsewhere")
+    return run["id"]
+
+
+def test_pause_key_writes_a_command_shown_pending_until_marked_done(db):
+    make_alive(db)
+
+    async def check(pilot):
+        s = await loaded(pilot)
+        assert s.state == "running"
+        await pilot.press("p")
+        await until(pilot, lambda: read(db, store.commands), what="a command row")
+        cmd = read(db, store.commands)[0]
+        assert (cmd["kind"], cmd["status"], json.loads(cmd["args_json"])) == ("pause", "pending", {})
+        await until(pilot, lambda: f"pending: #{cmd['id']} pause" in status_text(s), what="pending shown")
+        with store.connect_writer(db) as w:
+            w.mark_command(cmd["id"], "done", "paused; checkpoint written")
+        await until(pilot, lambda: "pending" not in status_text(s), what="pending cleared")
+        log = "\n".join(s.log_view.lines_written)
+        assert f"sent #{cmd['id']} pause: pending" in log
+        assert f"command #{cmd['id']} pause done: paused; checkpoint written" in log
+
+    drive(SmashApp(db=db, runs_dir=db.parent), check)
+
+
+def test_stale_heartbeat_shows_crashed_with_resume_key(db):
+    run = read(db, None)
+    with store.connect_writer(db) as w:
+        w.update_run(run["id"], status="running", heartbeat_at="2020-01-01T00:00:00.000Z", pid=999_999)
+
+    async def check(pilot):
+        s = await loaded(pilot)
+        assert s.state == "crashed"
+        assert "CRASHED" in status_text(s) and "r resumes" in status_text(s)
+        assert s.check_action("resume", ()) is True
+        await pilot.press("p")  # nothing to pause: no command is written
+        await pilot.pause(0.3)
+        assert read(db, store.commands) == []
+
+    drive(SmashApp(db=db, runs_dir=db.parent), check)
+
+
+def test_sample_on_a_finished_run_is_queued_and_offers_resume(db):
+    async def check(pilot):
+        s = await loaded(pilot)
+        await pilot.press("n")
+        await pilot.press("backspace", "backspace", "backspace", "7", "enter")
+        await until(pilot, lambda: read(db, store.commands), what="the sample command")
+        assert json.loads(read(db, store.commands)[0]["args_json"]) == {"n": 7}
+        await until(pilot, lambda: any("press r to resume" in x for x in s.log_view.lines_written), what="offer")
+
+    drive(SmashApp(db=db, runs_dir=db.parent), check)
+
+
+def test_diagram_shows_the_highlighted_architecture(db):
+    ids = [r["arch_id"] for r in read(db, store.leaderboard)]
+
+    async def check(pilot):
+        s = await loaded(pilot)
+        d = s.query_one(BankDiagram)
+        assert d.display and s.query_one(LossPlot).display  # 200 columns: both beside each other
+        await pilot.press("down")
+        await until(pilot, lambda: d.arch_id == ids[1], what="the diagram of rank 2")
+        conn = store.connect_reader(db)
+        arch = Architecture.from_json(store.get_arch(conn, ids[1])["spec_json"])
+        conn.close()
+        expected = diagram(arch, width=d._width, ascii_only=d.ascii_only)
+        assert d.lines()[1 : 1 + len(expected)] == expected
+        assert any(line.startswith("block 0:") for line in d.lines())
+        await pilot.press("a")
+        assert d.ascii_only and all(line.isascii() for line in d.lines())
+
+    drive(SmashApp(db=db, runs_dir=db.parent), check, size=(200, 60))
+
+
+def test_narrow_diagram_on_demand_replaces_the_plot(db):
+    async def check(pilot):
+        s = await loaded(pilot)
+        plot, d = s.query_one(LossPlot), s.query_one(BankDiagram)
+        assert s.has_class("narrow") and plot.display and not d.display
+        await pilot.press("d")
+        await pilot.pause()
+        assert d.display and not plot.display and d.region.height >= 8
+        await until(pilot, lambda: d.arch_id == s.board.shown[0], what="the diagram")
+
+    drive(SmashApp(db=db, runs_dir=db.parent), check)
+
+
+def test_filter_hides_rows_and_sort_reorders(db):
+    rows = read(db, store.leaderboard)
+    cut = sorted(r["params"] for r in rows)[len(rows) // 2]
+
+    async def check(pilot):
+        s = await loaded(pilot)
+        await pilot.press("slash")
+        await pilot.press(*f"params < {cut}", "enter")
+        want = [r["arch_id"] for r in rows if r["params"] < cut]
+        await until(pilot, lambda: s.board.shown == want, what="filtered rows")
+        assert 0 < len(want) < len(rows) and s.board.row_count == len(want)
+        await pilot.press("slash", "ctrl+u", "b", "a", "d", "enter")  # not a filter: dialog stays, rows too
+        await pilot.pause()
+        assert "cannot read" in str(pilot.app.screen.query_one(".dialog-error").render())
+        await pilot.press("escape", "o", "o")  # rank -> SMASH error -> params
+        assert s.board.sort_by == "params"
+        assert [s.board.model.entries[a].params for a in s.board.shown] == sorted(r["params"] for r in rows
+                                                                                  if r["params"] < cut)
+
+    drive(SmashApp(db=db, runs_dir=db.parent), check)
+
+
+def test_export_writes_the_highlighted_architecture(db):
+    top = read(db, store.leaderboard)[0]["arch_id"]
+
+    async def check(pilot):
+        s = await loaded(pilot)
+        await pilot.press("e")
+        path = db.with_suffix("") / f"{top}.json"
+        await until(pilot, path.exists, what="the export")
+        assert Architecture.from_json(path.read_text()).id == top
+        await until(pilot, lambda: any(str(path) in x for x in s.log_view.lines_written), what="where it went")
+
+    drive(SmashApp(db=db, runs_dir=db.parent), check)
+
+
+def test_help_and_palette_list_every_control(db):
+    async def check(pilot):
+        s = await loaded(pilot)
+        titles = [c.title for c in pilot.app.get_system_commands(s)]
+        for b in SearchScreen.BINDINGS + Leaderboard.BINDINGS + SmashApp.BINDINGS:
+            assert any(t.startswith(b.description) for t in titles), b.description
+        await pilot.press("question_mark")
+        assert isinstance(pilot.app.screen, HelpScreen)
+        shown = {keys for _, keys, _ in key_rows(pilot.app.key_groups(s))}
+        for b in SearchScreen.BINDINGS + Leaderboard.BINDINGS + SmashApp.BINDINGS:
+            assert (b.key_display or b.key.replace(",", " / ")) in shown, b.key
+        await pilot.press("escape")
+        assert pilot.app.screen is s
+
+    drive(SmashApp(db=db, runs_dir=db.parent), check)
+
+
+@pytest.mark.parametrize("size", [(80, 24), (200, 60)])
+def test_both_sizes_render_plot_leaderboard_and_log(db, size):
+    top = read(db, store.leaderboard)[0]["arch_id"]
+
+    async def check(pilot):
+        s = await loaded(pilot)
+        await until(pilot, lambda: top[:ARCH_CHARS] in screen_text(pilot.app), what="the board drawn")
+        shot = screen_text(pilot.app)
+        for text in ("leaderboard", "train loss", "events and commands", "Pause"):
+            assert text in shot, text
+        plot = s.query_one(LossPlot)
+        assert plot.region.height >= 8 and "┤" in plot.render().plain
+
+    drive(SmashApp(db=db, runs_dir=db.parent), check, size=size)
+
+
+def test_no_color(db, monkeypatch):
+    monkeypatch.setenv("NO_COLOR", "1")
+
+    async def check(pilot):
+        s = await loaded(pilot)
+        assert pilot.app.no_color
+        plot = s.query_one(LossPlot)
+        await until(pilot, lambda: len(plot.train) > 0, what="steps")
+        text = plot.render()
+        assert "┤" in text.plain and not text.spans and not text.style
+        assert not s.query_one(StatusLine).text.spans or all(not sp.style for sp in s.query_one(StatusLine).text.spans)
+
+    drive(SmashApp(db=db, runs_dir=db.parent), check)
+
+
+def test_quit_says_a_running_engine_keeps_running(db):
+    make_alive(db)
+    app = SmashApp(db=db, runs_dir=db.parent)
+
+    async def check(pilot):
+        await loaded(pilot)
+        assert "keeps running" in app.exit_message() and str(db) in app.exit_message()
+        await pilot.press("q")
+
+    drive(app, check)
+    assert app._exit
