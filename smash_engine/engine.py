@@ -70,11 +70,17 @@ def run_dir(db_path: Path) -> Path:
 def save_atomic(obj: dict, path: Path) -> None:
     """Write to a temporary file, fsync, rename: a reader never sees a half-written checkpoint."""
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        if tmp.is_file():
+            tmp.unlink()
+        raise SmashError(f"could not write {path.name} ({e.strerror or e}); the previous one is intact: "
+                         f"free space or fix permissions in {path.parent}, then `smash-tui resume`") from e
 
 
 def create_run(db_path: Path, cfg: RunConfig) -> int:

@@ -739,10 +739,14 @@ def insert_command(path: str | os.PathLike[str], run_id: int, kind: str, args: d
 
 def engine_state(run: Mapping[str, Any] | sqlite3.Row, now: datetime | str | None = None) -> str:
     """The run's status, except 'crashed' for running/paused with a heartbeat older than
-    STALE_AFTER."""
+    STALE_AFTER, or whose engine process on this host is gone (known at once, without waiting)."""
     status = str(run["status"])
-    if status in ("running", "paused") and _age_s(run["heartbeat_at"], now) > STALE_AFTER:
-        return "crashed"
+    if status in ("running", "paused"):
+        if _age_s(run["heartbeat_at"], now) > STALE_AFTER:
+            return "crashed"
+        pid, host = run["pid"], run["host"]
+        if pid is None or (host == socket.gethostname() and not _pid_alive(pid)):
+            return "crashed"
     return status
 
 

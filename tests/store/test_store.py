@@ -552,12 +552,19 @@ def test_stale_engines_are_taken_over(writer: store.Writer, db: Path) -> None:
 def test_engine_state(writer: store.Writer) -> None:
     now = datetime.now(UTC)
     fresh, old = iso_ago(1), iso_ago(store.STALE_AFTER + 1)
-    assert store.engine_state({"status": "running", "heartbeat_at": fresh}) == "running"
-    assert store.engine_state({"status": "running", "heartbeat_at": old}) == "crashed"
-    assert store.engine_state({"status": "paused", "heartbeat_at": None}) == "crashed"
-    assert store.engine_state({"status": "done", "heartbeat_at": old}) == "done"
+    me = {"pid": os.getpid(), "host": socket.gethostname()}
+    assert store.engine_state({"status": "running", "heartbeat_at": fresh, **me}) == "running"
+    assert store.engine_state({"status": "running", "heartbeat_at": old, **me}) == "crashed"
+    assert store.engine_state({"status": "paused", "heartbeat_at": None, **me}) == "crashed"
+    assert store.engine_state({"status": "done", "heartbeat_at": old, **me}) == "done"
     later = (now + timedelta(seconds=store.STALE_AFTER + 5)).isoformat()
-    assert store.engine_state({"status": "running", "heartbeat_at": fresh}, now=later) == "crashed"
+    assert store.engine_state({"status": "running", "heartbeat_at": fresh, **me}, now=later) == "crashed"
+    # a dead engine on this host is crashed at once; one on another host only once its heartbeat is stale
+    dead = subprocess.run(["true"]).returncode or 2**22 - 1
+    assert store.engine_state({"status": "running", "heartbeat_at": fresh, "pid": dead,
+                               "host": socket.gethostname()}) == "crashed"
+    assert store.engine_state({"status": "running", "heartbeat_at": fresh, "pid": dead, "host": "far"}) == "running"
+    assert store.engine_state({"status": "running", "heartbeat_at": fresh, "pid": None, "host": None}) == "crashed"
 
 
 def test_fail_stale_leaves_no_running_rows(writer: store.Writer, db: Path) -> None:
