@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sqlite3
 from collections import Counter
 from pathlib import Path
@@ -40,6 +41,7 @@ from .feed import RunFeed
 
 WIDE = 150  # columns from which plot and leaderboard sit beside diagram and log
 ALIVE = ("running", "paused")
+ENGINE_COMMAND_ECHO = re.compile(r"^command (pause|continue|stop|sample|final)( failed)?: ")
 
 
 def describe(kind: str, args: dict[str, Any]) -> str:
@@ -171,7 +173,10 @@ class SearchScreen(BaseScreen):
             for r in b.steps[-30:]:
                 self.rates["smash"].add(r["step"], r["at"])
         for e in b.events:
-            self.log_view.add_event(e)
+            # the engine also logs each command's answer as an event; live, the UI logs it from the commands
+            # table (with its #id), so skip the echo; the history (first poll) keeps it
+            if b.first or not ENGINE_COMMAND_ECHO.match(e["message"]):
+                self.log_view.add_event(e)
         self._apply_commands(b.commands)
         if b.scores:
             self.board.model.add_scores(b.scores)

@@ -84,7 +84,9 @@ class Leaderboard(DataTable):
     def sync(self) -> None:
         """Bring the table in line with the model (called after each poll that brought rows, and on
         sort or filter changes)."""
-        keep = self.highlighted
+        # the cursor follows its architecture as ranks move, except on the top row: there it keeps watching
+        # the best (what a person who has not moved it wants)
+        keep = self.highlighted if self.cursor_row > 0 else None
         want = self.model.top(MAX_ROWS, self.conditions, self.sort_by, self.reverse)
         ids = [e.arch_id for e in want]
         wanted = set(ids)
@@ -111,6 +113,8 @@ class Leaderboard(DataTable):
         self.border_title = Text(self.title())
         if keep in wanted:
             self.move_cursor(row=self.get_row_index(keep), animate=False)
+        elif keep is None and self.row_count:
+            self.move_cursor(row=0, animate=False)
 
     def _label_sorted_column(self) -> None:
         arrow = "v" if self.reverse else "^"

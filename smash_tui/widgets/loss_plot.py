@@ -108,8 +108,9 @@ class LossPlot(Widget):
         mode = "log" if self.log_scale else "linear"
         smooth = ", smoothed" if self.smooth else ""
         if self.final_id is None:
+            more = f"  g: {len(self.finals)} final curve(s)" if self.finals else ""
             parts = [("train loss", COLORS[0]), (" (left)  ", ""), ("val SMASH err %", COLORS[1]),
-                     (f" (right)  [{mode}{smooth}]", "")]
+                     (f" (right)  [{mode}{smooth}]{more}", "")]
         else:
             parts = [(f"final #{self.final_id} {self.final_names.get(self.final_id, '')}: ", "bold"),
                      ("train loss", COLORS[0]), ("  ", ""), ("val err %", COLORS[1]), ("  ", ""),

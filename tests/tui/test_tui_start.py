@@ -126,14 +126,14 @@ def test_new_search_form_starts_an_engine_that_answers_pause_and_stop(tmp_path, 
         db = s.db
         assert db == runs / "quick.db"
         try:
-            await until(pilot, lambda: s.state == "running", timeout=120, what="the engine to start")
+            await until(pilot, lambda: s.state == "running", timeout=240, what="the engine to start")
             for key, answer, state in (("p", "paused", "paused"), ("p", "continuing", "running")):
                 await pilot.press(key)
                 await until(pilot, lambda a=answer: any(f"done: {a}" in x for x in s.log_view.lines_written),
-                            timeout=60, what=answer)
+                            timeout=120, what=answer)
                 await until(pilot, lambda st=state: s.state == st, what=state)
             await pilot.press("s", "y")
-            await until(pilot, lambda: s.state == "stopped", timeout=60, what="stopped")
+            await until(pilot, lambda: s.state == "stopped", timeout=120, what="stopped")
             assert "resume" in pilot.app.exit_message()
         finally:
             stop_engine(db)
