@@ -106,12 +106,12 @@ class NewSearch(Dialog):
     def compose(self) -> ComposeResult:
         def select(options: tuple[str, ...], id: str, first: str | None = None) -> Select:
             items = ([(first, "")] if first else []) + [(o, o) for o in options]
-            return Select(items, value=items[0][1], allow_blank=False, id=id)
+            return Select(items, value=items[0][1], allow_blank=False, id=id, compact=True)
 
         yield self.frame(
             Label("preset"), select(PRESETS, "preset"),
             Label("dataset"), select(DATASETS, "dataset", first="the preset's"),
-            Label("SMASH epochs (empty: the preset's)"), Input("", type="integer", id="epochs"),
+            Label("SMASH epochs (empty: the preset's)"), Input("", type="integer", id="epochs", compact=True),
             Label("device"), select(DEVICES, "device"),
             Label("", classes="dialog-error"),
             Label("Tab moves, Enter in the epochs field or Ctrl+S starts, Escape cancels", classes="hint"))

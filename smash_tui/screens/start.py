@@ -128,6 +128,12 @@ class StartScreen(BaseScreen):
         if not msg.runs:
             hint = f"no results files in {self.runs_dir}/ yet: press n to start a search"
         self.query_one("#start-hint", Static).update(hint)
+        self.on_data_table_row_highlighted()
+
+    def on_data_table_row_highlighted(self) -> None:
+        s = self.highlighted()
+        if s is not None and "error" in s:  # the table cell is too narrow for the reason: say it in full
+            self.query_one("#start-hint", Static).update(Text(f"{Path(s['path']).name}: {s['error']}"))
 
     def highlighted(self) -> dict[str, Any] | None:
         table = self.query_one("#runs", DataTable)
@@ -146,9 +152,9 @@ class StartScreen(BaseScreen):
 
     def action_resume(self) -> None:
         s = self.highlighted()
-        if s is None or "error" in s:
+        if s is None or ("error" in s and "older schema" not in s["error"]):  # an engine upgrades old files
             return
-        if s["state"] in ALIVE:
+        if s.get("state") in ALIVE:
             self.app.notify(f"{Path(s['path']).stem}: its engine is {s['state']}; Enter opens it")
             return
         self.resume(Path(s["path"]))
