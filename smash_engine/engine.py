@@ -12,7 +12,9 @@ training checkpoints), final-ID.safetensors (trained weights) and engine.log (de
 
 from __future__ import annotations
 
+import contextlib
 import json
+import math
 import os
 import signal
 import socket
@@ -22,11 +24,12 @@ from pathlib import Path
 
 import torch
 
-from . import store
+from . import dist, store
 from .config import RunConfig
 from .data import DeviceData, holdout_split, load_dataset
 from .errors import ConfigError, ResultsFileError, SmashError
 from .network import arch_cost
+from .report import plain_reporter
 from .space import Architecture
 from .train import (
     FINAL,
@@ -55,12 +58,13 @@ class _Stop(Exception):
     """Raised between steps to unwind to `run` for a checkpointed stop."""
 
 
-def resolve_device(name: str) -> torch.device:
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    """Under torchrun, "cuda" and "auto" mean this process's GPU (LOCAL_RANK)."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"--device {name} asked for, but no CUDA GPU is visible here; use --device cpu")
-    return torch.device(name)
+    return torch.device(f"cuda:{local_rank}" if name == "cuda" and torch.cuda.is_available() else name)
 
 
 def run_dir(db_path: Path) -> Path:
@@ -100,24 +104,38 @@ def create_run(db_path: Path, cfg: RunConfig) -> int:
         w.close()
 
 
+class _NoWriter:
+    """What ranks other than 0 write to: nothing (rank 0 is the results file's only writer)."""
+
+    def transaction(self):
+        return contextlib.nullcontext()
+
+    def __getattr__(self, name):
+        return lambda *args, **kwargs: None
+
+
 class Engine:
     def __init__(self, db_path: Path, reporter: Reporter | None = None):
         self.db_path = Path(db_path)
-        self.w = store.connect_writer(self.db_path)
-        run = store.get_run(self.w.conn)
+        self.world = dist.world_from_env()
+        if self.world.active and torch.cuda.is_available():
+            torch.cuda.set_device(self.world.local_rank)
+        dist.init(self.world)
+        self.w = store.connect_writer(self.db_path) if self.world.main else _NoWriter()
+        run = self._agreed(lambda: store.get_run(self.w.conn))
         if run is None:
             raise ResultsFileError(f"{db_path} holds no run; start one with `smash-tui run`")
         self.run_id = run["id"]
         self.cfg = RunConfig.from_dict(json.loads(run["config_json"]))
         self.phase = run["phase"]
         self.dir = run_dir(self.db_path)
-        self.report = reporter or (lambda info: None)
-        self.device = resolve_device(self.cfg.device)
+        self.report = (reporter or (lambda info: None)) if self.world.main else (lambda info: None)
+        self.device = resolve_device(self.cfg.device, self.world.local_rank)
         self.step = 0
         self.total_steps = 0
         self._stop_signal = 0
         self._last_beat = self._last_poll = 0.0
-        self._paused = False
+        self._paused = self._stop_asked = False
         self._samples_wanted = 0
         self._sampling = False
         self._ips = None
@@ -129,20 +147,22 @@ class Engine:
     def run(self) -> str:
         """Run to the end (or a stop); returns the final status. Unexpected errors mark the run failed
         and propagate with their traceback."""
-        self.w.acquire_engine(self.run_id)
-        self._requeue_finals()
-        self.w.fail_stale(self.run_id)
-        self.dir.mkdir(parents=True, exist_ok=True)
+        if self.world.main:
+            self.w.acquire_engine(self.run_id)
+            self._requeue_finals()
+            self.w.fail_stale(self.run_id)
+            self.dir.mkdir(parents=True, exist_ok=True)
         old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
         try:
-            self._set(status="running", message=None, device=str(self.device))
-            self._event("info", f"engine started (pid {os.getpid()} on {socket.gethostname()}, {self.device})")
+            where = f"{self.device.type} x{self.world.size}" if self.world.active else str(self.device)
+            self._set(status="running", message=None, device=where)
+            self._event("info", f"engine started (pid {os.getpid()} on {socket.gethostname()}, {where})")
             self._prepare()
             phases = {"smash": self._smash, "rank": self._rank, "refine": self._refine, "final": self._final}
             while self.phase != "done":
                 phases[self.phase]()
             self._between()  # answer commands that arrived during the last step (or while it was stopped)
-            while (final := store.next_queued_final(self.w.conn, self.run_id)) is not None:
+            while (final := self._next_final()) is not None:
                 self._train_final(final)
                 self._between()
             self._set(status="done", phase="done", progress=1.0)
@@ -168,6 +188,7 @@ class Engine:
             for s, h in old.items():
                 signal.signal(s, h)
             self.w.close()
+            dist.shutdown()
 
     def _on_signal(self, signum, frame) -> None:
         self._stop_signal += 1
@@ -183,12 +204,11 @@ class Engine:
         self.train = DeviceData(ds.train_x[tr], ds.train_y[tr], ds.info, self.device)
         self.val = DeviceData(ds.train_x[va], ds.train_y[va], ds.info, self.device)
         self.test = DeviceData(ds.test_x, ds.test_y, ds.info, self.device)
-        self.steps_per_epoch = self.train.num_batches(t.batch_size)
+        self.steps_per_epoch = self.train.num_batches(t.batch_size * self.world.size)
         self.total_steps = t.epochs * self.steps_per_epoch
-        self.smash = Smash.create(self.cfg, self.device)
-        ckpt = self.dir / "checkpoint.pt"
-        if ckpt.exists():
-            sd = torch.load(ckpt, map_location=self.device, weights_only=True)
+        self.smash = Smash.create(self.cfg, self.device, self.world)
+        sd = self._agreed(lambda: _load(self.dir / "checkpoint.pt"))
+        if sd is not None:
             self.smash.load_state_dict(sd)
             self.step = int(sd["step"])
             self._event("info", f"resumed from checkpoint at step {self.step}")
@@ -201,13 +221,13 @@ class Engine:
         t0, n0 = time.perf_counter(), self.step
         while self.step < T:
             epoch, start = divmod(self.step, self.steps_per_epoch)
-            batches = self.train.epoch_batches(t.batch_size, torch_gen(self.cfg.seed, 1, epoch), start=start)
-            for x, y in batches:
+            for x, y in self._shards(t.batch_size, torch_gen(self.cfg.seed, 1, epoch), start):
                 lr = cosine_lr(t.lr, self.step, T)
                 window.append(self._guarded_step(smash_arch(self.cfg, self.step, T), x, y, lr))
                 self.step += 1
                 if len(window) == t.log_every or self.step % self.steps_per_epoch == 0:
-                    self._ips = (self.step - n0) * t.batch_size / (time.perf_counter() - t0)
+                    images = (self.step - n0) * t.batch_size * self.world.size
+                    self._ips = images / (time.perf_counter() - t0)
                     self._log_window(window, epoch, lr)
                     window = []
                 self._between()
@@ -226,7 +246,7 @@ class Engine:
             return torch.tensor([float("nan"), float("nan"), 1.0], device=self.device)
 
     def _log_window(self, window: list[torch.Tensor], epoch: int, lr: float) -> None:
-        m = torch.stack(window).cpu()  # (n, 3): loss, error, skipped; the one host sync per window
+        m = dist.mean(self.world, torch.stack(window)).cpu()  # (n, 3): loss, error, skipped; one sync per window
         ok = m[:, 2] == 0
         trailing = int((~ok).flip(0).cumprod(0).sum())  # failures at the end of the window
         self._fail_streak = self._fail_streak + trailing if trailing == len(ok) else trailing
@@ -245,7 +265,15 @@ class Engine:
         self.report(dict(phase="smash", done=self.step, total=self.total_steps, loss=loss, error=err,
                          images_per_s=self._ips))
 
+    def _shards(self, batch: int, gen: torch.Generator, start: int = 0):
+        """This rank's part of each global batch of `batch` x world images (every rank draws the same)."""
+        r = self.world.rank
+        for x, y in self.train.epoch_batches(batch * self.world.size, gen, start=start):
+            yield x[r * batch:(r + 1) * batch], y[r * batch:(r + 1) * batch]
+
     def _end_epoch(self, epoch: int) -> None:
+        if not self.world.main:  # rank 0 validates and checkpoints; the others wait at the next step
+            return
         err, loss = validation_error(self.smash, self.cfg, self.val, epoch)
         self.w.add_steps([dict(run_id=self.run_id, step=self.step, epoch=epoch, phase="val", loss=loss,
                                error=err)])
@@ -253,23 +281,29 @@ class Engine:
         self._checkpoint()
         self._event("info", f"epoch {epoch + 1}: validation SMASH error {err:.4f}")
 
+    def _count(self, source: str) -> int:
+        return self._agreed(lambda: store.count_scores(self.w.conn, self.run_id, source))
+
+    def _best(self, *sources: str) -> dict | None:
+        return self._agreed(lambda: store.best_score(self.w.conn, self.run_id, sources))
+
     def _rank(self) -> None:
         n = self.cfg.train.n_random
-        for i in range(store.count_scores(self.w.conn, self.run_id, "random"), n):
-            self._score(rank_arch(self.cfg, RANK, i), "random", None, done=i + 1, total=n)
+        start = self._count("random")
+        self._score_many([rank_arch(self.cfg, RANK, i) for i in range(start, n)], "random", None, start, n)
         self._enter("refine")
 
     def _refine(self) -> None:
         t = self.cfg.train
-        base = store.best_score(self.w.conn, self.run_id, ("random",))
+        base = self._best("random")
         if base is not None:
             arch = Architecture.from_json(base["spec_json"])
-            for i in range(store.count_scores(self.w.conn, self.run_id, "perturb"), t.n_perturb):
-                self._score(perturbed(self.cfg, arch, PERTURB, i), "perturb", arch.id, done=i + 1,
-                            total=t.n_perturb + t.n_hillclimb)
+            start = self._count("perturb")
+            cands = [perturbed(self.cfg, arch, PERTURB, i) for i in range(start, t.n_perturb)]
+            self._score_many(cands, "perturb", arch.id, start, t.n_perturb + t.n_hillclimb)
             self._hillclimb()
         with self.w.transaction():  # the top K are queued and the phase moves on together, or neither
-            for row in store.leaderboard(self.w.conn, self.run_id, limit=t.final_top) if t.final_top else []:
+            for row in store.leaderboard(self.w.conn, self.run_id, limit=t.final_top) if self._queues_finals() else []:
                 self._queue_final(row["arch_id"], t.final_epochs)
             self._enter("final")
 
@@ -277,47 +311,63 @@ class Engine:
         """Greedy: perturb the current best; keep a candidate only if strictly better. The current
         architecture is always the best of (start, candidates so far), so it is re-derived on resume."""
         t = self.cfg.train
-        cur = store.best_score(self.w.conn, self.run_id, ("random", "perturb", "hillclimb"))
-        done = store.count_scores(self.w.conn, self.run_id, "hillclimb")
-        for i in range(done, t.n_hillclimb):
-            arch = Architecture.from_json(cur["spec_json"])
-            err = self._score(perturbed(self.cfg, arch, HILLCLIMB, i), "hillclimb", arch.id,
-                              done=t.n_perturb + i + 1, total=t.n_perturb + t.n_hillclimb)
-            if err is not None and err < cur["smash_error"]:
-                cur = store.best_score(self.w.conn, self.run_id, ("random", "perturb", "hillclimb"))
+        for i in range(self._count("hillclimb"), t.n_hillclimb):
+            arch = Architecture.from_json(self._best("random", "perturb", "hillclimb")["spec_json"])
+            self._score_many([perturbed(self.cfg, arch, HILLCLIMB, i)], "hillclimb", arch.id, t.n_perturb + i,
+                             t.n_perturb + t.n_hillclimb)
+
+    def _queues_finals(self) -> bool:
+        return bool(self.cfg.train.final_top) and self.world.main
+
+    def _next_final(self) -> dict | None:
+        return self._agreed(lambda: store.next_queued_final(self.w.conn, self.run_id))
 
     def _final(self) -> None:
-        while (final := store.next_queued_final(self.w.conn, self.run_id)) is not None:
+        while (final := self._next_final()) is not None:
             self._train_final(final)
         self._enter("done")
 
     # -- scoring and final training ------------------------------------------------------------
-    def _score(self, arch: Architecture, source: str, parent: str | None, done: int = 0, total: int = 0):
-        params, flops = arch_cost(arch)
-        depth = sum(len(b.ops) for b in arch.blocks)
-        self.w.add_arch(self.run_id, arch.id, arch.to_json(), source, parent, params, flops, arch.n_ops, depth)
+    def _score_many(self, archs: list[Architecture], source: str, parent: str | None, done: int, total: int) -> None:
+        """Score `archs` on the held-out split, arch j on rank j mod W, and commit each score (rank 0) as
+        its group of W lands."""
+        W, r = self.world.size, self.world.rank
+        for g in range(0, len(archs), W):
+            group = archs[g:g + W]
+            mine = self._score_one(group[r]) if r < len(group) else [0.0, 0.0, 0.0]
+            rows = dist.gather_rows(self.world, mine, self.device)
+            for j, (arch, (err, loss, status)) in enumerate(zip(group, rows, strict=False)):
+                self._record(arch, source, parent, err, loss, int(status))
+                self.report(dict(phase="sample" if self._sampling else self.phase, done=done + g + j + 1,
+                                 total=total, error=err if status == 0 else None))
+            self._between()
+
+    def _score_one(self, arch: Architecture) -> list[float]:
+        """[error, loss, status]: status 0 ok, 1 out of memory, 2 non-finite loss."""
         try:
             err, loss = smash_score(self.smash, arch, self.val, self.cfg.train.score_batch)
-        except torch.OutOfMemoryError as e:
-            self.w.add_score(self.run_id, arch.id, None, None, len(self.val), self.step, status="failed",
-                             reason=f"out of memory: {e}"[:500], source=source)
-            self._event("warning", f"architecture {arch.id} ran out of memory while scoring; skipped")
-            return None
-        if loss != loss or loss in (float("inf"), float("-inf")):
-            self._score_failures += 1
-            self.w.add_score(self.run_id, arch.id, None, None, len(self.val), self.step, status="failed",
-                             reason=f"non-finite loss ({loss})", source=source)
-            self._event("warning", f"architecture {arch.id} gave a non-finite loss when scored; recorded as failed")
-            if self._score_failures >= self.cfg.train.max_failures:
-                raise SmashError(f"{self._score_failures} architectures in a row failed to score; the HyperNet may "
-                                 "have diverged: check the loss curve, then resume from a checkpoint")
-            return None
-        self._score_failures = 0
-        self.w.add_score(self.run_id, arch.id, err, loss, len(self.val), self.step, source=source)
-        self.report(dict(phase=self.phase if not self._sampling else "sample", done=done, total=total,
-                         error=err, loss=loss))
-        self._between()
-        return err
+        except torch.OutOfMemoryError:
+            torch.cuda.empty_cache()
+            return [float("nan"), float("nan"), 1.0]
+        return [err, loss, 0.0 if math.isfinite(loss) else 2.0]
+
+    def _record(self, arch: Architecture, source: str, parent: str | None, err: float, loss: float,
+                status: int) -> None:
+        params, flops = arch_cost(arch)
+        with self.w.transaction():
+            self.w.add_arch(self.run_id, arch.id, arch.to_json(), source, parent, params, flops, arch.n_ops,
+                            len(arch.blocks))
+            if status == 0:
+                self.w.add_score(self.run_id, arch.id, err, loss, len(self.val), self.step, source=source)
+            else:
+                why = "out of memory" if status == 1 else f"non-finite loss ({loss})"
+                self.w.add_score(self.run_id, arch.id, None, None, len(self.val), self.step, status="failed",
+                                 reason=why, source=source)
+                self._event("warning", f"architecture {arch.id} failed to score ({why}); recorded as failed")
+        self._score_failures = 0 if status == 0 else self._score_failures + 1
+        if self._score_failures >= self.cfg.train.max_failures:
+            raise SmashError(f"{self._score_failures} architectures in a row failed to score; the HyperNet may "
+                             "have diverged: check the loss curve, then resume from a checkpoint")
 
     def _queue_final(self, arch_id: str, epochs: int) -> int:
         row = store.get_arch(self.w.conn, arch_id)
@@ -326,30 +376,32 @@ class Engine:
 
     def _train_final(self, final: dict) -> None:
         t, fid = self.cfg.train, final["id"]
-        arch = Architecture.from_json(store.get_arch(self.w.conn, final["arch_id"])["spec_json"])
-        f = Final.create(arch, t, self.cfg.seed * 1000 + fid, self.device)
+        arch = Architecture.from_json(final["spec_json"])
+        f = Final.create(arch, t, self.cfg.seed * 1000 + fid, self.device, self.world)
         ckpt, start, best = self.dir / f"final-{fid}.pt", 0, None
-        if ckpt.exists():
-            sd = torch.load(ckpt, map_location=self.device, weights_only=True)
+        sd = self._agreed(lambda: _load(ckpt))
+        if sd is not None:
             f.net.load_state_dict(sd["net"])
             f.opt.load_state_dict(sd["opt"])
             start, best = int(sd["epoch"]), sd["best_val_error"]
         self.w.update_final(fid, status="running")
         self._event("info", f"final training #{fid} of {arch.id} ({final['epochs']} epochs)")
-        spe = self.train.num_batches(t.final_batch)
+        spe = self.train.num_batches(t.final_batch * self.world.size)
         total = final["epochs"] * spe
         for epoch in range(start, final["epochs"]):
             t0, sums = time.perf_counter(), []
             gen = torch_gen(self.cfg.seed, FINAL, fid * 100_000 + epoch)
-            for b, (x, y) in enumerate(self.train.epoch_batches(t.final_batch, gen)):
+            for b, (x, y) in enumerate(self._shards(t.final_batch, gen)):
                 lr = cosine_lr(t.final_lr, epoch * spe + b, total)
                 sums.append(f.step(x, y, lr))
                 self._between()
-            loss, err = torch.stack(sums).mean(0).tolist()
+            loss, err = dist.mean(self.world, torch.stack(sums).mean(0)).tolist()
+            if not self.world.main:  # rank 0 evaluates, records and checkpoints
+                continue
             val_err, _ = f.evaluate(self.val, t.score_batch)
             test_err, _ = f.evaluate(self.test, t.score_batch)
             best = val_err if best is None else min(best, val_err)
-            ips = len(sums) * t.final_batch / (time.perf_counter() - t0)
+            ips = len(sums) * t.final_batch * self.world.size / (time.perf_counter() - t0)
             self.w.add_final_step(fid, epoch=epoch + 1, train_loss=loss, train_error=err, val_error=val_err,
                                   test_error=test_err, lr=lr, images_per_s=ips)
             self.w.update_final(fid, epoch=epoch + 1, best_val_error=best, test_error=test_err)
@@ -357,6 +409,8 @@ class Engine:
                          "best_val_error": best}, ckpt)
             self.report(dict(phase="final", done=epoch + 1, total=final["epochs"], loss=loss, error=test_err,
                              images_per_s=ips))
+        if not self.world.main:
+            return
         weights = self.dir / f"final-{fid}.safetensors"
         save_weights(f.net, arch, weights)
         self.w.update_final(fid, status="done", weights_path=str(weights))
@@ -373,16 +427,21 @@ class Engine:
         """Between two steps: signals, commands (every POLL_S), heartbeat (every HEARTBEAT_S), queued
         sampling; while paused, stays here doing just that."""
         while True:
-            if self._stop_signal:
-                raise _Stop
             now = time.monotonic()
-            if now - self._last_poll >= POLL_S:
+            if self.world.main and now - self._last_poll >= POLL_S:
                 self._last_poll = now
                 for cmd in self.w.pending_commands(self.run_id):
                     self._command(cmd)
-            if now - self._last_beat >= HEARTBEAT_S:
+            if self.world.main and now - self._last_beat >= HEARTBEAT_S:
                 self._last_beat = now
                 self.w.heartbeat(self.run_id, **self._status_fields())
+            # one small collective: a signal on any rank, and rank 0's commands, reach every rank
+            mine = [int(self._paused), self._samples_wanted] if self.world.main else [0, 0]  # rank 0's word
+            flags = [int(self._stop_signal > 0 or self._stop_asked), *mine]
+            stop, paused, self._samples_wanted = dist.combine_flags(self.world, flags)
+            self._paused = bool(paused)
+            if stop:
+                raise _Stop
             if self._samples_wanted and not self._sampling:
                 self._run_samples()
             if not self._paused:
@@ -400,9 +459,6 @@ class Engine:
         self.w.mark_command(cmd["id"], "running")
         try:
             message = self._do(kind, args)
-        except _Stop:
-            self.w.mark_command(cmd["id"], "done", "stopping: checkpoint, then exit")
-            raise
         except SmashError as e:
             self.w.mark_command(cmd["id"], "error", str(e))
             self._event("warning", f"command {kind} failed: {e}")
@@ -425,8 +481,8 @@ class Engine:
             self._set(status="running")
             return "continuing"
         if kind == "stop":
-            self._paused = False
-            raise _Stop
+            self._paused, self._stop_asked = False, True
+            return "stopping: checkpoint, then exit"
         if kind == "sample":
             n = int(args.get("n", 100))
             if n <= 0:
@@ -449,16 +505,21 @@ class Engine:
     def _run_samples(self) -> None:
         self._sampling = True
         try:
-            while self._samples_wanted:
-                i = store.count_scores(self.w.conn, self.run_id, "sample")
-                self._score(rank_arch(self.cfg, SAMPLE, i), "sample", None)
-                self._samples_wanted -= 1
+            while self._samples_wanted:  # more may be asked for while these are scored
+                n, self._samples_wanted = self._samples_wanted, 0
+                start = self._count("sample")
+                archs = [rank_arch(self.cfg, SAMPLE, i) for i in range(start, start + n)]
+                self._score_many(archs, "sample", None, 0, n)
         finally:
             self._sampling = False
 
     # -- bookkeeping ---------------------------------------------------------------------------
+    def _agreed(self, read):
+        """`read()` on rank 0 (the only one with the results file and checkpoints), its value on every rank."""
+        return dist.agree(self.world, read() if self.world.main else None)
+
     def _checkpoint(self) -> None:
-        if hasattr(self, "smash"):
+        if hasattr(self, "smash") and self.world.main:
             save_atomic({**self.smash.state_dict(), "step": self.step, "config": self.cfg.to_dict()},
                         self.dir / "checkpoint.pt")
 
@@ -475,6 +536,10 @@ class Engine:
         self.w.add_event(self.run_id, level, message)
 
 
+def _load(path: Path) -> dict | None:
+    return torch.load(path, map_location="cpu", weights_only=True) if path.exists() else None
+
+
 def save_weights(net: torch.nn.Module, arch: Architecture, path: Path) -> None:
     """safetensors: loads without unpickling code; the architecture travels in the metadata."""
     from safetensors.torch import save_file
@@ -486,18 +551,22 @@ def save_weights(net: torch.nn.Module, arch: Architecture, path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m smash_engine.engine DB`: the detached engine started by `smash-tui run`/`resume`."""
+    """`python -m smash_engine.engine DB [--progress]`: the engine process that `smash-tui run`/`resume`
+    start detached, or that `torchrun ... -m smash_engine.engine DB` starts once per rank."""
+    import argparse
     import sys
 
-    args = sys.argv[1:] if argv is None else argv
-    if len(args) != 1:
-        print("usage: python -m smash_engine.engine RESULTS.db", file=sys.stderr)
-        return 2
+    ap = argparse.ArgumentParser(prog="python -m smash_engine.engine")
+    ap.add_argument("db", type=Path)
+    ap.add_argument("--progress", action="store_true", help="plain progress lines on stderr (rank 0)")
+    a = ap.parse_args(argv)
     try:
-        status = Engine(Path(args[0])).run()
+        status = Engine(a.db, reporter=plain_reporter() if a.progress else None).run()
     except SmashError as e:
         print(f"smash-tui engine: {e}", file=sys.stderr)
         return e.exit_code
+    if a.progress and dist.world_from_env().main:
+        print(f"{status}: {a.db}", file=sys.stderr)
     return 0 if status in ("done", "stopped") else 1
 
 

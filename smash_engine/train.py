@@ -21,6 +21,7 @@ import torch.nn.functional as F
 
 from .config import RunConfig, TrainConfig
 from .data import DeviceData
+from .dist import SINGLE, World
 from .encoding import ArchPlan, encode
 from .hypernet import HyperNet
 from .network import FixedNet, SmashNet
@@ -47,6 +48,27 @@ def cosine_lr(lr0: float, step: int, total: int) -> float:
     return 0.5 * lr0 * (1.0 + math.cos(math.pi * min(step, total) / max(total, 1)))
 
 
+class SmashModel(nn.Module):
+    """HyperNet + SmashNet as one module, so that DDP sees all parameters; the architecture to run is
+    set as `plan` before each call (DDP only passes tensors through)."""
+
+    def __init__(self, hyper: HyperNet, net: SmashNet):
+        super().__init__()
+        self.hyper, self.net = hyper, net
+        self.plan: ArchPlan | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x, self.plan, self.hyper.op_weights(self.plan))
+
+
+def _parallel(module: nn.Module, world: World, device: torch.device) -> nn.Module:
+    if not world.active:
+        return module
+    ids = [device.index] if device.type == "cuda" else None
+    # each step uses a different subset of the shared conv slots: unused ones must be allowed
+    return nn.parallel.DistributedDataParallel(module, device_ids=ids, find_unused_parameters=True)
+
+
 @dataclass
 class Smash:
     """Everything SMASH training updates."""
@@ -56,18 +78,20 @@ class Smash:
     net: SmashNet
     opt: torch.optim.Optimizer
     device: torch.device
+    model: nn.Module  # SmashModel, wrapped in DDP under torchrun
 
     @classmethod
-    def create(cls, cfg: RunConfig, device: torch.device) -> Smash:
+    def create(cls, cfg: RunConfig, device: torch.device, world: World = SINGLE) -> Smash:
         torch.manual_seed(cfg.seed)
         hyper, net = HyperNet(cfg.space, cfg.hyper).to(device), SmashNet(cfg.space).to(device)
+        model = _parallel(SmashModel(hyper, net), world, device)
         t = cfg.train
         # no weight decay on the HyperNet, as in the original
         # fused Adam skips a step on device when told that gradients were not finite (no host sync)
         opt = torch.optim.Adam([{"params": net.parameters(), "weight_decay": t.weight_decay},
                                 {"params": hyper.parameters(), "weight_decay": 0.0}], lr=t.lr, betas=t.betas,
                                fused=True)
-        return cls(cfg.space, hyper, net, opt, device)
+        return cls(cfg.space, hyper, net, opt, device, model)
 
     def params(self) -> list[torch.nn.Parameter]:
         return [*self.net.parameters(), *self.hyper.parameters()]
@@ -102,8 +126,10 @@ def smash_step(s: Smash, arch: Architecture, x: torch.Tensor, y: torch.Tensor, l
     plan = s.plan(arch)
     for group in s.opt.param_groups:
         group["lr"] = lr
+    inner = s.model.module if isinstance(s.model, nn.parallel.DistributedDataParallel) else s.model
+    inner.plan = plan
     with s.autocast():
-        logits = s.net(x, plan, s.hyper.op_weights(plan))
+        logits = s.model(x)
         loss = F.cross_entropy(logits.float(), y)
     s.opt.zero_grad(set_to_none=True)
     loss.backward()
@@ -166,19 +192,21 @@ class Final:
     """Final training of one architecture with freely learned weights."""
 
     arch: Architecture
-    net: nn.Module
+    net: nn.Module  # the FixedNet itself (for state dicts and evaluation)
     opt: torch.optim.Optimizer
     device: torch.device
+    model: nn.Module  # what training calls: the FixedNet, or DDP around it under torchrun
 
     @classmethod
-    def create(cls, arch: Architecture, t: TrainConfig, seed: int, device: torch.device) -> Final:
+    def create(cls, arch: Architecture, t: TrainConfig, seed: int, device: torch.device,
+               world: World = SINGLE) -> Final:
         torch.manual_seed(seed)
         net = FixedNet(arch).to(device)
         if device.type == "cuda":
             net = net.to(memory_format=torch.channels_last)
         opt = torch.optim.SGD(net.parameters(), lr=t.final_lr, momentum=0.9, nesterov=True,
                               weight_decay=t.final_weight_decay)
-        return cls(arch, net, opt, device)
+        return cls(arch, net, opt, device, _parallel(net, world, device))
 
     def autocast(self):
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda")
@@ -188,7 +216,7 @@ class Final:
         for group in self.opt.param_groups:
             group["lr"] = lr
         with self.autocast():
-            logits = self.net(x)
+            logits = self.model(x)
             loss = F.cross_entropy(logits.float(), y)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
