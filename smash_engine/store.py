@@ -703,7 +703,12 @@ def best_score(conn: sqlite3.Connection, run_id: int, sources: tuple[str, ...]) 
 
 
 def next_queued_final(conn: sqlite3.Connection, run_id: int) -> dict[str, Any] | None:
-    rows = _rows(conn, "SELECT * FROM finals WHERE run_id = ? AND status = 'queued' ORDER BY id LIMIT 1", run_id)
+    """The oldest queued final, with its architecture's spec_json."""
+    sql = (
+        "SELECT f.*, a.spec_json FROM finals f JOIN archs a ON a.id = f.arch_id"
+        " WHERE f.run_id = ? AND f.status = 'queued' ORDER BY f.id LIMIT 1"
+    )
+    rows = _rows(conn, sql, run_id)
     return rows[0] if rows else None
 
 
