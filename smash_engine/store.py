@@ -178,7 +178,60 @@ def m001_initial(conn: sqlite3.Connection) -> None:
         conn.execute(statement)
 
 
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [m001_initial]
+_M002 = (
+    """CREATE TABLE studies (
+    id INTEGER PRIMARY KEY,
+    run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+    kind TEXT NOT NULL,                     -- correlation|capacity|corrupt|archgrad
+    status TEXT NOT NULL DEFAULT 'running', -- running|done|failed
+    options_json TEXT NOT NULL,             -- the options and the picked architectures, fixed at creation
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    message TEXT                            -- one line: the headline result, or why it failed
+)""",
+    """CREATE TABLE study_archs (
+    study_id INTEGER NOT NULL REFERENCES studies(id) ON DELETE CASCADE,
+    variant TEXT NOT NULL,                  -- what was measured: trained|<hyper preset>|true|<corrupted field>|
+                                            -- start|guided|random
+    trial INTEGER NOT NULL,                 -- position in the study's picks, or step of a walk
+    arch_id TEXT NOT NULL REFERENCES archs(id),
+    smash_error REAL, smash_loss REAL,      -- with generated weights (the variant's HyperNet or encoding)
+    val_error REAL, test_error REAL,        -- 0..1 after normal training (correlation)
+    epochs INTEGER,                         -- of that normal training
+    at TEXT NOT NULL,
+    PRIMARY KEY (study_id, variant, trial)
+)""",
+    """CREATE TABLE study_stats (
+    study_id INTEGER NOT NULL REFERENCES studies(id) ON DELETE CASCADE,
+    variant TEXT NOT NULL,                  -- run (the run's HyperNet)|<hyper preset>|<corrupted field>|guided|random
+    n INTEGER NOT NULL,                     -- architectures behind the figures
+    kendall_tau REAL, kendall_p REAL,       -- SMASH error vs true validation error (scipy.stats, tau-b)
+    spearman_rho REAL, spearman_p REAL,
+    top_k INTEGER, top_k_overlap REAL,      -- |SMASH top k and true top k| / k
+    regret REAL,                            -- true error of SMASH's pick minus the best true error
+    win_rate REAL,                          -- corrupt: share of archs where the true encoding scores better
+    mean_gap REAL,                          -- corrupt: mean(corrupted - true SMASH error)
+    mean_error REAL, best_error REAL,       -- archgrad: SMASH error over the walk's trials
+    extra_json TEXT,                        -- the rest (test-error statistics, Wilcoxon p, counts)
+    at TEXT NOT NULL,
+    PRIMARY KEY (study_id, variant)
+)""",
+    # finals.dataset: NULL for the run's own dataset; else a transfer final (`smash-tui final --dataset`)
+    "ALTER TABLE finals ADD COLUMN dataset TEXT",
+    # the engine requeues interrupted finals of its own dataset; a transfer final is resumed by `smash-tui final`
+    """CREATE TRIGGER transfer_finals_never_queued BEFORE UPDATE OF status ON finals
+WHEN NEW.dataset IS NOT NULL AND NEW.status = 'queued'
+BEGIN SELECT RAISE(IGNORE); END""",
+    "CREATE INDEX studies_by_run ON studies (run_id, kind)",
+)
+
+
+def m002_studies(conn: sqlite3.Connection) -> None:
+    for statement in _M002:
+        conn.execute(statement)
+
+
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [m001_initial, m002_studies]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -358,6 +411,16 @@ _RUN_COLUMNS = frozenset(
 )
 _FINAL_COLUMNS = frozenset(
     "status epochs epoch best_val_error test_error params flops weights_path started_at finished_at message".split()
+)
+STUDY_KINDS = ("correlation", "capacity", "corrupt", "archgrad")
+STUDY_STATUSES = ("running", "done", "failed")
+_STUDY_COLUMNS = frozenset("status options_json message updated_at".split())
+_STUDY_ARCH_COLUMNS = tuple(
+    "study_id variant trial arch_id smash_error smash_loss val_error test_error epochs at".split()
+)
+_STUDY_STAT_COLUMNS = tuple(
+    "study_id variant n kendall_tau kendall_p spearman_rho spearman_p top_k top_k_overlap regret win_rate "
+    "mean_gap mean_error best_error extra_json at".split()
 )
 _STEP_COLUMNS = ("run_id", "step", "epoch", "phase", "loss", "error", "lr", "images_per_s", "at")
 _FINAL_STEP_COLUMNS = tuple("final_id epoch train_loss train_error val_error test_error lr images_per_s at".split())
@@ -594,6 +657,39 @@ class Writer:
                 self.add_event(run_id, "warning", f"marked {n} row(s) left running as failed")
         return n
 
+    # -- studies and transfer finals (smash_engine.studies) --------------------------------------
+    def create_study(self, run_id: int, kind: str, options: dict[str, Any]) -> int:
+        _choice("study kind", kind, STUDY_KINDS, ValueError)
+        now = now_iso()
+        return self._insert(
+            "INSERT INTO studies (run_id, kind, options_json, created_at, updated_at) VALUES (?, ?, ?, ?, ?)",
+            (run_id, kind, _json(options), now, now),
+        )
+
+    def update_study(self, study_id: int, **fields: Any) -> None:
+        if fields.get("status") is not None:
+            _choice("study status", fields["status"], STUDY_STATUSES, ValueError)
+        self._update("studies", study_id, {**fields, "updated_at": now_iso()}, _STUDY_COLUMNS)
+
+    def add_study_arch(self, study_id: int, **row: Any) -> None:
+        """One measurement (INSERT OR REPLACE on study, variant, trial), committed at once."""
+        self._replace("study_archs", _STUDY_ARCH_COLUMNS, [{**row, "study_id": study_id}])
+
+    def set_study_stats(self, study_id: int, rows: list[dict[str, Any]]) -> None:
+        """Replace the statistics rows of a study (one per variant) in one transaction."""
+        rows = [{**r, "study_id": study_id, "extra_json": _json(r.get("extra_json") or {})} for r in rows]
+        self._replace("study_stats", _STUDY_STAT_COLUMNS, rows)
+
+    def create_transfer_final(
+        self, run_id: int, arch_id: str, epochs: int, params: int | None, flops: int | None, dataset: str
+    ) -> int:
+        """A final training on another dataset: 'running' at once, never queued for the engine."""
+        return self._insert(
+            "INSERT INTO finals (run_id, arch_id, status, epochs, params, flops, started_at, dataset, message) "
+            "VALUES (?, ?, 'running', ?, ?, ?, ?, ?, ?)",
+            (run_id, arch_id, epochs, params, flops, now_iso(), dataset, f"transfer to {dataset}"),
+        )
+
     def close(self) -> None:
         for run_id in list(self._held):
             self.release_engine(run_id)
@@ -783,6 +879,37 @@ def run_readonly_query(path: str | os.PathLike[str], sql: str) -> tuple[list[str
         raise ResultsFileError(f"query failed: {e}") from e
     finally:
         conn.close()
+
+
+def studies(conn: sqlite3.Connection, run_id: int, kind: str | None = None) -> list[dict[str, Any]]:
+    """The run's studies (of one kind), oldest first."""
+    if kind is None:
+        return _rows(conn, "SELECT * FROM studies WHERE run_id = ? ORDER BY id", run_id)
+    return _rows(conn, "SELECT * FROM studies WHERE run_id = ? AND kind = ? ORDER BY id", run_id, kind)
+
+
+def get_study(conn: sqlite3.Connection, study_id: int) -> dict[str, Any] | None:
+    rows = _rows(conn, "SELECT * FROM studies WHERE id = ?", study_id)
+    return rows[0] if rows else None
+
+
+def study_archs(conn: sqlite3.Connection, study_id: int, variant: str | None = None) -> list[dict[str, Any]]:
+    """A study's measurements in (variant, trial) order."""
+    if variant is None:
+        return _rows(conn, "SELECT * FROM study_archs WHERE study_id = ? ORDER BY variant, trial", study_id)
+    sql = "SELECT * FROM study_archs WHERE study_id = ? AND variant = ? ORDER BY trial"
+    return _rows(conn, sql, study_id, variant)
+
+
+def study_stats(conn: sqlite3.Connection, study_id: int) -> list[dict[str, Any]]:
+    return _rows(conn, "SELECT * FROM study_stats WHERE study_id = ? ORDER BY variant", study_id)
+
+
+def transfer_final(conn: sqlite3.Connection, run_id: int, arch_id: str, dataset: str) -> dict[str, Any] | None:
+    """The latest final of this (rebuilt) architecture on `dataset` (to resume or report it)."""
+    sql = "SELECT * FROM finals WHERE run_id = ? AND arch_id = ? AND dataset = ? ORDER BY id DESC LIMIT 1"
+    rows = _rows(conn, sql, run_id, arch_id, dataset)
+    return rows[0] if rows else None
 
 
 # ---------------------------------------------------------------------------- docs

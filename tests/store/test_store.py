@@ -95,6 +95,16 @@ TABLE_COLUMNS = {
         "started_at",
         "finished_at",
         "message",
+        "dataset",
+    ],
+    "studies": ["id", "run_id", "kind", "status", "options_json", "created_at", "updated_at", "message"],
+    "study_archs": [
+        "study_id", "variant", "trial", "arch_id", "smash_error", "smash_loss", "val_error", "test_error",
+        "epochs", "at",
+    ],
+    "study_stats": [
+        "study_id", "variant", "n", "kendall_tau", "kendall_p", "spearman_rho", "spearman_p", "top_k",
+        "top_k_overlap", "regret", "win_rate", "mean_gap", "mean_error", "best_error", "extra_json", "at",
     ],
     "final_steps": [
         "final_id",
@@ -188,8 +198,8 @@ def test_writer_pragmas(writer: store.Writer) -> None:
     assert c.execute("PRAGMA foreign_keys").fetchone()[0] == 1
     assert c.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
     assert c.execute("PRAGMA busy_timeout").fetchone()[0] == 10_000
-    assert [tuple(r) for r in c.execute("SELECT version FROM schema_version")] == [(1,)]
-    assert SCHEMA_VERSION == len(store.MIGRATIONS) == 1
+    assert [tuple(r) for r in c.execute("SELECT version FROM schema_version")] == [(1,), (2,)]
+    assert SCHEMA_VERSION == len(store.MIGRATIONS) == 2
 
 
 def test_reader_is_read_only_patient_and_holds_no_snapshot(writer: store.Writer, db: Path) -> None:
@@ -214,7 +224,7 @@ def test_migrations_idempotent_on_reopen(db: Path) -> None:
         ddl = store.schema_sql(w.conn)
     with connect_writer(db) as w:
         assert store.schema_sql(w.conn) == ddl
-        assert [r[0] for r in w.conn.execute("SELECT version FROM schema_version")] == [1]
+        assert [r[0] for r in w.conn.execute("SELECT version FROM schema_version")] == [1, 2]
         assert w.conn.execute("SELECT name FROM runs WHERE id = ?", (run_id,)).fetchone()[0] == "quick"
 
 
@@ -237,7 +247,7 @@ def test_newer_schema_refused_without_modification(db: Path) -> None:
     with pytest.raises(ResultsFileError) as e:
         connect_writer(db)
     msg = str(e.value)
-    assert "newer smash-tui (schema 3, this one reads 1): upgrade smash-tui" in msg
+    assert "newer smash-tui (schema 3, this one reads 2): upgrade smash-tui" in msg
     assert "\n" not in msg
     with pytest.raises(ResultsFileError, match="newer smash-tui"):
         connect_reader(db)
