@@ -92,3 +92,11 @@ def gather_rows(world: World, row: list[float], device: torch.device) -> list[li
     out = [torch.empty_like(t) for _ in range(world.size)]
     td.all_gather(out, t)
     return [o.tolist() for o in out]
+
+
+def sync_buffers(world: World, module: torch.nn.Module) -> None:
+    """Rank 0's buffers everywhere. DDP broadcasts them at the start of each forward, so after the last
+    training step each rank still holds BatchNorm statistics updated from its own shard."""
+    if world.active:
+        for b in module.buffers():
+            td.broadcast(b, src=0)

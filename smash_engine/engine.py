@@ -332,6 +332,7 @@ class Engine:
         """Score `archs` on the held-out split, arch j on rank j mod W, and commit each score (rank 0) as
         its group of W lands."""
         W, r = self.world.size, self.world.rank
+        dist.sync_buffers(self.world, self.smash.model)  # every rank scores with rank 0's BN statistics
         for g in range(0, len(archs), W):
             group = archs[g:g + W]
             mine = self._score_one(group[r]) if r < len(group) else [0.0, 0.0, 0.0]
