@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -22,7 +23,7 @@ from smash_engine.errors import ConfigError, ResultsFileError, SmashError
 from smash_engine.space import Architecture
 
 from .diagram import LEGEND, diagram
-from .launch import spawn_engine
+from .launch import engine_command, spawn_engine
 
 app = typer.Typer(add_completion=False, no_args_is_help=False, pretty_exceptions_enable=False,
                   help="Run and watch SMASH architecture searches. Bare `smash-tui` opens the runs in runs/.")
@@ -71,12 +72,14 @@ def run(
     device: Annotated[str, typer.Option(help="cpu | cuda | cuda:N | auto")] = "auto",
     seed: Annotated[int, typer.Option(help="seed for everything random")] = 0,
     headless: Annotated[bool, typer.Option(help="run here with progress on the terminal, no UI")] = False,
+    nproc_per_node: Annotated[int, typer.Option(help="processes (GPUs) on this machine, through torchrun")] = 1,
     detach: Annotated[bool, typer.Option(hidden=True, help="start the engine detached, print the results file, "
                                          "open no UI (the UI's new-search form)")] = False,
 ) -> None:
     """Start a new search."""
     from smash_engine.config import make_config
 
+    _check_nproc(nproc_per_node)
     cfg = make_config(preset, dataset, seed, device, data_dir, download, name or "", epochs=epochs,
                       n_random=archs, final_top=final_top, final_epochs=final_epochs, batch_size=batch_size)
     db = db or _unique_db(name or preset)
@@ -88,18 +91,28 @@ def run(
 
     create_run(db, cfg)
     if detach:
-        spawn_engine(db)
+        spawn_engine(db, nproc_per_node)
         typer.echo(str(db))
         return
     typer.echo(f"results file: {db}", err=True)
-    _start(db, headless)
+    _start(db, headless, nproc_per_node)
 
 
 @app.command()
-def resume(db: Path, headless: Annotated[bool, typer.Option(help="run here, no UI")] = False) -> None:
+def resume(
+    db: Path,
+    headless: Annotated[bool, typer.Option(help="run here, no UI")] = False,
+    nproc_per_node: Annotated[int, typer.Option(help="processes (GPUs) on this machine, through torchrun")] = 1,
+) -> None:
     """Continue a stopped, paused or crashed search (or answer commands queued on a finished one)."""
+    _check_nproc(nproc_per_node)
     _require_db(db)
-    _start(db, headless)
+    _start(db, headless, nproc_per_node)
+
+
+def _check_nproc(n: int) -> None:
+    if n < 1:
+        raise ConfigError(f"--nproc-per-node must be 1 or more, got {n}")
 
 
 def _unique_db(name: str) -> Path:
@@ -110,7 +123,16 @@ def _unique_db(name: str) -> Path:
     return path
 
 
-def _start(db: Path, headless: bool) -> None:
+def _start(db: Path, headless: bool, nproc: int = 1) -> None:
+    if headless and nproc > 1:
+        # torchrun in the foreground: Ctrl-C reaches it and every rank; rank 0 prints plain progress
+        code = subprocess.call(engine_command(db, nproc, progress=True))
+        status = store.get_run(store.connect_reader(db))["status"]  # rank 0 printed it already
+        if status == "stopped":
+            typer.echo(f"continue with: smash-tui resume {db} --nproc-per-node {nproc}", err=True)
+        if code and status not in ("stopped", "done"):
+            raise typer.Exit(1)
+        return
     if not headless:
         try:
             from . import app as _ui  # noqa: F401
@@ -127,7 +149,7 @@ def _start(db: Path, headless: bool) -> None:
         if status == "stopped":
             typer.echo(f"continue with: smash-tui resume {db}", err=True)
         return
-    spawn_engine(db)
+    spawn_engine(db, nproc)
     _open_ui(db)
 
 
