@@ -27,6 +27,7 @@ import torch
 from . import dist, store
 from .config import RunConfig
 from .data import DeviceData, holdout_split, load_dataset
+from .encoding import check_in_space
 from .errors import ConfigError, ResultsFileError, SmashError
 from .network import arch_cost
 from .report import plain_reporter
@@ -137,6 +138,7 @@ class Engine:
         self._last_beat = self._last_poll = 0.0
         self._paused = self._stop_asked = False
         self._samples_wanted = 0
+        self._user_specs: list[str] = []  # architectures sent with `score`, waiting (rank 0)
         self._sampling = False
         self._ips = None
         self.skipped = 0  # SMASH steps skipped for non-finite gradients or out of memory
@@ -437,12 +439,14 @@ class Engine:
                 self._last_beat = now
                 self.w.heartbeat(self.run_id, **self._status_fields())
             # one small collective: a signal on any rank, and rank 0's commands, reach every rank
-            mine = [int(self._paused), self._samples_wanted] if self.world.main else [0, 0]  # rank 0's word
-            flags = [int(self._stop_signal > 0 or self._stop_asked), *mine]
-            stop, paused, self._samples_wanted = dist.combine_flags(self.world, flags)
+            mine = [int(self._paused), self._samples_wanted, len(self._user_specs)] if self.world.main else [0] * 3
+            flags = [int(self._stop_signal > 0 or self._stop_asked), *mine]  # rank 0's word on all but stop
+            stop, paused, self._samples_wanted, users = dist.combine_flags(self.world, flags)
             self._paused = bool(paused)
             if stop:
                 raise _Stop
+            if users and not self._sampling:
+                self._score_user_archs()
             if self._samples_wanted and not self._sampling:
                 self._run_samples()
             if not self._paused:
@@ -501,7 +505,20 @@ class Engine:
             fid = self._queue_final(row["id"], epochs)
             when = "next" if self.phase in ("final", "done") else "after the search phases"
             return f"final training #{fid} of {row['id']} queued ({epochs} epochs), runs {when}"
+        if kind == "score":
+            arch = Architecture.from_json(str(args.get("spec", "")))
+            check_in_space(arch, self.cfg.space)
+            self._user_specs.append(arch.to_json())
+            return f"scoring architecture {arch.id}"
         raise ConfigError(f"unknown command {kind!r}")
+
+    def _score_user_archs(self) -> None:
+        specs, self._user_specs = self._agreed(lambda: self._user_specs), []
+        self._sampling = True
+        try:
+            self._score_many([Architecture.from_json(t) for t in specs], "user", None, 0, len(specs))
+        finally:
+            self._sampling = False
 
     def _run_samples(self) -> None:
         self._sampling = True

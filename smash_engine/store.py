@@ -33,7 +33,7 @@ DOCS_START, DOCS_END = "<!-- schema:start -->", "<!-- schema:end -->"
 RUN_STATUSES = ("created", "running", "paused", "stopped", "done", "crashed", "failed")
 PHASES = ("smash", "rank", "refine", "final", "done")
 FINAL_STATUSES = ("queued", "running", "done", "failed", "stopped")
-COMMAND_KINDS = ("pause", "continue", "stop", "sample", "final")
+COMMAND_KINDS = ("pause", "continue", "stop", "sample", "final", "score")
 COMMAND_STATUSES = ("pending", "running", "done", "error")
 EVENT_LEVELS = ("info", "warning", "error")
 
@@ -114,7 +114,7 @@ _M001 = (
     """CREATE TABLE commands (
     id INTEGER PRIMARY KEY,
     run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
-    kind TEXT NOT NULL,                     -- pause|continue|stop|sample|final
+    kind TEXT NOT NULL,                     -- pause|continue|stop|sample|final|score
     args_json TEXT NOT NULL DEFAULT '{}',
     status TEXT NOT NULL DEFAULT 'pending', -- pending|running|done|error
     created_at TEXT NOT NULL, handled_at TEXT,
@@ -816,7 +816,7 @@ def run_summary(conn: sqlite3.Connection, run_id: int | None = None) -> dict[str
     sql = (
         "SELECT (SELECT count(*) FROM scores WHERE run_id = :r AND status = 'ok'),"
         " (SELECT min(smash_error) FROM scores WHERE run_id = :r AND status = 'ok'),"
-        " (SELECT min(test_error) FROM finals WHERE run_id = :r AND status = 'done')"
+        " (SELECT min(test_error) FROM finals WHERE run_id = :r AND status = 'done' AND dataset IS NULL)"
     )
     n, best_smash, best_test = conn.execute(sql, {"r": run["id"]}).fetchone()
     return {**run, "state": engine_state(run), "n_scored": n, "best_smash": best_smash, "best_test": best_test}

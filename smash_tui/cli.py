@@ -311,8 +311,9 @@ def _write_atomic(path: Path, data: bytes) -> None:
 @app.command()
 def control(
     db: Path,
-    kind: Annotated[str, typer.Argument(help="pause | continue | stop | sample | final")],
-    args: Annotated[list[str] | None, typer.Argument(help="sample: N; final: ARCH_ID [EPOCHS]")] = None,
+    kind: Annotated[str, typer.Argument(help="pause | continue | stop | sample | final | score")],
+    args: Annotated[list[str] | None,
+                    typer.Argument(help="sample: N; final: ARCH_ID [EPOCHS]; score: FILE.json")] = None,
     wait: Annotated[float, typer.Option(help="seconds to wait for the engine's answer")] = 10.0,
 ) -> None:
     """Send a command to the engine of a run (it answers between steps)."""
@@ -355,8 +356,14 @@ def _command_args(kind: str, args: list[str]) -> dict:
         return {"n": count(args[0], "the number of architectures") if args else 100}
     if kind == "final" and 1 <= len(args) <= 2:
         return {"arch": args[0], **({"epochs": count(args[1], "epochs")} if len(args) == 2 else {})}
+    if kind == "score" and len(args) == 1:
+        path = Path(args[0])
+        if not path.is_file():
+            raise ConfigError(f"no architecture file {path}; export one with `smash-tui export DB --arch ID -o FILE`")
+        return {"spec": Architecture.from_json(path.read_text()).to_json()}  # refuse an invalid one here
     got = " ".join([kind, *args])
-    raise ConfigError(f"usage: control DB pause|continue|stop|sample [N]|final ARCH [EPOCHS] (got {got!r})")
+    raise ConfigError(f"usage: control DB pause|continue|stop|sample [N]|final ARCH [EPOCHS]|score FILE.json "
+                      f"(got {got!r})")
 
 
 @app.command()

@@ -112,11 +112,18 @@ def test_query_cannot_write(run_copy):
     (["control", "RUN", "jump"], ["usage: control DB"]),
     (["control", "RUN", "final", "nope"], ["no architecture 'nope'"]),
     (["show", "RUN", "--arch", "ffffffffff"], ["no architecture 'ffffffffff'"]),
+    (["control", "RUN", "score", "BROKEN.json"], ["architecture is not valid JSON"]),
+    (["control", "RUN", "score", "INVALID.json"], ["reads bank 99, which nothing has written yet"]),
+    (["control", "RUN", "score", "MISSING.json"], ["no architecture file MISSING.json"]),
     (["export", "RUN", "--arch", "ffffffffff"], ["no architecture"]),
 ])
 def test_bad_input_is_one_line_and_nonzero(tmp_path, run_copy, args, fragments):
     (tmp_path / "EMPTY").mkdir()
     (tmp_path / "NOTADB").write_text("hello, not sqlite")
+    (tmp_path / "BROKEN.json").write_text('{"blocks": [')
+    spec = json.loads(sqlite3.connect(run_copy).execute("select spec_json from archs limit 1").fetchone()[0])
+    spec["blocks"][0]["ops"][0]["reads"] = [99]
+    (tmp_path / "INVALID.json").write_text(json.dumps(spec))
     args = [str(run_copy) if a == "RUN" else a for a in args]
     before = run_copy.read_bytes()
     one_line_error(cli(*args, cwd=tmp_path), *fragments)

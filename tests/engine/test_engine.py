@@ -155,3 +155,25 @@ def test_creating_over_an_existing_file_is_refused(finished_run):
         create_run(finished_run, tiny_config())
     assert finished_run.read_bytes() == before
     assert json.loads(store.get_run(store.connect_reader(finished_run))["config_json"])["preset"] == "quick"
+
+
+def test_score_command_scores_a_user_architecture_and_refuses_one_outside_the_space(tmp_path, finished_run):
+    from smash_engine.blocks import resnet_block
+    from smash_engine.sampler import perturb
+    from tests.conftest import tiny_config as cfg
+
+    db = tmp_path / "user.db"
+    db.write_bytes(finished_run.read_bytes())
+    (tmp_path / "user").mkdir()
+    (tmp_path / "user" / "checkpoint.pt").write_bytes((finished_run.with_suffix("") / "checkpoint.pt").read_bytes())
+    top = Architecture.from_json(_q(db, "select a.spec_json from leaderboard l join archs a on a.id = l.arch_id")[0][0])
+    import random
+
+    mine = perturb(top, cfg().space, random.Random(5), p=0.5)
+    ok = store.insert_command(db, 1, "score", {"spec": mine.to_json()})
+    bad = store.insert_command(db, 1, "score", {"spec": resnet_block().to_json()})
+    assert Engine(db).run() == "done"
+    rows = {r["id"]: r for r in store.commands(store.connect_reader(db), 1)}
+    assert rows[ok]["status"] == "done" and rows[ok]["message"] == f"scoring architecture {mine.id}"
+    assert rows[bad]["status"] == "error" and "outside this run's search space" in rows[bad]["message"]
+    assert _q(db, "select arch_id, status from scores where source = 'user'") == [(mine.id, "ok")]
