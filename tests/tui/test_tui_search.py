@@ -247,6 +247,8 @@ def test_both_sizes_render_plot_leaderboard_and_log(db, size):
     async def check(pilot):
         s = await loaded(pilot)
         await until(pilot, lambda: top[:ARCH_CHARS] in screen_text(pilot.app), what="the board drawn")
+        # the footer fills in its bindings a refresh after the screen: wait for it rather than race it
+        await until(pilot, lambda: "Pause" in screen_text(pilot.app), what="the footer drawn")
         shot = screen_text(pilot.app)
         for text in ("leaderboard", "train loss", "events and commands", "Pause"):
             assert text in shot, text
