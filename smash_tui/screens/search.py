@@ -38,6 +38,7 @@ from ..widgets.status import Progress, Rate, StatusLine
 from .base import BaseScreen
 from .dialogs import AskNumber, Confirm, FilterDialog
 from .feed import RunFeed
+from .studies import StudiesScreen
 
 WIDE = 150  # columns from which plot and leaderboard sit beside diagram and log
 ALIVE = ("running", "paused")
@@ -65,6 +66,7 @@ class SearchScreen(BaseScreen):
         Binding("l", "log_scale", "Log y", tooltip="log scale on the plot's y axes"),
         Binding("m", "smooth", "Smooth", tooltip="smooth the plotted curves (moving average)"),
         Binding("g", "cycle_curve", "Curve", tooltip="plot the search, or each final training in turn"),
+        Binding("t", "studies", "Studies", show=False, tooltip="the run's studies (smash-tui study), their statistics"),
         Binding("a", "ascii", "ASCII", show=False, tooltip="ASCII-only diagram on or off"),
         Binding("escape", "back", "Runs", tooltip="back to the list of runs (the engine keeps running)"),
     ]
@@ -336,6 +338,9 @@ class SearchScreen(BaseScreen):
         pid = spawn_engine(self.db)
         log = self.db.with_suffix("") / "engine.log"
         self.post_message(Notice(f"started an engine (pid {pid}) on {self.db}; its output goes to {log}", "ui"))
+
+    def action_studies(self) -> None:
+        self.app.push_screen(StudiesScreen(self.db, self.run["id"] if self.run else 1))
 
     def action_export(self) -> None:
         arch = self.board.highlighted

@@ -284,3 +284,31 @@ def test_quit_says_a_running_engine_keeps_running(db):
 
     drive(app, check)
     assert app._exit
+
+
+def test_studies_key_shows_each_study_and_its_statistics(db):
+    async def empty(pilot):
+        await loaded(pilot)
+        await pilot.press("t")
+        await until(pilot, lambda: "no studies yet" in screen_text(pilot.app), what="the empty message")
+        await pilot.press("escape")
+        assert isinstance(pilot.app.screen, SearchScreen)
+
+    drive(SmashApp(db=db, runs_dir=db.parent), empty)
+    w = store.connect_writer(db)
+    sid = w.create_study(1, "correlation", {"every": 2})
+    w.set_study_stats(sid, [dict(variant="run", n=12, kendall_tau=0.4242, kendall_p=0.05, spearman_rho=0.5757,
+                                 spearman_p=0.05, top_k=5, top_k_overlap=0.6, regret=0.0123)])
+    w.update_study(sid, status="done", message="tau 0.424, rho 0.576 over 12 architectures")
+    w.close()
+
+    async def shown(pilot):
+        await loaded(pilot)
+        await pilot.press("t")
+        await until(pilot, lambda: "0.424" in screen_text(pilot.app), what="the study's statistics")
+        shot = screen_text(pilot.app)
+        for text in ("correlation (done)", "tau 0.424, rho 0.576", "0.576", "0.60", "0.0123"):
+            assert text in shot, text
+        assert "win" not in shot  # columns no row uses are left out
+
+    drive(SmashApp(db=db, runs_dir=db.parent), shown)
