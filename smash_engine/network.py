@@ -63,6 +63,29 @@ def sliced_bn(x: torch.Tensor, bn: nn.BatchNorm2d, training: bool) -> torch.Tens
                         training, bn.momentum, bn.eps)
 
 
+class _Slices(torch.autograd.Function):
+    """Every slice a step takes of one shared weight, in one autograd node.
+
+    Sliced one by one, each slice's backward writes a zero tensor of the weight's full size and adds it to
+    the gradient (~3 full-size kernels per op and conv). Here the slices' gradients are added in place into
+    one buffer: one full-size allocation per shared weight per step. The slices are returned contiguous,
+    which the convolutions would otherwise copy them to anyway.
+    """
+
+    @staticmethod
+    def forward(ctx, weight: torch.Tensor, index: list[tuple[slice, ...]]):
+        ctx.index, ctx.shape = index, weight.shape
+        return tuple(weight[ix].contiguous() for ix in index)
+
+    @staticmethod
+    def backward(ctx, *grads: torch.Tensor):
+        g = next(x for x in grads if x is not None).new_zeros(ctx.shape)
+        for ix, gi in zip(ctx.index, grads, strict=True):
+            if gi is not None:
+                g[ix] += gi
+        return g, None
+
+
 class SmashNet(nn.Module):
     """The main network of SMASH for every architecture of `space`; 1x1 weights are passed in."""
 
@@ -85,23 +108,43 @@ class SmashNet(nn.Module):
             nn.init.orthogonal_(p)
         nn.init.zeros_(self.fc.bias)
 
-    def shared_conv(self, i: int, n: int, op: Op) -> torch.Tensor:
-        """Block i's conv n sliced to op's widths, groups and centred kernel window."""
+    def conv_index(self, n: int, op: Op) -> tuple[slice, ...]:
+        """Where op's conv n sits in its block's shared weight: its widths, groups, centred kernel window."""
         c, K = op.convs[n], max(self.space.kernels)
         kh, kw = c.kernel
-        return self.convs[4 * i + n][:op.out_channels, :conv_in(op, n) // c.groups,
-                                     K // 2 - kh // 2:K // 2 + kh // 2 + 1, K // 2 - kw // 2:K // 2 + kw // 2 + 1]
+        return (slice(0, op.out_channels), slice(0, conv_in(op, n) // c.groups),
+                slice(K // 2 - kh // 2, K // 2 + kh // 2 + 1), slice(K // 2 - kw // 2, K // 2 + kw // 2 + 1))
+
+    def shared_conv(self, i: int, n: int, op: Op) -> torch.Tensor:
+        """Block i's conv n sliced for op (a view)."""
+        return self.convs[4 * i + n][self.conv_index(n, op)]
+
+    def block_convs(self, i: int, ops: tuple[Op, ...]) -> list[dict[int, torch.Tensor]]:
+        """For each op of block i, its active convs' weights, sliced through one `_Slices` node per conv."""
+        out: list[dict[int, torch.Tensor]] = [{} for _ in ops]
+        for n in range(4):
+            users = [k for k, op in enumerate(ops) if op.convs[n] is not None]
+            if users:
+                weights = _Slices.apply(self.convs[4 * i + n], [self.conv_index(n, ops[k]) for k in users])
+                for k, wk in zip(users, weights, strict=True):
+                    out[k][n] = wk
+        return out
 
     def forward(self, x: torch.Tensor, plan: ArchPlan, w: torch.Tensor) -> torch.Tensor:
         """x (B, C, H, W) -> logits, for architecture `plan.arch` with 1x1 weights `w` (HyperNet.op_weights)."""
         x = self.stem(x)
         first = 0
+        # every op's 1x1 weight out of the generated matrix through one node, as for the shared convs
+        index = [(slice(0, int(b)), slice(int(a), int(a + n)))
+                 for a, n, b in zip(plan.op_start, plan.op_in, plan.op_bottleneck, strict=True)]
+        w1x1 = _Slices.apply(w, index)
         for i, block in enumerate(plan.arch.blocks):
-            def op_fn(k: int, op: Op, inp: torch.Tensor, i=i, first=first) -> torch.Tensor:
-                y = F.relu(F.conv2d(inp, op_weight(w, plan, first + k).to(inp.dtype)))
+            convs = self.block_convs(i, block.ops)
+
+            def op_fn(k: int, op: Op, inp: torch.Tensor, first=first, convs=convs) -> torch.Tensor:
+                y = F.relu(F.conv2d(inp, w1x1[first + k][:, :, None, None].to(inp.dtype)))
                 return two_branch(y, op.pattern, lambda n, t: F.conv2d(
-                    t, self.shared_conv(i, n, op), None, 1, conv_padding(op.convs[n]), op.convs[n].dilation,
-                    op.convs[n].groups))
+                    t, convs[k][n], None, 1, conv_padding(op.convs[n]), op.convs[n].dilation, op.convs[n].groups))
             x = run_block(x, block, op_fn)
             first += len(block.ops)
             if i < len(self.trans):

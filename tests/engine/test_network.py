@@ -145,3 +145,30 @@ def test_a_step_with_non_finite_gradients_is_skipped_on_the_device():
     m = smash_step(s, arch, x, y, 1e-3)
     assert m[2].item() == 0.0 and torch.isfinite(m[0])
     assert not all(torch.equal(a, b) for a, b in zip(before, s.params(), strict=True))
+
+
+def test_shared_conv_gradients_are_the_sum_of_the_ops_gradients():
+    """SmashNet's one-node slicing of the shared convs gives each shared weight exactly the sum of the
+    gradients its ops' convolutions get in the equivalent FixedNet."""
+    torch.manual_seed(0)
+    space = space_preset("quick")
+    hyper, net = HyperNet(space, HYPER_PRESETS["small"]), SmashNet(space).eval()
+    x, y = torch.randn(6, 1, 8, 8), torch.randint(0, 10, (6,))
+    rng = random.Random(9)
+    for _ in range(3):
+        plan = encode(sample_architecture(space, rng), space).to("cpu")
+        w = hyper.op_weights(plan).detach()
+        fixed = fixed_from_smash(net, w, plan).eval()
+        net.zero_grad()
+        F.cross_entropy(net(x, plan, w), y).backward()
+        F.cross_entropy(fixed(x), y).backward()
+        expected = [torch.zeros_like(p) for p in net.convs]
+        j = 0
+        for i, block in enumerate(plan.arch.blocks):
+            for op in block.ops:
+                for n, conv in fixed.ops[j].convs.items():
+                    expected[4 * i + int(n)][net.conv_index(int(n), op)] += conv.weight.grad
+                j += 1
+        for got, want in zip(net.convs, expected, strict=True):
+            torch.testing.assert_close(got.grad if got.grad is not None else torch.zeros_like(want), want,
+                                       rtol=1e-4, atol=1e-6)
