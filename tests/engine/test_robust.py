@@ -31,9 +31,10 @@ def _counts(db):
         conn.close()
 
 
-def _kill_and_resume(tmp_path, kills, seed):
+def _kill_and_resume(tmp_path, kills, seed, **size):
+    size = {"n_random": 4, "n_perturb": 1, "n_hillclimb": 1, "final_epochs": 2, **size}
     db = tmp_path / "kill.db"
-    create_run(db, tiny_config(name="kill", n_random=4, n_perturb=1, n_hillclimb=1, final_epochs=2))
+    create_run(db, tiny_config(name="kill", **size))
     rnd, last = random.Random(seed), (0, 0, 0)
     for _ in range(kills):
         proc = _engine(db)
@@ -53,10 +54,11 @@ def _kill_and_resume(tmp_path, kills, seed):
     assert Engine(db).run() == "done"
     conn = sqlite3.connect(db)
     by_stage = dict(conn.execute("select source, count(*) from scores group by source").fetchall())
-    assert by_stage == {"random": 4, "perturb": 1, "hillclimb": 1}  # nothing duplicated by the resumes
+    want = {"random": size["n_random"], "perturb": size["n_perturb"], "hillclimb": size["n_hillclimb"]}
+    assert by_stage == want  # nothing duplicated by the resumes
     steps = conn.execute("select count(*), count(distinct step) from steps where phase = 'train'").fetchone()
     assert steps[0] == steps[1]
-    assert conn.execute("select status, epoch from finals").fetchall() == [("done", 2)]
+    assert conn.execute("select status, epoch from finals").fetchall() == [("done", size["final_epochs"])]
 
 
 def test_sigkill_at_random_moments_then_resume(tmp_path):
@@ -65,7 +67,9 @@ def test_sigkill_at_random_moments_then_resume(tmp_path):
 
 @pytest.mark.slow
 def test_sigkill_many_times(tmp_path):
-    _kill_and_resume(tmp_path, kills=12, seed=2)
+    # a longer search, so that the kills spread over training, scoring, refinement and final training
+    _kill_and_resume(tmp_path, kills=12, seed=2, epochs=6, n_random=30, n_perturb=8, n_hillclimb=8,
+                     final_epochs=6)
 
 
 def test_readers_never_break_the_writer(tmp_path):
