@@ -94,15 +94,30 @@ def create_run(db_path: Path, cfg: RunConfig) -> int:
         raise ResultsFileError(f"{db_path} already exists: resume it with `smash-tui resume {db_path}`, "
                                "or pick another --name or --db")
     resolve_device(cfg.device)  # fail before anything is written: device, then data
-    ds = load_dataset(cfg.dataset, cfg.data_dir, cfg.download)
-    if cfg.train.val_size >= len(ds.train_y):
-        raise ConfigError(f"--val-size {cfg.train.val_size} leaves no training images ({len(ds.train_y)} in all)")
+    _check_val_size(cfg.train.val_size, len(load_dataset(cfg.dataset, cfg.data_dir, cfg.download).train_y))
     db_path.parent.mkdir(parents=True, exist_ok=True)
     w = store.connect_writer(db_path)
     try:
         return w.create_run(cfg.name, cfg.to_dict(), cfg.dataset, cfg.preset, cfg.device, cfg.seed, None)
     finally:
         w.close()
+
+
+def _check_val_size(n_val: int, n_train: int) -> None:
+    if n_val >= n_train:
+        raise ConfigError(f"--val-size {n_val} leaves no training images ({n_train} in all)")
+
+
+def load_splits(cfg: RunConfig, device: torch.device, dataset: str | None = None,
+                data_dir: str | None = None) -> tuple[DeviceData, DeviceData, DeviceData]:
+    """(train, val, test) on `device`, the held-out split carved (seeded) from the training set. Another
+    `dataset` (transfer) holds out at most 10% of its training set. The engine and the studies use this."""
+    ds = load_dataset(dataset or cfg.dataset, data_dir if dataset else cfg.data_dir, cfg.download and not dataset)
+    n_val = cfg.train.val_size if dataset is None else min(cfg.train.val_size, len(ds.train_y) // 10)
+    _check_val_size(n_val, len(ds.train_y))
+    tr, va = holdout_split(len(ds.train_y), n_val, cfg.seed)
+    return tuple(DeviceData(x, y, ds.info, device) for x, y in  # type: ignore[return-value]
+                 ((ds.train_x[tr], ds.train_y[tr]), (ds.train_x[va], ds.train_y[va]), (ds.test_x, ds.test_y)))
 
 
 class _NoWriter:
@@ -199,13 +214,7 @@ class Engine:
 
     def _prepare(self) -> None:
         t = self.cfg.train
-        ds = load_dataset(self.cfg.dataset, self.cfg.data_dir, self.cfg.download)
-        if t.val_size >= len(ds.train_y):
-            raise ConfigError(f"--val-size {t.val_size} leaves no training images ({len(ds.train_y)} in all)")
-        tr, va = holdout_split(len(ds.train_y), t.val_size, self.cfg.seed)
-        self.train = DeviceData(ds.train_x[tr], ds.train_y[tr], ds.info, self.device)
-        self.val = DeviceData(ds.train_x[va], ds.train_y[va], ds.info, self.device)
-        self.test = DeviceData(ds.test_x, ds.test_y, ds.info, self.device)
+        self.train, self.val, self.test = load_splits(self.cfg, self.device)
         self.steps_per_epoch = self.train.num_batches(t.batch_size * self.world.size)
         self.total_steps = t.epochs * self.steps_per_epoch
         self.smash = Smash.create(self.cfg, self.device, self.world)

@@ -30,8 +30,9 @@ import torch.nn.functional as F
 
 from . import store
 from .config import RunConfig, TrainConfig
-from .data import DeviceData, holdout_split, load_dataset
+from .data import DeviceData
 from .encoding import ArchPlan, Layout, encode
+from .engine import load_splits
 from .errors import ConfigError, EngineBusy, ResultsFileError
 from .hypernet import HYPER_PRESETS, HyperConfig
 from .space import Architecture
@@ -81,16 +82,6 @@ def open_run(db: Path, device: str | None = None) -> RunContext:
         w.close()
         raise
     return RunContext(w, run["id"], cfg, run_dir(Path(db)), dev, train, val, test)
-
-
-def load_splits(cfg: RunConfig, device: torch.device, dataset: str | None = None,
-                data_dir: str | None = None) -> tuple[DeviceData, DeviceData, DeviceData]:
-    """(train, val, test) as the engine builds them; another `dataset` gets at most 10% held out."""
-    ds = load_dataset(dataset or cfg.dataset, data_dir if dataset else cfg.data_dir, cfg.download and not dataset)
-    n_val = cfg.train.val_size if dataset is None else min(cfg.train.val_size, len(ds.train_y) // 10)
-    tr, va = holdout_split(len(ds.train_y), n_val, cfg.seed)
-    return tuple(DeviceData(x, y, ds.info, device) for x, y in  # type: ignore[return-value]
-                 ((ds.train_x[tr], ds.train_y[tr]), (ds.train_x[va], ds.train_y[va]), (ds.test_x, ds.test_y)))
 
 
 def load_smash(ctx: RunContext, cfg: RunConfig | None = None, path: Path | None = None) -> Smash:

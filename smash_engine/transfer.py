@@ -16,10 +16,11 @@ import torch
 
 from . import store
 from .data import dataset_info
+from .engine import load_splits
 from .errors import ConfigError
 from .network import arch_cost
 from .space import Architecture, validate
-from .studies import NORMAL, RunContext, arch_of, fit, load_splits
+from .studies import NORMAL, RunContext, arch_of, fit
 from .train import Final, rng
 
 

@@ -13,8 +13,7 @@ import torch
 import torch.multiprocessing as mp
 
 from smash_engine import dist, store
-from smash_engine.data import DeviceData, holdout_split, load_dataset
-from smash_engine.engine import create_run
+from smash_engine.engine import create_run, load_splits
 from smash_engine.train import RANK, Smash, rank_arch, smash_arch, smash_score, smash_step
 from tests.conftest import tiny_config
 
@@ -71,9 +70,7 @@ def test_two_process_search_and_sharded_scoring_equals_single_process(tmp_path):
     cfg = tiny_config(**CFG)
     s = Smash.create(cfg, torch.device("cpu"))
     s.load_state_dict(torch.load(db.with_suffix("") / "checkpoint.pt", weights_only=True))
-    ds = load_dataset("digits")
-    _, va = holdout_split(len(ds.train_y), cfg.train.val_size, cfg.seed)
-    val = DeviceData(ds.train_x[va], ds.train_y[va], ds.info, torch.device("cpu"))
+    _, val, _ = load_splits(cfg, torch.device("cpu"))
     stored = conn.execute("select arch_id, smash_error from scores where source = 'random' order by id").fetchall()
     for i, (arch_id, err) in enumerate(stored):
         arch = rank_arch(cfg, RANK, i)

@@ -10,6 +10,7 @@ from scipy import stats
 from typer.testing import CliRunner
 
 from smash_engine import store, studies
+from smash_engine.data import load_dataset
 from smash_engine.encoding import check_in_space, decode, encode
 from smash_engine.sampler import sample_architecture
 from smash_engine.space import Architecture, space_preset, validate
@@ -174,7 +175,7 @@ def test_transfer_final_on_another_dataset(run_db: Path, tmp_path: Path, dataset
                                report=lambda _: None)
     finally:
         ctx.close()
-    info = studies.load_dataset(dataset, tmp_path / "data").info
+    info = load_dataset(dataset, tmp_path / "data").info
     assert row["status"] == "done" and row["dataset"] == dataset and row["epoch"] == 1 and again == fid
     assert 0 <= row["test_error"] <= 1 and Path(row["weights_path"]).exists()
     assert (rebuilt.image_channels, rebuilt.image_size, rebuilt.num_classes) == \
