@@ -87,6 +87,10 @@ def make_config(preset: str = "quick", dataset: str | None = None, seed: int = 0
         raise ConfigError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
     p = PRESETS[preset]
     dataset = dataset or p["dataset"]
+    if dataset == "modelnet10":
+        raise ConfigError("modelnet10 holds 3-D voxel grids, which SMASH networks do not take; search on an "
+                          "image dataset, then train the found architecture on it with `smash-tui final DB "
+                          "--arch ID --dataset modelnet10`")
     if dataset not in DATASET_SHAPES:
         raise ConfigError(f"unknown dataset {dataset!r}; choose one of {', '.join(DATASET_SHAPES)}")
     channels, size, classes = DATASET_SHAPES[dataset]

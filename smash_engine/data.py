@@ -4,7 +4,8 @@ Owns `DatasetInfo`/`DATASETS` (what a dataset is, known without loading it), `lo
 (N, C, H, W) tensors read straight from the published file layouts: idx, CIFAR pickles, STL-10
 binaries, ImageNet32 npz; torchvision is only used to download), `holdout_split`, and `DeviceData`:
 the images stay on the device as uint8, batches are slices of a permutation, and random crop + flip
-happen batched on the device, every random draw coming from one `torch.Generator`.
+happen batched on the device, every random draw coming from one `torch.Generator`. ModelNet10's voxel
+grids (3-D, for transfer only) are read and batched by `voxels.py` behind the same interface.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ class DatasetInfo:
     pad: int  # zero padding per side for random-crop augmentation, pixels
     mean: tuple[float, ...]  # per channel, 0..1 scale, of the preprocessed training images
     std: tuple[float, ...]
+    spatial_dims: int = 2  # 3: voxel grids (N, V, D, H, W), V orientations per object (voxels.py)
 
 
 DATASETS: dict[str, DatasetInfo] = {
@@ -54,6 +56,8 @@ DATASETS: dict[str, DatasetInfo] = {
         DatasetInfo("cifar100", 3, 32, 100, True, 4, (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
         DatasetInfo("stl10", 3, 96, 10, True, 12, (0.4467, 0.4398, 0.4066), (0.2603, 0.2566, 0.2713)),
         DatasetInfo("imagenet32", 3, 32, 1000, True, 4, (0.4811, 0.4575, 0.4078), (0.2605, 0.2533, 0.2683)),
+        # occupancy 0/1; mean = std = 1/6 maps it to the authors' {-1, 5}; pad = the random shift in voxels
+        DatasetInfo("modelnet10", 1, 32, 10, True, 2, (1 / 6,), (1 / 6,), spatial_dims=3),
     )
 }
 
@@ -112,9 +116,22 @@ def load_dataset(name: str, data_dir: str | Path | None = None, download: bool =
         arrays = _read_cifar(name, dirs)
     elif name == "stl10":
         arrays = _read_stl10(dirs)
+    elif name == "modelnet10":
+        from smash_engine.voxels import read_modelnet10
+
+        arrays = read_modelnet10(root)
     else:
         arrays = _read_imagenet32(root)
     return _to_dataset(info, *arrays)
+
+
+def device_data(x_uint8: torch.Tensor, y: torch.Tensor, info: DatasetInfo, device: torch.device):
+    """DeviceData for images, voxels.VoxelData for voxel grids: the same batching interface."""
+    if info.spatial_dims == 3:
+        from smash_engine.voxels import VoxelData
+
+        return VoxelData(x_uint8, y, info, device)
+    return DeviceData(x_uint8, y, info, device)
 
 
 def holdout_split(n_train: int, n_val: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -360,6 +377,8 @@ def _read_imagenet32(root: Path) -> Arrays:
 
 def _to_dataset(info: DatasetInfo, tx: Array, ty: Array, vx: Array, vy: Array) -> Dataset:
     shape = (info.channels, info.image_size, info.image_size)
+    if info.spatial_dims == 3:  # (N, V, D, H, W): any number V of orientations
+        shape = (tx.shape[1] if tx.ndim == 5 else 1,) + (info.image_size,) * 3
     for split, x, y in (("train", tx, ty), ("test", vx, vy)):
         if x.shape[1:] != shape or len(x) != len(y):
             got = f"images {x.shape} and {len(y)} labels, expected (N, {', '.join(map(str, shape))}) and N labels"

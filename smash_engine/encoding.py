@@ -124,6 +124,8 @@ def check_in_space(arch: Architecture, space: SpaceConfig) -> None:
     """Raise InvalidArchitecture if `arch` cannot be run by a SMASH network of `space`."""
     def bad(msg: str) -> InvalidArchitecture:
         return InvalidArchitecture(f"architecture {arch.id} is outside this run's search space: {msg}")
+    if arch.spatial_dims != 2:
+        raise bad("SMASH networks are 2-D; a 3-D architecture is for final training only")
     skeleton = (space.image_channels, space.image_size, space.num_classes, space.stem_kernel, space.n_blocks)
     if (arch.image_channels, arch.image_size, arch.num_classes, arch.stem_kernel, len(arch.blocks)) != skeleton:
         raise bad("image shape, classes, stem or number of blocks differ")

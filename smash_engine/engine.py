@@ -26,7 +26,7 @@ import torch
 
 from . import dist, store
 from .config import RunConfig
-from .data import DeviceData, holdout_split, load_dataset
+from .data import DeviceData, device_data, holdout_split, load_dataset
 from .encoding import check_in_space
 from .errors import ConfigError, ResultsFileError, SmashError
 from .network import arch_cost
@@ -116,7 +116,7 @@ def load_splits(cfg: RunConfig, device: torch.device, dataset: str | None = None
     n_val = cfg.train.val_size if dataset is None else min(cfg.train.val_size, len(ds.train_y) // 10)
     _check_val_size(n_val, len(ds.train_y))
     tr, va = holdout_split(len(ds.train_y), n_val, cfg.seed)
-    return tuple(DeviceData(x, y, ds.info, device) for x, y in  # type: ignore[return-value]
+    return tuple(device_data(x, y, ds.info, device) for x, y in  # type: ignore[return-value]
                  ((ds.train_x[tr], ds.train_y[tr]), (ds.train_x[va], ds.train_y[va]), (ds.test_x, ds.test_y)))
 
 

@@ -14,6 +14,7 @@ BN), with `norm="none"` it computes exactly SmashNet's function (used to check t
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -50,6 +51,17 @@ def two_branch(y: torch.Tensor, pattern, conv: Callable[[int, torch.Tensor], tor
 
 def conv_padding(c: Conv) -> tuple[int, int]:
     return (c.dilation[0] * (c.kernel[0] - 1) // 2, c.dilation[1] * (c.kernel[1] - 1) // 2)
+
+
+def per_axis(hw: tuple[int, int], dims: int) -> tuple[int, ...]:
+    """An (h, w) kernel, dilation or padding for `dims` spatial axes: in 3-D the depth axis copies h."""
+    return hw if dims == 2 else (hw[0], *hw)
+
+
+# the module kinds FixedNet is built from, per number of spatial axes
+_CONV = {2: nn.Conv2d, 3: nn.Conv3d}
+_BN = {2: nn.BatchNorm2d, 3: nn.BatchNorm3d}
+_POOL = {2: nn.AvgPool2d, 3: nn.AvgPool3d}
 
 
 def conv_in(op: Op, n: int) -> int:
@@ -155,16 +167,17 @@ class SmashNet(nn.Module):
 
 
 class FixedOp(nn.Module):
-    def __init__(self, op: Op, n_in: int, norm: str):
+    def __init__(self, op: Op, n_in: int, norm: str, dims: int = 2):
         super().__init__()
-        bn = norm == "bn"
+        bn, conv, bnorm = norm == "bn", _CONV[dims], _BN[dims]
         self.pattern = op.pattern
-        self.pre = nn.Sequential(nn.BatchNorm2d(n_in), nn.ReLU()) if bn else nn.Identity()
-        self.conv1x1 = nn.Conv2d(n_in, op.bottleneck, 1, bias=False)
-        self.post = nn.BatchNorm2d(op.bottleneck) if bn else nn.Identity()
+        self.pre = nn.Sequential(bnorm(n_in), nn.ReLU()) if bn else nn.Identity()
+        self.conv1x1 = conv(n_in, op.bottleneck, 1, bias=False)
+        self.post = bnorm(op.bottleneck) if bn else nn.Identity()
         self.convs = nn.ModuleDict({
-            str(n): nn.Conv2d(conv_in(op, n), op.out_channels, c.kernel, padding=conv_padding(c),
-                              dilation=c.dilation, groups=c.groups, bias=False)
+            str(n): conv(conv_in(op, n), op.out_channels, per_axis(c.kernel, dims),
+                         padding=per_axis(conv_padding(c), dims), dilation=per_axis(c.dilation, dims),
+                         groups=c.groups, bias=False)
             for n, c in enumerate(op.convs) if c is not None})
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -173,25 +186,30 @@ class FixedOp(nn.Module):
 
 
 class FixedNet(nn.Module):
-    """One architecture with freely learned weights (final training); a static graph."""
+    """One architecture with freely learned weights (final training); a static graph.
+
+    With `arch.spatial_dims == 3` the same program runs on voxel grids (N, C, D, H, W) with 3-D
+    convolutions, BatchNorm and pooling (`per_axis` says how an op's 2-D kernel gains its depth axis).
+    """
 
     def __init__(self, arch: Architecture, norm: str = "bn"):
         super().__init__()
         if norm not in ("bn", "none"):
             raise ValueError(f"norm must be 'bn' or 'none', not {norm!r}")
         self.arch = arch
+        dims = arch.spatial_dims
+        conv, bnorm = _CONV[dims], _BN[dims]
         c0 = arch.blocks[0].in_channels
-        self.stem = nn.Conv2d(arch.image_channels, c0, arch.stem_kernel, padding=arch.stem_kernel // 2, bias=False)
-        self.ops = nn.ModuleList(FixedOp(op, len(op.reads) * b.bank_size, norm)
+        self.stem = conv(arch.image_channels, c0, arch.stem_kernel, padding=arch.stem_kernel // 2, bias=False)
+        self.ops = nn.ModuleList(FixedOp(op, len(op.reads) * b.bank_size, norm, dims)
                                  for b in arch.blocks for op in b.ops)
         self.trans = nn.ModuleList(
-            nn.Sequential(nn.BatchNorm2d(b.width), nn.ReLU(), nn.Conv2d(b.width, b.out_channels, 1, bias=False),
-                          nn.AvgPool2d(2))
+            nn.Sequential(bnorm(b.width), nn.ReLU(), conv(b.width, b.out_channels, 1, bias=False), _POOL[dims](2))
             for b in arch.blocks[:-1])
-        self.head_bn = nn.BatchNorm2d(arch.blocks[-1].width)
+        self.head_bn = bnorm(arch.blocks[-1].width)
         self.fc = nn.Linear(arch.blocks[-1].width, arch.num_classes)
         for m in self.modules():
-            if isinstance(m, nn.Conv2d):
+            if isinstance(m, (nn.Conv2d, nn.Conv3d)):
                 nn.init.orthogonal_(m.weight)
         nn.init.zeros_(self.fc.bias)
 
@@ -204,7 +222,7 @@ class FixedNet(nn.Module):
             if i < len(self.trans):
                 x = self.trans[i](x)
         x = F.relu(self.head_bn(x))
-        return self.fc(x.mean((2, 3)))
+        return self.fc(x.flatten(2).mean(2))
 
 
 def arch_cost(arch: Architecture, norm: str = "bn") -> tuple[int, int]:
@@ -213,21 +231,21 @@ def arch_cost(arch: Architecture, norm: str = "bn") -> tuple[int, int]:
     FLOPs count 2 per multiply-add of every convolution and the classifier (BN, ReLU and pooling are
     left out, as usual; the original counted multiply-adds of ops only, so its figures are ~half).
     """
-    bn = 2 if norm == "bn" else 0
+    bn, dims = (2 if norm == "bn" else 0), arch.spatial_dims
     c0, size = arch.blocks[0].in_channels, arch.image_size
-    params = arch.image_channels * c0 * arch.stem_kernel**2
-    macs = params * size * size
+    params = arch.image_channels * c0 * arch.stem_kernel**dims
+    macs = params * size**dims
     for i, b in enumerate(arch.blocks):
         for op in b.ops:
             n_in = len(op.reads) * b.bank_size
             w = n_in * op.bottleneck + sum(
-                op.out_channels * conv_in(op, n) // c.groups * c.kernel[0] * c.kernel[1]
+                op.out_channels * conv_in(op, n) // c.groups * math.prod(per_axis(c.kernel, dims))
                 for n, c in enumerate(op.convs) if c is not None)
             params += w + bn * (n_in + op.bottleneck)
-            macs += w * size * size
+            macs += w * size**dims
         if i + 1 < len(arch.blocks):
             params += 2 * b.width + b.width * b.out_channels
-            macs += b.width * b.out_channels * size * size
+            macs += b.width * b.out_channels * size**dims
             size //= 2
     width = arch.blocks[-1].width
     params += 2 * width + width * arch.num_classes + arch.num_classes

@@ -78,10 +78,16 @@ class Architecture:
     stem_kernel: int
     blocks: tuple[Block, ...]
     version: int = FORMAT_VERSION
+    # 3 for the voxel variant (transfer to ModelNet): every convolution gets a depth axis that copies
+    # its height axis, so a (kh, kw) kernel becomes (kh, kh, kw) and a square one a cube
+    spatial_dims: int = 2
 
     # -- serialisation -------------------------------------------------------------------------
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        if self.spatial_dims == 2:  # left out, so ids of 2-D architectures are what they always were
+            del d["spatial_dims"]
+        return d
 
     def to_json(self, indent: int | None = None) -> str:
         return json.dumps(self.to_dict(), sort_keys=True, indent=indent, separators=None if indent else (",", ":"))
@@ -100,7 +106,8 @@ class Architecture:
                     "export it again with this smash-tui")
             blocks = tuple(_block_from_dict(b) for b in d["blocks"])
             arch = cls(int(d["image_channels"]), int(d["image_size"]), int(d["num_classes"]),
-                       int(d["stem_kernel"]), blocks, int(d.get("version", FORMAT_VERSION)))
+                       int(d["stem_kernel"]), blocks, int(d.get("version", FORMAT_VERSION)),
+                       int(d.get("spatial_dims", 2)))
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise InvalidArchitecture(f"malformed architecture JSON ({type(e).__name__}: {e}); "
                                       "export a valid one with `smash-tui export`") from None
@@ -137,6 +144,8 @@ def validate(arch: Architecture) -> None:
     """Raise InvalidArchitecture naming the first impossible thing (block, op and field)."""
     if arch.image_channels < 1 or arch.image_size < 1 or arch.num_classes < 2:
         raise InvalidArchitecture("image_channels, image_size must be >= 1 and num_classes >= 2")
+    if arch.spatial_dims not in (2, 3):
+        raise InvalidArchitecture(f"spatial_dims {arch.spatial_dims} must be 2 (images) or 3 (voxel grids)")
     if arch.stem_kernel < 1 or arch.stem_kernel % 2 == 0:
         raise InvalidArchitecture(f"stem_kernel {arch.stem_kernel} must be odd and positive")
     if not arch.blocks:

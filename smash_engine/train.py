@@ -156,7 +156,10 @@ def _evaluate(forward, data: DeviceData, batch: int) -> tuple[float, float]:
     wrong = torch.zeros((), device=data.device)
     loss = torch.zeros((), device=data.device)
     for x, y in data.eval_batches(batch):
-        logits = forward(x).float()
+        if x.dim() == 6:  # (B, V, C, D, H, W): every orientation of each voxel grid; average their logits
+            logits = forward(x.flatten(0, 1)).float().unflatten(0, x.shape[:2]).mean(1)
+        else:
+            logits = forward(x).float()
         wrong += (logits.argmax(1) != y).sum()
         loss += F.cross_entropy(logits, y, reduction="sum")
     n = max(len(data), 1)
@@ -203,7 +206,7 @@ class Final:
         torch.manual_seed(seed)
         net = FixedNet(arch).to(device)
         if device.type == "cuda":
-            net = net.to(memory_format=torch.channels_last)
+            net = net.to(memory_format=torch.channels_last if arch.spatial_dims == 2 else torch.channels_last_3d)
         opt = torch.optim.SGD(net.parameters(), lr=t.final_lr, momentum=0.9, nesterov=True,
                               weight_decay=t.final_weight_decay)
         return cls(arch, net, opt, device, _parallel(net, world, device))

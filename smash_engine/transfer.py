@@ -2,9 +2,10 @@
 
 The architecture is rebuilt for the new images: same blocks and ops, the stem takes the new image
 channels and the classifier the new classes (the global average pool makes the image size free; only
-the skeleton's transitions halve it). The result is a `finals` row with `dataset` set, an `archs` row for
-the rebuilt architecture (source `transfer`, parent the original), per-epoch `final_steps`, a resumable
-checkpoint `runs/NAME/final-ID.pt` and the weights `final-ID.safetensors`.
+the skeleton's transitions halve it). For voxel grids (ModelNet10) it becomes the 3-D variant: the
+same program with 3-D convolutions (`network.per_axis`). The result is a `finals` row with `dataset`
+set, an `archs` row for the rebuilt architecture (source `transfer`, parent the original), per-epoch
+`final_steps`, a resumable checkpoint `runs/NAME/final-ID.pt` and the weights `final-ID.safetensors`.
 """
 
 from __future__ import annotations
@@ -30,19 +31,22 @@ def rebuild(arch: Architecture, dataset: str) -> Architecture:
     if info.image_size >> (len(arch.blocks) - 1) < 1:
         raise ConfigError(f"{dataset}'s {info.image_size} px images are too small for {len(arch.blocks)} blocks")
     new = dataclasses.replace(arch, image_channels=info.channels, image_size=info.image_size,
-                              num_classes=info.num_classes)
+                              num_classes=info.num_classes, spatial_dims=info.spatial_dims)
     validate(new)
     return new
 
 
 def transfer_final(ctx: RunContext, db_dir: Path, arch_id: str, dataset: str, data_dir: str | None = None,
-                   epochs: int | None = None, report=print) -> int:
+                   epochs: int | None = None, report=print, batch: int | None = None) -> int:
     """Train `arch_id` rebuilt for `dataset`; continue an unfinished transfer of the same pair."""
     from .engine import save_atomic, save_weights
 
     epochs = epochs or ctx.cfg.train.final_epochs
     if epochs < 1:
         raise ConfigError(f"--epochs must be positive, got {epochs}")
+    if batch is not None and batch < 1:
+        raise ConfigError(f"--batch must be positive, got {batch}")
+    t = dataclasses.replace(ctx.cfg.train, final_batch=batch or ctx.cfg.train.final_batch)
     orig = arch_of(ctx.w.conn, arch_id)
     arch = rebuild(orig, dataset)
     train, val, test = load_splits(ctx.cfg, ctx.device, dataset, data_dir)
@@ -56,7 +60,7 @@ def transfer_final(ctx: RunContext, db_dir: Path, arch_id: str, dataset: str, da
     fid = row["id"] if resume else ctx.w.create_transfer_final(ctx.run_id, arch.id, epochs, params, flops, dataset)
     ctx.w.update_final(fid, status="running", message=f"transfer of {orig.id} to {dataset}")
     seed = rng(ctx.cfg.seed, NORMAL, 10_000 + fid).getrandbits(31)
-    f = Final.create(arch, ctx.cfg.train, seed, ctx.device)
+    f = Final.create(arch, t, seed, ctx.device)
     ckpt, start, best = db_dir / f"final-{fid}.pt", 0, None
     if resume and ckpt.exists():
         sd = torch.load(ckpt, map_location=ctx.device, weights_only=True)
@@ -76,7 +80,7 @@ def transfer_final(ctx: RunContext, db_dir: Path, arch_id: str, dataset: str, da
                f"{m['val_error']:.4f}, test error {m['test_error']:.4f}")
 
     try:
-        fit(f, ctx.cfg.train, epochs, seed, train, val, test, start, on_epoch)
+        fit(f, t, epochs, seed, train, val, test, start, on_epoch)
     except BaseException as e:  # a `smash-tui final` run again continues from the last epoch
         ctx.w.update_final(fid, status="failed", message=f"interrupted ({type(e).__name__}); run the same "
                                                          "`smash-tui final` again to continue")

@@ -67,6 +67,7 @@ def run(
     final_top: Annotated[int | None, typer.Option(help="final-train the best K (0 = none)")] = None,
     final_epochs: Annotated[int | None, typer.Option(help="epochs of final training")] = None,
     batch_size: Annotated[int | None, typer.Option(help="SMASH training batch")] = None,
+    val_size: Annotated[int | None, typer.Option(help="held-out images the SMASH score is measured on")] = None,
     db: Annotated[Path | None, typer.Option(help="results file (default runs/NAME.db)")] = None,
     name: Annotated[str | None, typer.Option(help="run name (default: the preset, made unique)")] = None,
     device: Annotated[str, typer.Option(help="cpu | cuda | cuda:N | auto")] = "auto",
@@ -81,7 +82,8 @@ def run(
 
     _check_nproc(nproc_per_node)
     cfg = make_config(preset, dataset, seed, device, data_dir, download, name or "", epochs=epochs,
-                      n_random=archs, final_top=final_top, final_epochs=final_epochs, batch_size=batch_size)
+                      n_random=archs, final_top=final_top, final_epochs=final_epochs, batch_size=batch_size,
+                      val_size=val_size)
     db = db or _unique_db(name or preset)
     if name is None:
         import dataclasses
@@ -473,9 +475,11 @@ def _scatter(rows: list[dict]) -> str:
 def final(
     db: Path,
     arch: Annotated[str, typer.Option(help="architecture id (or unique prefix) from this run")],
-    dataset: Annotated[str, typer.Option(help="stl10 | imagenet32 | cifar10 | ... (default: the run's)")] = "",
+    dataset: Annotated[str, typer.Option(
+        help="stl10 | imagenet32 | modelnet10 (3-D) | cifar10 | ... (default: the run's)")] = "",
     data_dir: Annotated[str | None, typer.Option(help="folder holding the dataset's files")] = None,
     epochs: Annotated[int | None, typer.Option(help="epochs (default: the run's final epochs)")] = None,
+    batch: Annotated[int | None, typer.Option(help="training batch (default: the run's final batch)")] = None,
     device: Annotated[str | None, typer.Option(help="cpu | cuda | cuda:N (default: the run's)")] = None,
 ) -> None:
     """Final-train an architecture of this run on another dataset (transfer), here and now; resumable."""
@@ -487,7 +491,7 @@ def final(
     ctx = studies.open_run(db, device)
     try:
         fid = transfer_final(ctx, run_dir(db), arch, dataset or ctx.cfg.dataset, data_dir, epochs,
-                             lambda line: typer.echo(line, err=True))
+                             lambda line: typer.echo(line, err=True), batch)
         row = next(r for r in store.finals(ctx.w.conn, ctx.run_id) if r["id"] == fid)
     finally:
         ctx.close()

@@ -37,7 +37,8 @@ def diagram(arch: Architecture, width: int = 80, ascii_only: bool = False) -> li
     """Lines of at most `width` characters (longer op descriptions are cut with an ellipsis)."""
     ell = "..." if ascii_only else "…"
     lines = [f"architecture {arch.id}: {arch.n_ops} ops, {len(arch.blocks)} blocks, "
-             f"{arch.image_channels}x{arch.image_size}x{arch.image_size} in, {arch.num_classes} classes"]
+             f"{arch.image_channels}x{'x'.join([str(arch.image_size)] * arch.spatial_dims)} in"
+             f"{' (3-D)' if arch.spatial_dims == 3 else ''}, {arch.num_classes} classes"]
     for i, b in enumerate(arch.blocks):
         new = b.n_banks - b.n_input_banks
         lines.append(f"block {i}: {b.in_channels} ch in as {b.n_input_banks} banks of {b.bank_size} ch"

@@ -35,3 +35,14 @@ def finished_run(tmp_path_factory):
     create_run(db, tiny_config(name="tiny"))
     assert Engine(db).run() == "done"
     return db
+
+
+@pytest.fixture
+def run_db(finished_run, tmp_path):
+    """A writable copy of the finished tiny run: results file and run folder (checkpoint)."""
+    import shutil
+
+    db = tmp_path / finished_run.name
+    shutil.copy(finished_run, db)
+    shutil.copytree(finished_run.with_suffix(""), db.with_suffix(""))
+    return db

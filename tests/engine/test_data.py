@@ -47,7 +47,7 @@ def epoch(data: DeviceData, seed: int, **kwargs) -> list[tuple[torch.Tensor, tor
 # -- registry and digits
 
 
-NAMES = "digits mnist fashion-mnist cifar10 cifar100 stl10 imagenet32".split()
+NAMES = "digits mnist fashion-mnist cifar10 cifar100 stl10 imagenet32 modelnet10".split()
 
 
 def test_registry_is_consistent():

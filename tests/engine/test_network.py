@@ -1,3 +1,4 @@
+import dataclasses
 import random
 
 import numpy as np
@@ -106,18 +107,33 @@ def test_fixednet_with_generated_weights_matches_smashnet():
             torch.testing.assert_close(fixed(x), net(x, plan, w), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("norm", ["bn", "none"])
-def test_arch_cost_is_exact(norm):
+@pytest.mark.parametrize("norm, dims", [("bn", 2), ("none", 2), ("bn", 3)])
+def test_arch_cost_is_exact(norm, dims):
     space = space_preset("quick")
     rng = random.Random(4)
     for _ in range(5):
-        arch = sample_architecture(space, rng)
+        arch = dataclasses.replace(sample_architecture(space, rng), spatial_dims=dims)
         net = FixedNet(arch, norm=norm)
         params, flops = arch_cost(arch, norm)
         assert params == sum(p.numel() for p in net.parameters())
         with FlopCounterMode(display=False) as counter:
-            net(torch.randn(1, 1, 8, 8))
+            net(torch.randn(1, 1, *(8,) * dims))
         assert flops == counter.get_total_flops()
+
+
+def test_3d_variant_gives_each_conv_a_depth_axis_copied_from_height():
+    arch = dataclasses.replace(sample_architecture(space_preset("quick"), random.Random(5)), spatial_dims=3)
+    net = FixedNet(arch)
+    convs = [(op, m) for op, m in zip((op for b in arch.blocks for op in b.ops), net.ops, strict=True)]
+    for op, m in convs:
+        for n, conv in m.convs.items():
+            c = op.convs[int(n)]
+            assert isinstance(conv, torch.nn.Conv3d)
+            assert conv.kernel_size == (c.kernel[0], *c.kernel) and conv.dilation == (c.dilation[0], *c.dilation)
+    out = net(torch.randn(2, 1, 8, 8, 8))
+    assert out.shape == (2, 10)
+    F.cross_entropy(out, torch.tensor([1, 2])).backward()
+    assert all(p.grad is not None for p in net.parameters())
 
 
 def test_fixednet_trains_and_every_parameter_gets_a_gradient():

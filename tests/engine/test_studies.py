@@ -1,7 +1,6 @@
 """The paper's experiments end to end on a real tiny run (tests/conftest.py `finished_run`), 1 epoch each."""
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -17,15 +16,6 @@ from smash_engine.space import Architecture, space_preset, validate
 from smash_engine.train import rng
 from smash_engine.transfer import transfer_final
 from smash_tui.cli import app
-
-
-@pytest.fixture
-def run_db(finished_run: Path, tmp_path: Path) -> Path:
-    """A writable copy of the finished tiny run: results file and run folder (checkpoint)."""
-    db = tmp_path / finished_run.name
-    shutil.copy(finished_run, db)
-    shutil.copytree(finished_run.with_suffix(""), db.with_suffix(""))
-    return db
 
 
 def test_correlation_cli_stats_equal_scipy_and_resume(run_db: Path) -> None:

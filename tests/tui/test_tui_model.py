@@ -70,3 +70,15 @@ def test_importing_the_ui_does_not_import_torch():
            "'smash_engine.train') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_diagram_headline_names_the_input_shape_and_the_3d_variant():
+    import dataclasses
+
+    from smash_engine.blocks import resnet_block
+    from smash_tui.diagram import diagram
+
+    arch = resnet_block(image_size=32)
+    assert "1x32x32 in, 10 classes" in diagram(arch)[0]
+    vox = diagram(dataclasses.replace(arch, spatial_dims=3))[0]
+    assert "1x32x32x32 in (3-D), 10 classes" in vox and len(vox) <= 80
