@@ -133,6 +133,14 @@ def fit(f: Final, t: TrainConfig, epochs: int, seed: int, train: DeviceData, val
     return m
 
 
+def subset(data: DeviceData, n: int, seed: int) -> DeviceData:
+    """A seeded random `n` of `data` (the same images for every architecture of a study)."""
+    if not 1 <= n <= len(data):
+        raise ConfigError(f"--train-size must be between 1 and the {len(data)} training images, got {n}")
+    idx = torch.randperm(len(data), generator=torch_gen(seed, NORMAL, 1_000_000))[:n].sort().values.to(data.device)
+    return type(data)(data.x[idx], data.y[idx], data.info, data.device)
+
+
 # -- statistics -------------------------------------------------------------------------------------
 def _num(x) -> float | None:
     x = float(x)
@@ -195,17 +203,18 @@ def _headline(s: dict) -> str:
 
 # -- 1. correlation ---------------------------------------------------------------------------------
 def correlation(ctx: RunContext, every: int = 5, count: int = 50, epochs: int = 10, top_k: int = 5,
-                new: bool = False, report: Report = print) -> int:
+                new: bool = False, report: Report = print, train_size: int | None = None) -> int:
     archs = picks(ctx.w.conn, ctx.run_id, every, count)
-    sid, opts = _study(ctx, "correlation", dict(every=every, count=count, epochs=epochs, top_k=top_k, archs=archs),
-                       new)
+    train = ctx.train if train_size is None else subset(ctx.train, train_size, ctx.cfg.seed)
+    sid, opts = _study(ctx, "correlation", dict(every=every, count=count, epochs=epochs, top_k=top_k, archs=archs,
+                                                train_size=train_size), new)
     done, t = _done(ctx, sid), ctx.cfg.train
     board = {r["arch_id"]: r for r in store.leaderboard(ctx.w.conn, ctx.run_id)}
     for i, arch_id in enumerate(opts["archs"]):
         if ("trained", i) in done:
             continue
         f = Final.create(arch_of(ctx.w.conn, arch_id), t, rng(ctx.cfg.seed, NORMAL, i).getrandbits(31), ctx.device)
-        m = fit(f, t, epochs, rng(ctx.cfg.seed, NORMAL, i).getrandbits(31), ctx.train, ctx.val, ctx.test)
+        m = fit(f, t, epochs, rng(ctx.cfg.seed, NORMAL, i).getrandbits(31), train, ctx.val, ctx.test)
         row = board.get(arch_id, {})
         ctx.w.add_study_arch(sid, variant="trained", trial=i, arch_id=arch_id, smash_error=row.get("smash_error"),
                              smash_loss=row.get("smash_loss"), val_error=m["val_error"], test_error=m["test_error"],

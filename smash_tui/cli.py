@@ -390,6 +390,8 @@ def study(
     epochs: Annotated[int | None, typer.Option(help="correlation: normal-training epochs per arch (default "
                                                     "10); capacity: SMASH epochs (default: the run's)")] = None,
     top: Annotated[int, typer.Option(help="correlation: k of the top-k overlap")] = 5,
+    train_size: Annotated[int | None, typer.Option(help="correlation: normal-train on a seeded subset of this "
+                                                        "many training images (default: all)")] = None,
     hyper: Annotated[str | None, typer.Option(help="capacity: small | tiny (default: smaller than the run's)")]
     = None,
     fields: Annotated[str, typer.Option(help="corrupt: comma-separated fields to shuffle")]
@@ -414,7 +416,7 @@ def study(
 
     try:
         if kind == "correlation":
-            sid = studies.correlation(ctx, every, count, epochs or 10, top, new, say)
+            sid = studies.correlation(ctx, every, count, epochs or 10, top, new, say, train_size)
         elif kind == "capacity":
             sid = studies.capacity(ctx, hyper, epochs, new, say)
         elif kind == "corrupt":

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from scipy import stats
 from typer.testing import CliRunner
 
@@ -171,3 +172,21 @@ def test_transfer_final_on_another_dataset(run_db: Path, tmp_path: Path, dataset
     assert (rebuilt.image_channels, rebuilt.image_size, rebuilt.num_classes) == \
         (info.channels, info.image_size, info.num_classes)
     assert rebuilt.blocks == orig.blocks
+
+
+def test_correlation_on_a_seeded_training_subset(run_db: Path) -> None:
+    ctx = studies.open_run(run_db, "cpu")
+    try:
+        with pytest.raises(studies.ConfigError, match="--train-size must be between 1 and the"):
+            studies.correlation(ctx, 3, 2, 1, 1, report=lambda _: None, train_size=10**6)
+        part = studies.subset(ctx.train, 100, 0)
+        assert len(part) == 100 and torch.equal(part.x, studies.subset(ctx.train, 100, 0).x)
+        assert not torch.equal(part.y, studies.subset(ctx.train, 100, 1).y)
+        sid = studies.correlation(ctx, 3, 2, 1, 1, report=lambda _: None, train_size=100)
+        full = studies.correlation(ctx, 3, 2, 1, 1, report=lambda _: None)
+    finally:
+        ctx.close()
+    with store.connect_reader(run_db) as conn:
+        (row,) = [s for s in store.studies(conn, 1, "correlation") if s["id"] == sid]
+        assert json.loads(row["options_json"])["train_size"] == 100 and full != sid  # a separate study
+        assert len(store.study_archs(conn, sid, "trained")) == 2
