@@ -32,9 +32,9 @@ from . import store
 from .config import RunConfig, TrainConfig
 from .data import DeviceData
 from .encoding import ArchPlan, Layout, encode
-from .engine import load_splits
 from .errors import ConfigError, EngineBusy, ResultsFileError
 from .hypernet import HYPER_PRESETS, HyperConfig
+from .runs import load_splits
 from .space import Architecture
 from .train import Final, Smash, cosine_lr, rng, smash_arch, smash_step, torch_gen
 
@@ -65,7 +65,7 @@ class RunContext:
 
 def open_run(db: Path, device: str | None = None) -> RunContext:
     """Open (and migrate) the results file; refuse while its engine still runs."""
-    from .engine import resolve_device, run_dir
+    from .runs import resolve_device, run_dir
 
     w = store.connect_writer(db)
     try:
@@ -273,7 +273,7 @@ def capacity(ctx: RunContext, hyper: str | None = None, epochs: int | None = Non
 
 def smash_train(ctx: RunContext, cfg: RunConfig, ckpt: Path, report: Report) -> Smash:
     """SMASH training as the engine does it (same seeds, schedule, batches), checkpointed per epoch."""
-    from .engine import save_atomic
+    from .runs import save_atomic
 
     s, t, step = Smash.create(cfg, ctx.device), cfg.train, 0
     spe = ctx.train.num_batches(t.batch_size)

@@ -17,9 +17,9 @@ import torch
 
 from . import store
 from .data import dataset_info
-from .engine import load_splits
 from .errors import ConfigError
 from .network import arch_cost
+from .runs import load_splits
 from .space import Architecture, validate
 from .studies import NORMAL, RunContext, arch_of, fit
 from .train import Final, rng
@@ -39,7 +39,7 @@ def rebuild(arch: Architecture, dataset: str) -> Architecture:
 def transfer_final(ctx: RunContext, db_dir: Path, arch_id: str, dataset: str, data_dir: str | None = None,
                    epochs: int | None = None, report=print, batch: int | None = None) -> int:
     """Train `arch_id` rebuilt for `dataset`; continue an unfinished transfer of the same pair."""
-    from .engine import save_atomic, save_weights
+    from .runs import save_atomic, save_weights
 
     epochs = epochs or ctx.cfg.train.final_epochs
     if epochs < 1:

@@ -89,7 +89,7 @@ def run(
         import dataclasses
 
         cfg = dataclasses.replace(cfg, name=db.stem)
-    from smash_engine.engine import create_run
+    from smash_engine.runs import create_run
 
     create_run(db, cfg)
     if detach:
@@ -487,7 +487,7 @@ def final(
     """Final-train an architecture of this run on another dataset (transfer), here and now; resumable."""
     _require_db(db)
     from smash_engine import studies
-    from smash_engine.engine import run_dir
+    from smash_engine.runs import run_dir
     from smash_engine.transfer import transfer_final
 
     ctx = studies.open_run(db, device)

@@ -29,7 +29,8 @@ def tiny_config(**overrides):
 @pytest.fixture(scope="session")
 def finished_run(tmp_path_factory):
     """A real, finished tiny search: path of its results file (copy it before writing to it)."""
-    from smash_engine.engine import Engine, create_run
+    from smash_engine.engine import Engine
+    from smash_engine.runs import create_run
 
     db = tmp_path_factory.mktemp("finished") / "tiny.db"
     create_run(db, tiny_config(name="tiny"))

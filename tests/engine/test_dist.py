@@ -13,7 +13,7 @@ import torch
 import torch.multiprocessing as mp
 
 from smash_engine import dist, store
-from smash_engine.engine import create_run, load_splits
+from smash_engine.runs import create_run, load_splits
 from smash_engine.train import RANK, Smash, rank_arch, smash_arch, smash_score, smash_step
 from tests.conftest import tiny_config
 

@@ -9,9 +9,10 @@ import torch
 from safetensors.torch import load_file
 
 from smash_engine import store
-from smash_engine.engine import Engine, create_run
+from smash_engine.engine import Engine
 from smash_engine.errors import ResultsFileError
 from smash_engine.network import FixedNet
+from smash_engine.runs import create_run
 from smash_engine.space import Architecture
 from tests.conftest import TINY, tiny_config
 

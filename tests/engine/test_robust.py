@@ -11,8 +11,9 @@ import pytest
 import torch
 
 from smash_engine import store
-from smash_engine.engine import Engine, create_run, save_atomic
+from smash_engine.engine import Engine
 from smash_engine.errors import SmashError
+from smash_engine.runs import create_run, save_atomic
 from tests.conftest import tiny_config
 
 

@@ -24,7 +24,8 @@ def tiny_run(tmp_path_factory) -> Path:
     if reuse and Path(reuse).exists():
         return Path(reuse)
     from smash_engine.config import make_config
-    from smash_engine.engine import Engine, create_run
+    from smash_engine.engine import Engine
+    from smash_engine.runs import create_run
 
     db = tmp_path_factory.mktemp("tui-run") / "tiny.db"
     create_run(db, make_config("quick", device="cpu", name="tiny", **TINY))

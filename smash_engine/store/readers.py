@@ -1,0 +1,239 @@
+"""Readers for the CLI and the UI: read-only connections, incremental `WHERE id > :last_seen` polls,
+the command table's one insert, and the read-only SQL of `smash-tui query`."""
+
+from __future__ import annotations
+
+import os
+import socket
+import sqlite3
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from smash_engine.errors import ConfigError, ResultsFileError
+from smash_engine.store.files import (
+    _age_s,
+    _choice,
+    _connect,
+    _file_version,
+    _immediate,
+    _json,
+    _open_writable,
+    _pid_alive,
+    _rows,
+    now_iso,
+)
+from smash_engine.store.schema import COMMAND_KINDS, SCHEMA_VERSION, STALE_AFTER
+
+
+def connect_reader(path: str | os.PathLike[str]) -> sqlite3.Connection:
+    """A read-only, autocommit connection (rows are sqlite3.Row) for the CLI and the UI."""
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise ResultsFileError(f"no results file at {path}: check the path, or start a run first")
+    version = _file_version(path)
+    if version < SCHEMA_VERSION:
+        raise ResultsFileError(
+            f"{path} holds no results yet, or an older schema ({version}; this smash-tui reads "
+            f"{SCHEMA_VERSION}): resume its run once with this smash-tui to upgrade it"
+        )
+    return _connect(path, readonly=True)
+
+
+def get_run(conn: sqlite3.Connection, run_id: int | None = None) -> dict[str, Any] | None:
+    """The run with this id, or the latest one."""
+    if run_id is None:
+        rows = _rows(conn, "SELECT * FROM runs ORDER BY id DESC LIMIT 1")
+    else:
+        rows = _rows(conn, "SELECT * FROM runs WHERE id = ?", run_id)
+    return rows[0] if rows else None
+
+
+def leaderboard(
+    conn: sqlite3.Connection, run_id: int, limit: int | None = None, where_sql: str | None = None
+) -> list[dict[str, Any]]:
+    """Best first. `where_sql` is a trusted SQL condition on the view's columns (ranks stay
+    the ranks among all scored archs)."""
+    where = f" AND ({where_sql})" if where_sql else ""
+    sql = f"SELECT * FROM leaderboard WHERE run_id = ?{where} ORDER BY rank LIMIT ?"
+    return _rows(conn, sql, run_id, -1 if limit is None else limit)
+
+
+def steps_since(conn: sqlite3.Connection, run_id: int, after_step: int, phase: str = "train") -> list[dict[str, Any]]:
+    sql = "SELECT * FROM steps WHERE run_id = ? AND phase = ? AND step > ? ORDER BY step"
+    return _rows(conn, sql, run_id, phase, after_step)
+
+
+def scores_since(conn: sqlite3.Connection, run_id: int, after_id: int) -> list[dict[str, Any]]:
+    """Scores with id > after_id, oldest first, with the arch's params, flops, n_ops, depth,
+    source and parent_id."""
+    sql = (
+        "SELECT s.*, a.params, a.flops, a.n_ops, a.depth, a.source, a.parent_id FROM scores s"
+        " LEFT JOIN archs a ON a.id = s.arch_id WHERE s.run_id = ? AND s.id > ? ORDER BY s.id"
+    )
+    return _rows(conn, sql, run_id, after_id)
+
+
+def events_since(conn: sqlite3.Connection, run_id: int, after_id: int) -> list[dict[str, Any]]:
+    sql = "SELECT * FROM events WHERE run_id = ? AND id > ? ORDER BY id"
+    return _rows(conn, sql, run_id, after_id)
+
+
+def commands(conn: sqlite3.Connection, run_id: int, limit: int = 50) -> list[dict[str, Any]]:
+    """The latest commands, newest first."""
+    sql = "SELECT * FROM commands WHERE run_id = ? ORDER BY id DESC LIMIT ?"
+    return _rows(conn, sql, run_id, limit)
+
+
+def finals(conn: sqlite3.Connection, run_id: int) -> list[dict[str, Any]]:
+    return _rows(conn, "SELECT * FROM finals WHERE run_id = ? ORDER BY id", run_id)
+
+
+def final_steps(conn: sqlite3.Connection, final_id: int) -> list[dict[str, Any]]:
+    return _rows(conn, "SELECT * FROM final_steps WHERE final_id = ? ORDER BY epoch", final_id)
+
+
+def get_arch(conn: sqlite3.Connection, arch_id: str) -> dict[str, Any] | None:
+    """The arch with this id, or with this unique id prefix (at least 4 characters)."""
+    rows = _rows(conn, "SELECT * FROM archs WHERE id = ?", arch_id)
+    if not rows and len(arch_id) >= 4:
+        sql = "SELECT * FROM archs WHERE substr(id, 1, ?) = ? ORDER BY id LIMIT 3"
+        rows = _rows(conn, sql, len(arch_id), arch_id)
+    if len(rows) > 1:
+        ids = ", ".join(r["id"] for r in rows[:2])
+        raise ResultsFileError(f"arch id {arch_id!r} is ambiguous ({ids}, ...): give more of it")
+    return rows[0] if rows else None
+
+
+def count_scores(conn: sqlite3.Connection, run_id: int, source: str) -> int:
+    """Scores (ok or failed) a stage has recorded: where that stage resumes."""
+    sql = "SELECT count(*) FROM scores WHERE run_id = ? AND source = ?"
+    return int(conn.execute(sql, (run_id, source)).fetchone()[0])
+
+
+def best_score(conn: sqlite3.Connection, run_id: int, sources: tuple[str, ...]) -> dict[str, Any] | None:
+    """The lowest-error ok score among stages `sources`, the earliest winning a tie, with its spec_json.
+
+    Over random + perturb + hillclimb this is exactly the greedy hill-climb's current architecture (a
+    candidate replaces it only when strictly better), so the walk resumes from the file alone."""
+    marks = ", ".join("?" * len(sources))
+    sql = (
+        "SELECT s.arch_id, s.smash_error, s.source, a.spec_json FROM scores s JOIN archs a ON a.id = s.arch_id"
+        f" WHERE s.run_id = ? AND s.status = 'ok' AND s.source IN ({marks}) ORDER BY s.smash_error, s.id LIMIT 1"
+    )
+    rows = _rows(conn, sql, run_id, *sources)
+    return rows[0] if rows else None
+
+
+def next_queued_final(conn: sqlite3.Connection, run_id: int) -> dict[str, Any] | None:
+    """The oldest queued final, with its architecture's spec_json."""
+    sql = (
+        "SELECT f.*, a.spec_json FROM finals f JOIN archs a ON a.id = f.arch_id"
+        " WHERE f.run_id = ? AND f.status = 'queued' ORDER BY f.id LIMIT 1"
+    )
+    rows = _rows(conn, sql, run_id)
+    return rows[0] if rows else None
+
+
+def run_summary(conn: sqlite3.Connection, run_id: int | None = None) -> dict[str, Any] | None:
+    """One line of `smash-tui ls`: the run with its engine state, scored count, best SMASH and test error."""
+    run = get_run(conn, run_id)
+    if run is None:
+        return None
+    sql = (
+        "SELECT (SELECT count(*) FROM scores WHERE run_id = :r AND status = 'ok'),"
+        " (SELECT min(smash_error) FROM scores WHERE run_id = :r AND status = 'ok'),"
+        " (SELECT min(test_error) FROM finals WHERE run_id = :r AND status = 'done' AND dataset IS NULL)"
+    )
+    n, best_smash, best_test = conn.execute(sql, {"r": run["id"]}).fetchone()
+    return {**run, "state": engine_state(run), "n_scored": n, "best_smash": best_smash, "best_test": best_test}
+
+
+def insert_command(path: str | os.PathLike[str], run_id: int, kind: str, args: dict[str, Any] | None = None) -> int:
+    """Queue a command for the engine: the one write a UI or CLI makes."""
+    _choice("command", kind, COMMAND_KINDS, ConfigError)
+    path = os.fspath(path)
+    conn = _open_writable(path, create=False)
+    try:
+        with _immediate(conn, path) as c:
+            if c.execute("SELECT 1 FROM runs WHERE id = ?", (run_id,)).fetchone() is None:
+                raise ResultsFileError(f"no run {run_id} in {path}")
+            sql = "INSERT INTO commands (run_id, kind, args_json, created_at) VALUES (?, ?, ?, ?)"
+            cur = c.execute(sql, (run_id, kind, _json(args or {}), now_iso()))
+            return int(cur.lastrowid or 0)
+    finally:
+        conn.close()
+
+
+def engine_state(run: Mapping[str, Any] | sqlite3.Row, now: datetime | str | None = None) -> str:
+    """The run's status, except 'crashed' for running/paused with a heartbeat older than
+    STALE_AFTER, or whose engine process on this host is gone (known at once, without waiting)."""
+    status = str(run["status"])
+    if status in ("running", "paused"):
+        if _age_s(run["heartbeat_at"], now) > STALE_AFTER:
+            return "crashed"
+        pid, host = run["pid"], run["host"]
+        if pid is None or (host == socket.gethostname() and not _pid_alive(pid)):
+            return "crashed"
+    return status
+
+
+_READ_ACTIONS = {sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, sqlite3.SQLITE_FUNCTION}
+_READ_ACTIONS |= {sqlite3.SQLITE_RECURSIVE}
+_INFO_PRAGMAS = set("table_info table_xinfo index_list index_info index_xinfo foreign_key_list".split())
+
+
+def _read_only_authorizer(action: int, arg1: str | None, *_: object) -> int:
+    if action in _READ_ACTIONS or (action == sqlite3.SQLITE_PRAGMA and arg1 in _INFO_PRAGMAS):
+        return sqlite3.SQLITE_OK
+    return sqlite3.SQLITE_DENY
+
+
+def run_readonly_query(path: str | os.PathLike[str], sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
+    """Run one read statement (SELECT, WITH, table_info-like PRAGMA); anything else is refused."""
+    conn = connect_reader(path)
+    conn.row_factory = None
+    try:
+        conn.execute("PRAGMA query_only = ON")
+        conn.set_authorizer(_read_only_authorizer)
+        cur = conn.execute(sql)
+        return [d[0] for d in cur.description or ()], cur.fetchall()
+    except (sqlite3.ProgrammingError, sqlite3.Warning) as e:
+        raise ResultsFileError(f"query is read-only: give one statement ({e})") from e
+    except sqlite3.DatabaseError as e:
+        if "authoriz" in str(e) or "readonly" in str(e):
+            raise ResultsFileError(f"query is read-only: {sql.strip()[:60]!r} was refused") from e
+        raise ResultsFileError(f"query failed: {e}") from e
+    finally:
+        conn.close()
+
+
+def studies(conn: sqlite3.Connection, run_id: int, kind: str | None = None) -> list[dict[str, Any]]:
+    """The run's studies (of one kind), oldest first."""
+    if kind is None:
+        return _rows(conn, "SELECT * FROM studies WHERE run_id = ? ORDER BY id", run_id)
+    return _rows(conn, "SELECT * FROM studies WHERE run_id = ? AND kind = ? ORDER BY id", run_id, kind)
+
+
+def get_study(conn: sqlite3.Connection, study_id: int) -> dict[str, Any] | None:
+    rows = _rows(conn, "SELECT * FROM studies WHERE id = ?", study_id)
+    return rows[0] if rows else None
+
+
+def study_archs(conn: sqlite3.Connection, study_id: int, variant: str | None = None) -> list[dict[str, Any]]:
+    """A study's measurements in (variant, trial) order."""
+    if variant is None:
+        return _rows(conn, "SELECT * FROM study_archs WHERE study_id = ? ORDER BY variant, trial", study_id)
+    sql = "SELECT * FROM study_archs WHERE study_id = ? AND variant = ? ORDER BY trial"
+    return _rows(conn, sql, study_id, variant)
+
+
+def study_stats(conn: sqlite3.Connection, study_id: int) -> list[dict[str, Any]]:
+    return _rows(conn, "SELECT * FROM study_stats WHERE study_id = ? ORDER BY variant", study_id)
+
+
+def transfer_final(conn: sqlite3.Connection, run_id: int, arch_id: str, dataset: str) -> dict[str, Any] | None:
+    """The latest final of this (rebuilt) architecture on `dataset` (to resume or report it)."""
+    sql = "SELECT * FROM finals WHERE run_id = ? AND arch_id = ? AND dataset = ? ORDER BY id DESC LIMIT 1"
+    rows = _rows(conn, sql, run_id, arch_id, dataset)
+    return rows[0] if rows else None

@@ -1,0 +1,224 @@
+"""The results file's schema: the migrations (append-only: never edit a shipped one, add one), the
+status vocabularies the CHECK constraints use, and the DDL as text for the docs."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+
+STALE_AFTER = 30.0  # seconds without a heartbeat after which an engine counts as dead
+BUSY_TIMEOUT_S = 10.0  # how long any connection waits for a lock before giving up
+SQLITE_HEADER = b"SQLite format 3\x00"
+DOCS_START, DOCS_END = "<!-- schema:start -->", "<!-- schema:end -->"
+
+RUN_STATUSES = ("created", "running", "paused", "stopped", "done", "crashed", "failed")
+PHASES = ("smash", "rank", "refine", "final", "done")
+FINAL_STATUSES = ("queued", "running", "done", "failed", "stopped")
+COMMAND_KINDS = ("pause", "continue", "stop", "sample", "final", "score")
+COMMAND_STATUSES = ("pending", "running", "done", "error")
+EVENT_LEVELS = ("info", "warning", "error")
+
+# ---------------------------------------------------------------------------- schema
+
+_M001 = (
+    """CREATE TABLE runs (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    status TEXT NOT NULL DEFAULT 'created', -- created|running|paused|stopped|done|crashed|failed
+    phase TEXT NOT NULL DEFAULT 'smash',    -- smash|rank|refine|final|done
+    epoch INTEGER NOT NULL DEFAULT 0,       -- SMASH epochs completed
+    step INTEGER NOT NULL DEFAULT 0,        -- HyperNet steps taken
+    total_steps INTEGER,                    -- HyperNet steps planned
+    progress REAL NOT NULL DEFAULT 0,       -- 0..1 of the whole search
+    config_json TEXT NOT NULL,              -- the resolved configuration
+    dataset TEXT, preset TEXT, device TEXT, seed INTEGER,
+    pid INTEGER, host TEXT,                 -- engine holding the file; pid NULL once released
+    heartbeat_at TEXT,
+    images_per_s REAL,                      -- recent SMASH training throughput
+    message TEXT                            -- last status line, or why it failed
+)""",
+    """CREATE TABLE archs (
+    id TEXT PRIMARY KEY,                    -- stable hash of the canonical spec JSON
+    run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+    spec_json TEXT NOT NULL,
+    source TEXT NOT NULL,                   -- random|perturb|hillclimb|user|sample
+    parent_id TEXT,                         -- the arch it was derived from
+    params INTEGER, flops INTEGER,          -- flops: multiply-adds per image
+    n_ops INTEGER, depth INTEGER,
+    created_at TEXT NOT NULL
+)""",
+    """CREATE TABLE scores (
+    id INTEGER PRIMARY KEY,
+    run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+    arch_id TEXT NOT NULL REFERENCES archs(id),
+    smash_error REAL,                       -- 0..1 validation error with generated weights
+    smash_loss REAL,                        -- validation cross-entropy, nats
+    n_images INTEGER, hypernet_step INTEGER,
+    status TEXT NOT NULL DEFAULT 'ok',      -- ok|failed
+    reason TEXT,                            -- why it failed
+    source TEXT,                            -- the stage that asked: random|perturb|hillclimb|sample|user
+    scored_at TEXT NOT NULL
+)""",
+    """CREATE TABLE steps (
+    run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+    step INTEGER NOT NULL,                  -- global HyperNet step
+    epoch INTEGER NOT NULL,
+    phase TEXT NOT NULL,                    -- train|val
+    loss REAL, error REAL, lr REAL,         -- loss in nats, error 0..1
+    images_per_s REAL,
+    at TEXT NOT NULL,
+    PRIMARY KEY (run_id, phase, step)
+)""",
+    """CREATE TABLE finals (
+    id INTEGER PRIMARY KEY,
+    run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+    arch_id TEXT NOT NULL REFERENCES archs(id),
+    status TEXT NOT NULL DEFAULT 'queued',  -- queued|running|done|failed|stopped
+    epochs INTEGER NOT NULL,                -- planned
+    epoch INTEGER NOT NULL DEFAULT 0,       -- completed
+    best_val_error REAL, test_error REAL,   -- 0..1
+    params INTEGER, flops INTEGER,
+    weights_path TEXT,
+    started_at TEXT, finished_at TEXT,
+    message TEXT
+)""",
+    """CREATE TABLE final_steps (
+    final_id INTEGER NOT NULL REFERENCES finals(id) ON DELETE CASCADE,
+    epoch INTEGER NOT NULL,
+    train_loss REAL, train_error REAL, val_error REAL, test_error REAL,
+    lr REAL, images_per_s REAL,
+    at TEXT NOT NULL,
+    PRIMARY KEY (final_id, epoch)
+)""",
+    """CREATE TABLE commands (
+    id INTEGER PRIMARY KEY,
+    run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+    kind TEXT NOT NULL,                     -- pause|continue|stop|sample|final|score
+    args_json TEXT NOT NULL DEFAULT '{}',
+    status TEXT NOT NULL DEFAULT 'pending', -- pending|running|done|error
+    created_at TEXT NOT NULL, handled_at TEXT,
+    message TEXT                            -- the engine's answer
+)""",
+    """CREATE TABLE events (
+    id INTEGER PRIMARY KEY,
+    run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+    at TEXT NOT NULL,
+    level TEXT NOT NULL,                    -- info|warning|error
+    message TEXT NOT NULL
+)""",
+    "CREATE INDEX scores_by_error ON scores (run_id, status, smash_error)",
+    "CREATE INDEX scores_by_arch ON scores (arch_id, run_id)",
+    "CREATE INDEX archs_by_run ON archs (run_id)",
+    "CREATE INDEX finals_by_arch ON finals (arch_id, run_id)",
+    "CREATE INDEX commands_by_status ON commands (run_id, status)",
+    "CREATE INDEX events_by_run ON events (run_id)",
+    """CREATE VIEW leaderboard AS
+WITH latest AS (
+    SELECT *, ROW_NUMBER() OVER (
+        PARTITION BY run_id, arch_id ORDER BY scored_at DESC, id DESC) AS nth
+    FROM scores WHERE status = 'ok'
+), best_final AS (
+    SELECT *, ROW_NUMBER() OVER (
+        PARTITION BY run_id, arch_id
+        ORDER BY status = 'done' DESC, test_error IS NULL, test_error, id DESC) AS nth
+    FROM finals
+)
+SELECT s.run_id,
+    ROW_NUMBER() OVER (PARTITION BY s.run_id ORDER BY s.smash_error, s.scored_at, s.id) AS rank,
+    s.arch_id, s.smash_error, s.smash_loss, a.params, a.flops, a.n_ops, a.depth, a.source,
+    a.parent_id, s.scored_at, f.id AS final_id, f.status AS final_status,
+    f.test_error AS final_test_error, f.best_val_error AS final_val_error
+FROM latest AS s
+JOIN archs AS a ON a.id = s.arch_id
+LEFT JOIN best_final AS f ON f.run_id = s.run_id AND f.arch_id = s.arch_id AND f.nth = 1
+WHERE s.nth = 1
+ORDER BY s.run_id, rank""",
+    """CREATE VIEW loss_curve AS
+SELECT run_id, step, max(epoch) AS epoch,
+    max(CASE phase WHEN 'train' THEN loss END) AS train_loss,
+    max(CASE phase WHEN 'train' THEN error END) AS train_error,
+    max(CASE phase WHEN 'val' THEN loss END) AS val_loss,
+    max(CASE phase WHEN 'val' THEN error END) AS val_error,
+    max(CASE phase WHEN 'train' THEN lr END) AS lr,
+    max(CASE phase WHEN 'train' THEN images_per_s END) AS images_per_s
+FROM steps
+GROUP BY run_id, step
+ORDER BY run_id, step""",
+    """CREATE VIEW final_curve AS
+SELECT f.run_id, s.final_id, f.arch_id, s.epoch, s.train_loss, s.train_error, s.val_error,
+    s.test_error, s.lr
+FROM final_steps AS s JOIN finals AS f ON f.id = s.final_id
+ORDER BY s.final_id, s.epoch""",
+)
+
+
+def m001_initial(conn: sqlite3.Connection) -> None:
+    for statement in _M001:
+        conn.execute(statement)
+
+
+_M002 = (
+    """CREATE TABLE studies (
+    id INTEGER PRIMARY KEY,
+    run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+    kind TEXT NOT NULL,                     -- correlation|capacity|corrupt|archgrad
+    status TEXT NOT NULL DEFAULT 'running', -- running|done|failed
+    options_json TEXT NOT NULL,             -- the options and the picked architectures, fixed at creation
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    message TEXT                            -- one line: the headline result, or why it failed
+)""",
+    """CREATE TABLE study_archs (
+    study_id INTEGER NOT NULL REFERENCES studies(id) ON DELETE CASCADE,
+    variant TEXT NOT NULL,                  -- what was measured: trained|<hyper preset>|true|<corrupted field>|
+                                            -- start|guided|random
+    trial INTEGER NOT NULL,                 -- position in the study's picks, or step of a walk
+    arch_id TEXT NOT NULL REFERENCES archs(id),
+    smash_error REAL, smash_loss REAL,      -- with generated weights (the variant's HyperNet or encoding)
+    val_error REAL, test_error REAL,        -- 0..1 after normal training (correlation)
+    epochs INTEGER,                         -- of that normal training
+    at TEXT NOT NULL,
+    PRIMARY KEY (study_id, variant, trial)
+)""",
+    """CREATE TABLE study_stats (
+    study_id INTEGER NOT NULL REFERENCES studies(id) ON DELETE CASCADE,
+    variant TEXT NOT NULL,                  -- run (the run's HyperNet)|<hyper preset>|<corrupted field>|guided|random
+    n INTEGER NOT NULL,                     -- architectures behind the figures
+    kendall_tau REAL, kendall_p REAL,       -- SMASH error vs true validation error (scipy.stats, tau-b)
+    spearman_rho REAL, spearman_p REAL,
+    top_k INTEGER, top_k_overlap REAL,      -- |SMASH top k and true top k| / k
+    regret REAL,                            -- true error of SMASH's pick minus the best true error
+    win_rate REAL,                          -- corrupt: share of archs where the true encoding scores better
+    mean_gap REAL,                          -- corrupt: mean(corrupted - true SMASH error)
+    mean_error REAL, best_error REAL,       -- archgrad: SMASH error over the walk's trials
+    extra_json TEXT,                        -- the rest (test-error statistics, Wilcoxon p, counts)
+    at TEXT NOT NULL,
+    PRIMARY KEY (study_id, variant)
+)""",
+    # finals.dataset: NULL for the run's own dataset; else a transfer final (`smash-tui final --dataset`)
+    "ALTER TABLE finals ADD COLUMN dataset TEXT",
+    # the engine requeues interrupted finals of its own dataset; a transfer final is resumed by `smash-tui final`
+    """CREATE TRIGGER transfer_finals_never_queued BEFORE UPDATE OF status ON finals
+WHEN NEW.dataset IS NOT NULL AND NEW.status = 'queued'
+BEGIN SELECT RAISE(IGNORE); END""",
+    "CREATE INDEX studies_by_run ON studies (run_id, kind)",
+)
+
+
+def m002_studies(conn: sqlite3.Connection) -> None:
+    for statement in _M002:
+        conn.execute(statement)
+
+
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [m001_initial, m002_studies]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def schema_sql(conn: sqlite3.Connection) -> str:
+    """The DDL of every table, index and view, in creation order (as in `sqlite_master`)."""
+    rows = conn.execute(
+        "SELECT sql FROM sqlite_master WHERE sql IS NOT NULL AND name NOT LIKE 'sqlite_%' ORDER BY rowid"
+    ).fetchall()
+    return "".join(f"{row[0]};\n\n" for row in rows).rstrip("\n") + "\n"
