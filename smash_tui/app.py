@@ -11,11 +11,13 @@ from __future__ import annotations
 from collections.abc import Iterable
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 from rich.text import Text
 from textual.app import App, SystemCommand
 from textual.binding import Binding, BindingType
 from textual.screen import Screen
+from textual.widget import Widget
 from textual.worker import Worker
 
 from smash_engine.errors import SmashError
@@ -90,7 +92,7 @@ class SmashApp(App[None]):
         for where, bindings in self.key_groups(screen):
             for b in bindings:
                 if isinstance(b, Binding) and b.description:
-                    node = self if where == "anywhere" else screen
+                    node: App[Any] | Widget = self if where == "anywhere" else screen
                     if where == "leaderboard":
                         node = screen.query_one(Leaderboard)
                     yield SystemCommand(f"{b.description} ({b.key_display or b.key})", b.tooltip or b.description,

@@ -129,7 +129,9 @@ def _start(db: Path, headless: bool, nproc: int = 1) -> None:
     if headless and nproc > 1:
         # torchrun in the foreground: Ctrl-C reaches it and every rank; rank 0 prints plain progress
         code = subprocess.call(engine_command(db, nproc, progress=True))
-        status = store.get_run(store.connect_reader(db))["status"]  # rank 0 printed it already
+        with store.connect_reader(db) as conn:
+            run = store.get_run(conn)  # rank 0 printed how it ended already
+        status = run["status"] if run else "crashed"
         if status == "stopped":
             typer.echo(f"continue with: smash-tui resume {db} --nproc-per-node {nproc}", err=True)
         if code and status not in ("stopped", "done"):
@@ -436,6 +438,8 @@ def _print_study(db: Path, sid: int, as_json: bool) -> None:
         if s and s["kind"] == "capacity":
             source = json.loads(s["options_json"])["correlation_study"]
             rows += [r | {"variant": "run"} for r in store.study_archs(conn, source, "trained")]
+    if s is None:
+        raise ResultsFileError(f"no study #{sid} in {db}")
     if as_json:
         typer.echo(json.dumps({"study": s, "stats": stats}, indent=2, default=str))
         return

@@ -7,7 +7,15 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 from smash_engine.report import detail, plain_reporter
 
@@ -27,7 +35,7 @@ def _rich(stream) -> Iterator[Callable[[dict], None]]:
     progress = Progress(TextColumn("{task.description:<7}"), BarColumn(), MofNCompleteColumn(),
                         TextColumn("{task.fields[detail]}"), TimeElapsedColumn(), TimeRemainingColumn(),
                         console=Console(file=stream), refresh_per_second=4)
-    tasks: dict[str, int] = {}
+    tasks: dict[str, TaskID] = {}
 
     def report(info: dict) -> None:
         phase = info["phase"]

@@ -279,8 +279,12 @@ class SearchScreen(BaseScreen):
         self.send("continue" if self.state == "paused" else "pause", {})
 
     def action_sample(self) -> None:
+        def chosen(n: int | None) -> None:
+            if n:
+                self.send("sample", {"n": n})
+
         self.app.push_screen(AskNumber("sample more architectures", "how many random architectures to score?",
-                                       100), lambda n: n and self.send("sample", {"n": n}))
+                                       100), chosen)
 
     def action_final(self) -> None:
         arch = self.board.highlighted
@@ -290,10 +294,13 @@ class SearchScreen(BaseScreen):
         default = json.loads(self.run["config_json"])["train"].get("final_epochs", 15) if self.run else 15
 
         def confirm(epochs: int | None) -> None:
+            def go(yes: bool | None) -> None:
+                if yes:
+                    self.send("final", {"arch": arch, "epochs": epochs})
+
             if epochs:
                 q = f"Train {arch} from scratch for {epochs} epochs? The engine runs it after the search phases."
-                self.app.push_screen(Confirm("final training", q),
-                                     lambda yes: yes and self.send("final", {"arch": arch, "epochs": epochs}))
+                self.app.push_screen(Confirm("final training", q), go)
 
         self.app.push_screen(AskNumber("final training", f"epochs of final training for {arch}:", default), confirm)
 
@@ -301,8 +308,12 @@ class SearchScreen(BaseScreen):
         if self.state not in ALIVE:
             self.log_view.add(f"the engine is {self.state} already", "warning")
             return
+        def go(yes: bool | None) -> None:
+            if yes:
+                self.send("stop", {})
+
         self.app.push_screen(Confirm("stop the search", "Stop the search? The engine writes a checkpoint and "
-                                     "exits; r resumes it later."), lambda yes: yes and self.send("stop", {}))
+                                     "exits; r resumes it later."), go)
 
     @work(thread=True, exit_on_error=False, group="command")
     def send(self, kind: str, args: dict[str, Any]) -> None:

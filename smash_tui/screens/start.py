@@ -166,7 +166,11 @@ class StartScreen(BaseScreen):
         self.post_message(SearchStarted(db))
 
     def action_new(self) -> None:
-        self.app.push_screen(NewSearch("new search"), lambda opts: opts and self.start_search(opts))
+        def chosen(opts: dict | None) -> None:
+            if opts:
+                self.start_search(opts)
+
+        self.app.push_screen(NewSearch("new search"), chosen)
 
     @work(thread=True, exit_on_error=False, group="launch")
     def start_search(self, opts: dict[str, Any]) -> None:
