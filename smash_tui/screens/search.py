@@ -189,8 +189,10 @@ class SearchScreen(BaseScreen):
         changed = self.board.model.set_finals(b.finals) if b.scores or b.finals != self.finals else []
         self.finals = b.finals
         for fid, rows in b.final_steps.items():
-            arch = next((f["arch_id"] for f in b.finals if f["id"] == fid), "?")
-            self.plot.set_final(fid, arch[:8], rows)
+            f = next((f for f in b.finals if f["id"] == fid), {})
+            name = str(f.get("arch_id", "?"))[:8]
+            # a transfer final (`smash-tui final --dataset`) trained on another dataset: say which
+            self.plot.set_final(fid, name + (f" on {f['dataset']}" if f.get("dataset") else ""), rows)
         if b.scores or changed or b.first:
             self.board.sync()
         if b.first and self.board.row_count:
@@ -228,7 +230,8 @@ class SearchScreen(BaseScreen):
             p.done = self.by_source["perturb"] + self.by_source["hillclimb"]
             p.total, p.per_s = cfg.get("n_perturb", 0) + cfg.get("n_hillclimb", 0), self.rates["scores"].per_s()
         elif p.phase == "final":
-            p.done, p.total, p.unit = sum(f["status"] == "done" for f in self.finals), len(self.finals), "finals"
+            own = [f for f in self.finals if not f.get("dataset")]  # the engine's; transfers run elsewhere
+            p.done, p.total, p.unit = sum(f["status"] == "done" for f in own), len(own), "finals"
         order = self.board.model.order
         p.best = (order[0][2], order[0][0]) if order else None
         running = [f for f in self.finals if f["status"] == "running"]

@@ -312,3 +312,31 @@ def test_studies_key_shows_each_study_and_its_statistics(db):
         assert "win" not in shot  # columns no row uses are left out
 
     drive(SmashApp(db=db, runs_dir=db.parent), shown)
+
+
+def test_g_cycles_final_curves_and_names_a_transfer_final_dataset(db):
+    w = store.connect_writer(db)
+    try:
+        run = store.get_run(w.conn)
+        engine_final = store.finals(w.conn, run["id"])[0]
+        fid = w.create_transfer_final(run["id"], engine_final["arch_id"], 2, None, None, "modelnet10")
+        for epoch in (1, 2):
+            w.add_final_step(fid, epoch=epoch, train_loss=2.0 / epoch, train_error=0.5, val_error=0.4 / epoch,
+                             test_error=0.45 / epoch, lr=0.1, images_per_s=None, at=store.now_iso())
+    finally:
+        w.close()
+
+    async def check(pilot):
+        s = await loaded(pilot)
+        plot = s.query_one(LossPlot)
+        await until(pilot, lambda: len(plot.finals) == 2, what="both final curves")
+        captions = []
+        for _ in range(3):
+            await pilot.press("g")
+            await pilot.pause()
+            captions.append(plot.caption().plain)
+        assert captions[0].startswith(f"final #{engine_final['id']} {engine_final['arch_id'][:8]}: ")
+        assert captions[1].startswith(f"final #{fid} {engine_final['arch_id'][:8]} on modelnet10: ")
+        assert captions[2].startswith("train loss")  # back to the search
+
+    drive(SmashApp(db=db, runs_dir=db.parent), check)
