@@ -11,7 +11,8 @@ from typer.testing import CliRunner
 
 from smash_engine import store, studies
 from smash_engine.data import load_dataset
-from smash_engine.encoding import check_in_space, decode, encode
+from smash_engine.encoding import Layout, check_in_space, decode, encode
+from smash_engine.errors import ConfigError, ResultsFileError
 from smash_engine.sampler import sample_architecture
 from smash_engine.space import Architecture, space_preset, validate
 from smash_engine.train import rng
@@ -102,7 +103,7 @@ def test_corrupt_and_archgrad_studies(run_db: Path) -> None:
 def test_candidate_edits_are_valid_and_first_order_ranked() -> None:
     space = space_preset("quick")
     arch = sample_architecture(space, rng(3, 0, 0))
-    g = np.random.default_rng(0).normal(size=(arch.n_ops, studies.Layout(space).channels))
+    g = np.random.default_rng(0).normal(size=(arch.n_ops, Layout(space).channels))
     import torch
 
     edits = studies.candidate_edits(arch, space, torch.tensor(g))
@@ -119,7 +120,7 @@ def test_candidate_edits_are_valid_and_first_order_ranked() -> None:
 def test_capacity_side_by_side(run_db: Path) -> None:
     ctx = studies.open_run(run_db, "cpu")
     try:
-        with pytest.raises(studies.ResultsFileError, match="correlation"):
+        with pytest.raises(ResultsFileError, match="correlation"):
             studies.capacity(ctx, "tiny", 1, report=lambda _: None)
         cid = studies.correlation(ctx, 3, 2, 1, 1, report=lambda _: None)
         sid = studies.capacity(ctx, "tiny", 1, report=lambda _: None)
@@ -177,7 +178,7 @@ def test_transfer_final_on_another_dataset(run_db: Path, tmp_path: Path, dataset
 def test_correlation_on_a_seeded_training_subset(run_db: Path) -> None:
     ctx = studies.open_run(run_db, "cpu")
     try:
-        with pytest.raises(studies.ConfigError, match="--train-size must be between 1 and the"):
+        with pytest.raises(ConfigError, match="--train-size must be between 1 and the"):
             studies.correlation(ctx, 3, 2, 1, 1, report=lambda _: None, train_size=10**6)
         part = studies.subset(ctx.train, 100, 0)
         assert len(part) == 100 and torch.equal(part.x, studies.subset(ctx.train, 100, 0).x)

@@ -1,0 +1,39 @@
+"""The paper's experiments on a finished run (Section 4.1), stored in its results file; one module each.
+
+- `correlation`: every k-th architecture of the leaderboard trained normally (FixedNet, short schedule);
+  Kendall tau, Spearman rho (scipy.stats), top-k overlap and the regret of SMASH's pick.
+- `capacity`: a second SMASH training with a low-capacity HyperNet (same data, space, schedule), scoring
+  the architectures of the latest correlation study: both HyperNets' correlations side by side.
+- `corrupt`: SMASH error with the true encoding `c` and with one field of `c` shuffled across ops; the
+  network still runs the true architecture (only `ArchPlan.packed`, hence `c`, changes).
+- `archgrad`: dE/dc, the gradient of the validation loss with respect to the encoding, turned into
+  valid edits of the architecture; a greedy walk with those edits against one with random perturbations.
+
+Every measurement is committed as it lands (`study_archs`), so re-running a study continues it. Statistics
+(`study_stats`) are recomputed from the stored rows. Symbols as in the paper: `c` the encoding, `E` the
+validation error. Transfer final training lives in `transfer.py`.
+"""
+
+from .archgrad import apply_edit, archgrad, candidate_edits, encoding_grad, guided
+from .common import (
+    FIELDS,
+    LOW_CAPACITY,
+    NORMAL,
+    RunContext,
+    arch_of,
+    fit,
+    load_smash,
+    open_run,
+    picks,
+    rank_stats,
+    score_plan,
+    subset,
+)
+from .correlation import capacity, correlation, correlation_stats, smash_train
+from .corrupt import corrupt, corrupt_plan, corrupt_stats
+
+__all__ = [
+    "FIELDS", "LOW_CAPACITY", "NORMAL", "RunContext", "apply_edit", "arch_of", "archgrad", "candidate_edits",
+    "capacity", "correlation", "correlation_stats", "corrupt", "corrupt_plan", "corrupt_stats", "encoding_grad",
+    "fit", "guided", "load_smash", "open_run", "picks", "rank_stats", "score_plan", "smash_train", "subset",
+]

@@ -1,0 +1,186 @@
+"""What every study shares: opening a finished run, normal training (`fit`), the rank statistics, the
+leaderboard picks, and the study rows that make a rerun continue where it stopped."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .. import store
+from ..config import RunConfig, TrainConfig
+from ..data import DeviceData
+from ..encoding import ArchPlan
+from ..errors import ConfigError, EngineBusy, ResultsFileError
+from ..hypernet import HYPER_PRESETS, HyperConfig
+from ..runs import load_splits
+from ..space import Architecture
+from ..train import Final, Smash, cosine_lr, torch_gen
+
+# derived-seed purposes, clear of train.py's 0..6
+CORRUPT, WALK, NORMAL, CAPACITY = 101, 102, 103, 104
+# HyperNets smaller than the presets, for runs already on the "small" one
+LOW_CAPACITY = {**HYPER_PRESETS, "tiny": HyperConfig(stem=2, growth=2, dense=(1, 1), compression=0.5)}
+FIELDS = ("dilation", "kernel", "out", "groups", "read", "write")
+Report = Callable[[str], None]
+
+
+@dataclass
+class RunContext:
+    """A finished run opened for a study: its writer, config, directory, device and data splits."""
+
+    w: store.Writer
+    run_id: int
+    cfg: RunConfig
+    dir: Path
+    device: torch.device
+    train: DeviceData
+    val: DeviceData
+    test: DeviceData
+
+    def close(self) -> None:
+        self.w.close()
+
+
+def open_run(db: Path, device: str | None = None) -> RunContext:
+    """Open (and migrate) the results file; refuse while its engine still runs."""
+    from ..runs import resolve_device, run_dir
+
+    w = store.connect_writer(db)
+    try:
+        run = store.get_run(w.conn)
+        if run is None:
+            raise ResultsFileError(f"{db} holds no run; start one with `smash-tui run`")
+        if store.engine_state(run) in ("running", "paused"):
+            raise EngineBusy(f"the search in {db} is still running: wait for it or stop it "
+                             f"(`smash-tui control {db} stop`), then run the study")
+        cfg = RunConfig.from_dict(json.loads(run["config_json"]))
+        dev = resolve_device(device or cfg.device)
+        train, val, test = load_splits(cfg, dev)
+    except BaseException:
+        w.close()
+        raise
+    return RunContext(w, run["id"], cfg, run_dir(Path(db)), dev, train, val, test)
+
+
+def load_smash(ctx: RunContext, cfg: RunConfig | None = None, path: Path | None = None) -> Smash:
+    cfg, path = cfg or ctx.cfg, path or ctx.dir / "checkpoint.pt"
+    if not path.exists():
+        raise ResultsFileError(f"no SMASH checkpoint at {path}: the study needs the run's trained HyperNet")
+    s = Smash.create(cfg, ctx.device)
+    s.load_state_dict(torch.load(path, map_location=ctx.device, weights_only=True))
+    return s
+
+
+def arch_of(conn, arch_id: str) -> Architecture:
+    row = store.get_arch(conn, arch_id)
+    if row is None:
+        raise ResultsFileError(f"no architecture {arch_id!r} in this run; pick an id from the leaderboard")
+    return Architecture.from_json(row["spec_json"])
+
+
+# -- scoring and normal training ------------------------------------------------------------------
+def score_plan(s: Smash, plan: ArchPlan, data: DeviceData, batch: int) -> tuple[float, float]:
+    """SMASH (error, loss) of `plan.arch` with the weights the HyperNet generates from `plan.c`."""
+    s.hyper.eval()
+    s.net.eval()
+    wrong = loss = 0.0
+    with torch.inference_mode(), s.autocast():
+        w = s.hyper.op_weights(plan)
+        for x, y in data.eval_batches(batch):
+            logits = s.net(x, plan, w).float()
+            wrong += (logits.argmax(1) != y).sum().item()
+            loss += F.cross_entropy(logits, y, reduction="sum").item()
+    return wrong / max(len(data), 1), loss / max(len(data), 1)
+
+
+def fit(f: Final, t: TrainConfig, epochs: int, seed: int, train: DeviceData, val: DeviceData, test: DeviceData,
+        start: int = 0, on_epoch: Callable[[int, dict], None] | None = None) -> dict:
+    """Train a FixedNet (SGD, cosine per step) for `epochs`; returns the last epoch's metrics."""
+    spe = train.num_batches(min(t.final_batch, len(train)))
+    batch, total, m = min(t.final_batch, len(train)), epochs * spe, {}
+    for epoch in range(start, epochs):
+        sums = []
+        for b, (x, y) in enumerate(train.epoch_batches(batch, torch_gen(seed, NORMAL, epoch))):
+            lr = cosine_lr(t.final_lr, epoch * spe + b, total)
+            sums.append(f.step(x, y, lr))
+        loss, err = torch.stack(sums).mean(0).tolist()
+        m = dict(epoch=epoch + 1, train_loss=loss, train_error=err, lr=lr,
+                 val_error=f.evaluate(val, t.score_batch)[0], test_error=f.evaluate(test, t.score_batch)[0])
+        if on_epoch:
+            on_epoch(epoch + 1, m)
+    return m
+
+
+def subset(data: DeviceData, n: int, seed: int) -> DeviceData:
+    """A seeded random `n` of `data` (the same images for every architecture of a study)."""
+    if not 1 <= n <= len(data):
+        raise ConfigError(f"--train-size must be between 1 and the {len(data)} training images, got {n}")
+    idx = torch.randperm(len(data), generator=torch_gen(seed, NORMAL, 1_000_000))[:n].sort().values.to(data.device)
+    return type(data)(data.x[idx], data.y[idx], data.info, data.device)
+
+
+# -- statistics -------------------------------------------------------------------------------------
+def _num(x) -> float | None:
+    x = float(x)
+    return None if math.isnan(x) else x
+
+
+def rank_stats(smash: list[float], true: list[float], top_k: int) -> dict:
+    """Kendall tau-b and Spearman rho (scipy.stats) of SMASH vs true error, top-k overlap, regret."""
+    from scipy import stats
+
+    n, k = len(smash), max(1, min(top_k, len(smash)))
+    if n < 2:
+        return dict(n=n)
+    tau, rho = stats.kendalltau(smash, true), stats.spearmanr(smash, true)
+    by_smash, by_true = np.argsort(smash, kind="stable"), np.argsort(true, kind="stable")
+    overlap = len(set(by_smash[:k].tolist()) & set(by_true[:k].tolist())) / k
+    return dict(n=n, kendall_tau=_num(tau.statistic), kendall_p=_num(tau.pvalue), spearman_rho=_num(rho.statistic),
+                spearman_p=_num(rho.pvalue), top_k=k, top_k_overlap=overlap,
+                regret=float(true[int(by_smash[0])] - min(true)))
+
+
+def picks(conn, run_id: int, every: int, count: int) -> list[str]:
+    """Arch ids at leaderboard ranks 1, 1+every, 1+2*every, ... (at most `count`)."""
+    if every < 1 or count < 1:
+        raise ConfigError(f"--every and --count must be positive, got {every} and {count}")
+    board = store.leaderboard(conn, run_id)
+    if len(board) < 2:
+        raise ResultsFileError("the run has fewer than 2 scored architectures: let its rank phase finish first")
+    return [r["arch_id"] for r in board[::every][:count]]
+
+
+def _study(ctx: RunContext, kind: str, options: dict, new: bool) -> tuple[int, dict]:
+    """The latest study of this kind with the same options (continued), or a new one."""
+    for row in reversed(store.studies(ctx.w.conn, ctx.run_id, kind)):
+        opts = json.loads(row["options_json"])
+        if not new and {k: opts.get(k) for k in options if k != "archs"} == \
+                {k: v for k, v in options.items() if k != "archs"}:
+            return row["id"], opts
+    return ctx.w.create_study(ctx.run_id, kind, options), options
+
+
+def _done(ctx: RunContext, sid: int) -> set[tuple[str, int]]:
+    return {(r["variant"], r["trial"]) for r in store.study_archs(ctx.w.conn, sid)}
+
+
+def _finish(ctx: RunContext, sid: int, stats: list[dict], message: str) -> int:
+    ctx.w.set_study_stats(sid, stats)
+    ctx.w.update_study(sid, status="done", message=message)
+    return sid
+
+
+def _headline(s: dict) -> str:
+    def f(x: float | None) -> str:
+        return "n/a" if x is None else f"{x:+.3f}"
+
+    return (f"n={s['n']}: Kendall tau {f(s.get('kendall_tau'))} (p={s.get('kendall_p') or float('nan'):.3g}), "
+            f"Spearman rho {f(s.get('spearman_rho'))}, top-{s.get('top_k')} overlap {s.get('top_k_overlap', 0):.2f}, "
+            f"regret {s.get('regret', 0) * 100:.1f} pts")

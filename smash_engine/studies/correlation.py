@@ -1,0 +1,125 @@
+"""1. correlation (paper Section 4.1) and 2. capacity: the same study with a low-capacity HyperNet."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import torch
+
+from .. import store
+from ..config import RunConfig
+from ..encoding import encode
+from ..errors import ConfigError, ResultsFileError
+from ..hypernet import HYPER_PRESETS
+from ..train import Final, Smash, cosine_lr, rng, smash_arch, smash_step, torch_gen
+from .common import (
+    LOW_CAPACITY,
+    NORMAL,
+    Report,
+    RunContext,
+    _done,
+    _finish,
+    _headline,
+    _study,
+    arch_of,
+    fit,
+    picks,
+    rank_stats,
+    score_plan,
+    subset,
+)
+
+
+# -- 1. correlation ---------------------------------------------------------------------------------
+def correlation(ctx: RunContext, every: int = 5, count: int = 50, epochs: int = 10, top_k: int = 5,
+                new: bool = False, report: Report = print, train_size: int | None = None) -> int:
+    archs = picks(ctx.w.conn, ctx.run_id, every, count)
+    train = ctx.train if train_size is None else subset(ctx.train, train_size, ctx.cfg.seed)
+    sid, opts = _study(ctx, "correlation", dict(every=every, count=count, epochs=epochs, top_k=top_k, archs=archs,
+                                                train_size=train_size), new)
+    done, t = _done(ctx, sid), ctx.cfg.train
+    board = {r["arch_id"]: r for r in store.leaderboard(ctx.w.conn, ctx.run_id)}
+    for i, arch_id in enumerate(opts["archs"]):
+        if ("trained", i) in done:
+            continue
+        f = Final.create(arch_of(ctx.w.conn, arch_id), t, rng(ctx.cfg.seed, NORMAL, i).getrandbits(31), ctx.device)
+        m = fit(f, t, epochs, rng(ctx.cfg.seed, NORMAL, i).getrandbits(31), train, ctx.val, ctx.test)
+        row = board.get(arch_id, {})
+        ctx.w.add_study_arch(sid, variant="trained", trial=i, arch_id=arch_id, smash_error=row.get("smash_error"),
+                             smash_loss=row.get("smash_loss"), val_error=m["val_error"], test_error=m["test_error"],
+                             epochs=epochs)
+        report(f"trained {i + 1}/{len(opts['archs'])} {arch_id}: SMASH {row.get('smash_error', float('nan')):.3f}"
+               f"  true val {m['val_error']:.3f}  test {m['test_error']:.3f}")
+    stats = correlation_stats(ctx.w.conn, sid, "trained", "run", top_k)
+    return _finish(ctx, sid, [stats], _headline(stats))
+
+
+def correlation_stats(conn, sid: int, variant: str, name: str, top_k: int,
+                      smash_of: dict[int, float] | None = None) -> dict:
+    """rank_stats against true val error (test-error figures in extra_json), over the trained rows."""
+    rows = [r for r in store.study_archs(conn, sid, variant) if r["val_error"] is not None]
+    smash = [smash_of[r["trial"]] if smash_of else r["smash_error"] for r in rows]
+    stats = rank_stats(smash, [r["val_error"] for r in rows], top_k)
+    test = rank_stats(smash, [r["test_error"] for r in rows], top_k)
+    return {**stats, "variant": name, "extra_json": {"against_test_error": test}}
+
+
+# -- 2. capacity ----------------------------------------------------------------------------------------
+def capacity(ctx: RunContext, hyper: str | None = None, epochs: int | None = None, new: bool = False,
+             report: Report = print) -> int:
+    """Train SMASH again with a low-capacity HyperNet; score the latest correlation study's archs with it."""
+    corr = [s for s in store.studies(ctx.w.conn, ctx.run_id, "correlation")
+            if store.study_archs(ctx.w.conn, s["id"], "trained")]
+    if not corr:
+        raise ResultsFileError("a capacity study scores the architectures of a correlation study: run "
+                               "`smash-tui study correlation DB` first")
+    hyper = hyper or ("tiny" if ctx.cfg.hyper == HYPER_PRESETS["small"] else "small")
+    if hyper not in LOW_CAPACITY:
+        raise ConfigError(f"unknown HyperNet preset {hyper!r}; choose one of {', '.join(LOW_CAPACITY)}")
+    if LOW_CAPACITY[hyper] == ctx.cfg.hyper:
+        raise ConfigError(f"the run already uses the {hyper!r} HyperNet; pick a smaller one (e.g. tiny)")
+    epochs = epochs or ctx.cfg.train.epochs
+    cfg = dataclasses.replace(ctx.cfg, hyper=LOW_CAPACITY[hyper], train=dataclasses.replace(ctx.cfg.train,
+                                                                                           epochs=epochs))
+    source = corr[-1]
+    sid, opts = _study(ctx, "capacity", dict(hyper=hyper, epochs=epochs, correlation_study=source["id"]), new)
+    s = smash_train(ctx, cfg, ctx.dir / f"capacity-{hyper}-e{epochs}.pt", report)
+    trained = store.study_archs(ctx.w.conn, source["id"], "trained")
+    done, batch = _done(ctx, sid), cfg.train.score_batch
+    for r in trained:
+        if (hyper, r["trial"]) not in done:
+            err, loss = score_plan(s, encode(arch_of(ctx.w.conn, r["arch_id"]), cfg.space).to(ctx.device),
+                                   ctx.val, batch)
+            ctx.w.add_study_arch(sid, variant=hyper, trial=r["trial"], arch_id=r["arch_id"], smash_error=err,
+                                 smash_loss=loss, val_error=r["val_error"], test_error=r["test_error"],
+                                 epochs=r["epochs"])
+    top_k = json.loads(source["options_json"])["top_k"]
+    small = {r["trial"]: r["smash_error"] for r in store.study_archs(ctx.w.conn, sid, hyper)}
+    stats = [correlation_stats(ctx.w.conn, source["id"], "trained", "run", top_k),
+             correlation_stats(ctx.w.conn, source["id"], "trained", hyper, top_k, small)]
+    return _finish(ctx, sid, stats, f"run's HyperNet {_headline(stats[0])}; {hyper}: {_headline(stats[1])}")
+
+
+def smash_train(ctx: RunContext, cfg: RunConfig, ckpt: Path, report: Report) -> Smash:
+    """SMASH training as the engine does it (same seeds, schedule, batches), checkpointed per epoch."""
+    from ..runs import save_atomic
+
+    s, t, step = Smash.create(cfg, ctx.device), cfg.train, 0
+    spe = ctx.train.num_batches(t.batch_size)
+    T = t.epochs * spe
+    if ckpt.exists():
+        sd = torch.load(ckpt, map_location=ctx.device, weights_only=True)
+        s.load_state_dict(sd)
+        step = int(sd["step"])
+    while step < T:
+        epoch = step // spe
+        losses = [smash_step(s, smash_arch(cfg, step + b, T), x, y, cosine_lr(t.lr, step + b, T))
+                  for b, (x, y) in enumerate(ctx.train.epoch_batches(t.batch_size, torch_gen(cfg.seed, 1, epoch)))]
+        step += len(losses)
+        ctx.dir.mkdir(parents=True, exist_ok=True)
+        save_atomic({**s.state_dict(), "step": step, "config": cfg.to_dict()}, ckpt)
+        loss, err, _ = torch.stack(losses).mean(0).tolist()
+        report(f"capacity SMASH epoch {epoch + 1}/{t.epochs}: loss {loss:.3f}, error {err:.3f}")
+    return s

@@ -1,0 +1,105 @@
+"""3. corrupted encoding: SMASH error with the true `c` and with one field shuffled across ops."""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+
+import numpy as np
+import torch
+
+from .. import store
+from ..encoding import ArchPlan, Layout, encode
+from ..errors import ConfigError
+from ..train import rng
+from .common import (
+    CORRUPT,
+    FIELDS,
+    Report,
+    RunContext,
+    _done,
+    _finish,
+    _num,
+    _study,
+    arch_of,
+    load_smash,
+    picks,
+    score_plan,
+)
+
+
+# -- 3. corrupted encoding --------------------------------------------------------------------------
+def corrupt_plan(plan: ArchPlan, space, field: str, r: random.Random) -> ArchPlan | None:
+    """`plan` with one field of c shuffled (across ops; `read` across columns); None if no shuffle changes c.
+
+    Only `packed` (hence c) changes: `plan.arch` and the op tables, so the network run, stay the true ones."""
+    packed = np.asarray(plan.packed if isinstance(plan.packed, np.ndarray) else plan.packed.cpu().numpy())
+    lay, off = Layout(space), Layout(space).offsets()
+    op_of = packed[:, -1].astype(np.int64)
+    first = (np.asarray(plan.op_start) // plan.slice_channels).astype(np.int64)
+    if field == "read":
+        units = [(col, off["read"], off["read"] + space.max_banks) for col in range(len(packed))]
+    elif field in ("out", "write"):
+        size = space.k if field == "out" else space.max_banks
+        units = [(j, off[field], off[field] + size) for j in range(len(first))]
+    else:
+        nK, nD = len(space.kernels), lay.n_dil
+        lo, hi = {"kernel": (0, 2 * nK), "dilation": (2 * nK, 2 * nK + 2 * nD),
+                  "groups": (2 * nK + 2 * nD, lay.conv_width)}[field]
+        units = [(j, off["convs"] + n * lay.conv_width + lo, off["convs"] + n * lay.conv_width + hi)
+                 for j in range(len(first)) for n in range(4) if packed[first[j], off["pattern"] + n] > 0]
+    segs = [packed[first[u] if field != "read" else u, a:b].copy() for u, a, b in units]
+    for _ in range(50):
+        order = list(range(len(units)))
+        r.shuffle(order)
+        if any(not np.array_equal(segs[i], segs[o]) for i, o in enumerate(order)):
+            break
+    else:
+        return None
+    new = packed.copy()
+    for (u, a, b), o in zip(units, order, strict=True):
+        new[u if field == "read" else op_of == u, a:b] = segs[o]
+    out = dataclasses.replace(plan, packed=new)
+    return out.to(plan.packed.device) if isinstance(plan.packed, torch.Tensor) else out
+
+
+def corrupt(ctx: RunContext, every: int = 5, count: int = 20, fields: tuple[str, ...] = FIELDS,
+            new: bool = False, report: Report = print) -> int:
+    bad = sorted(set(fields) - set(FIELDS))
+    if bad:
+        raise ConfigError(f"unknown field(s) {', '.join(bad)}; choose from {', '.join(FIELDS)}")
+    archs = picks(ctx.w.conn, ctx.run_id, every, count)
+    sid, opts = _study(ctx, "corrupt", dict(every=every, count=count, fields=list(fields), archs=archs), new)
+    s, done, batch, space = load_smash(ctx), _done(ctx, sid), ctx.cfg.train.score_batch, ctx.cfg.space
+    for i, arch_id in enumerate(opts["archs"]):
+        plan = encode(arch_of(ctx.w.conn, arch_id), space)
+        for variant in ("true", *opts["fields"]):
+            if (variant, i) in done:
+                continue
+            p = plan if variant == "true" else corrupt_plan(plan, space, variant,
+                                                            rng(ctx.cfg.seed, CORRUPT, 16 * i + FIELDS.index(variant)))
+            err, loss = (None, None) if p is None else score_plan(s, p.to(ctx.device), ctx.val, batch)
+            ctx.w.add_study_arch(sid, variant=variant, trial=i, arch_id=arch_id, smash_error=err, smash_loss=loss)
+        report(f"scored {i + 1}/{len(opts['archs'])} {arch_id} with its true and {len(opts['fields'])} corrupted "
+               "encodings")
+    stats = corrupt_stats(ctx.w.conn, sid, opts["fields"])
+    msg = "; ".join(f"{r['variant']}: true wins {r['win_rate']:.0%}, gap {r['mean_gap'] * 100:+.1f} pts"
+                    for r in stats if r["n"])
+    return _finish(ctx, sid, stats, msg)
+
+
+def corrupt_stats(conn, sid: int, fields: list[str]) -> list[dict]:
+    """Per field: share of archs where the true c scores strictly better, mean gap, Wilcoxon p (scipy)."""
+    from scipy import stats
+
+    true = {r["trial"]: r["smash_error"] for r in store.study_archs(conn, sid, "true")}
+    out = []
+    for field in fields:
+        rows = [r for r in store.study_archs(conn, sid, field) if r["smash_error"] is not None and r["trial"] in true]
+        gaps = np.array([r["smash_error"] - true[r["trial"]] for r in rows])
+        extra = dict(unchanged=len(store.study_archs(conn, sid, field)) - len(rows), ties=int((gaps == 0).sum()))
+        if len(gaps) and np.any(gaps != 0):
+            extra["wilcoxon_p"] = _num(stats.wilcoxon(gaps).pvalue)
+        out.append(dict(variant=field, n=len(rows), win_rate=float((gaps > 0).mean()) if len(rows) else None,
+                        mean_gap=float(gaps.mean()) if len(rows) else None, extra_json=extra))
+    return out
