@@ -29,6 +29,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+# data.py imports this module only inside functions, so importing it at the top here is not circular
+from smash_engine.data import DeviceData, _corrupt, _one_line, default_data_dir
 from smash_engine.errors import ConfigError, DatasetError
 
 GRID = 32  # voxels per side, as in every ModelNet voxel release
@@ -66,16 +68,12 @@ def _find_npz(root: Path) -> tuple[Path, Path] | None:
     return None
 
 
-def _corrupt(path: Path, what: str) -> DatasetError:
-    return DatasetError(f"{path} is corrupt ({what}); delete it and fetch the dataset again")
-
-
 def _read_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
     try:
         with np.load(path) as z:
             x, y = z["data"], np.asarray(z["labels"]).astype(np.int64).reshape(-1)
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error) as e:
-        raise _corrupt(path, f"{type(e).__name__}: {' '.join(str(e).split())}") from e
+        raise _corrupt(path, _one_line(e)) from e
     if x.ndim == 6 and x.shape[2] == 1:  # (N, R, 1, D, H, W): a channel axis of one
         x = x[:, :, 0]
     if x.ndim == 4:
@@ -97,8 +95,6 @@ def _find_meshes(root: Path) -> Path | None:
 
 def _voxelise_release(d: Path) -> tuple[Path, Path]:
     """Voxelise every mesh once; the cache goes beside the meshes, or in the user cache if that is read-only."""
-    from smash_engine.data import default_data_dir
-
     out_dir = d if os.access(d, os.W_OK) else default_data_dir() / "modelnet10"
     out_dir.mkdir(parents=True, exist_ok=True)
     # minutes of silence would look like a hang; this happens once per copy of the meshes
@@ -213,10 +209,7 @@ class VoxelData:
     def normalize(self, x_uint8: torch.Tensor) -> torch.Tensor:
         return x_uint8.float() * self._scale + self._shift
 
-    def num_batches(self, batch_size: int, drop_last: bool = True) -> int:
-        if batch_size <= 0:
-            raise ConfigError(f"batch size must be positive, got {batch_size}; pass one >= 1")
-        return len(self) // batch_size if drop_last else -(-len(self) // batch_size)
+    num_batches = DeviceData.num_batches  # it only needs len(self)
 
     def epoch_batches(self, batch_size: int, generator: torch.Generator, start: int = 0, augment: bool = True,
                       drop_last: bool = True) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -236,12 +229,11 @@ class VoxelData:
 
         def batches() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
             for i in range(start, n_batches):
-                part = perm[i * batch_size:(i + 1) * batch_size]
-                x = self.x[part, view[i * batch_size:(i + 1) * batch_size]]  # (B, D, H, W)
+                part = slice(i * batch_size, (i + 1) * batch_size)
+                x = self.x[perm[part], view[part]]  # (B, D, H, W)
                 if augment:
-                    x = shift_flip(x, pad, offsets[i * batch_size:(i + 1) * batch_size],
-                                   flips[i * batch_size:(i + 1) * batch_size])
-                yield self.normalize(x[:, None]), self.y[part]
+                    x = shift_flip(x, pad, offsets[part], flips[part])
+                yield self.normalize(x[:, None]), self.y[perm[part]]
 
         return batches()
 
