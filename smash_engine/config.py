@@ -76,7 +76,8 @@ PRESETS: dict[str, dict] = {
 }
 
 # Datasets whose images a preset's space can take: (channels, size, classes).
-DATASET_SHAPES = {"digits": (1, 8, 10), "mnist": (1, 32, 10), "fashion-mnist": (1, 32, 10), "cifar10": (3, 32, 10),
+DATASET_SHAPES = {"digits": (1, 8, 10), "mnist": (1, 32, 10), "fashion-mnist": (1, 32, 10),
+                  "fashion-mnist16": (1, 16, 10), "cifar10": (3, 32, 10),
                   "cifar100": (3, 32, 100), "stl10": (3, 96, 10), "imagenet32": (3, 32, 1000)}
 
 

@@ -58,8 +58,9 @@ def _open_ui(db: Path | None) -> None:
 @app.command()
 def run(
     preset: Annotated[str, typer.Option(help="quick (digits, CPU, minutes) | fmnist (GPU, ~10 min) | paper")] = "quick",
-    dataset: Annotated[str | None, typer.Option(help="digits, mnist, fashion-mnist, cifar10, cifar100, stl10, "
-                                                     "imagenet32 (default: the preset's)")] = None,
+    dataset: Annotated[str | None, typer.Option(help="digits, mnist, fashion-mnist, fashion-mnist16 (16 px), "
+                                                     "cifar10, cifar100, stl10, imagenet32 (default: the preset's)")]
+    = None,
     data_dir: Annotated[str | None, typer.Option(help="folder holding the dataset's files")] = None,
     download: Annotated[bool, typer.Option(help="let torchvision download a missing dataset")] = False,
     epochs: Annotated[int | None, typer.Option(help="SMASH training epochs")] = None,

@@ -31,6 +31,9 @@ def study(
     top: Annotated[int, typer.Option(help="correlation: k of the top-k overlap")] = 5,
     train_size: Annotated[int | None, typer.Option(help="correlation: normal-train on a seeded subset of this "
                                                         "many training images (default: all)")] = None,
+    source: Annotated[str, typer.Option(help="correlation: pick from the rank phase's random architectures "
+                                             "(random) or from every scored one, refine's near copies too (all)")]
+    = "random",
     hyper: Annotated[str | None, typer.Option(help="capacity: small | tiny (default: smaller than the run's)")]
     = None,
     fields: Annotated[str, typer.Option(help="corrupt: comma-separated fields to shuffle")]
@@ -55,7 +58,7 @@ def study(
 
     try:
         if kind == "correlation":
-            sid = studies.correlation(ctx, every, count, epochs or 10, top, new, say, train_size)
+            sid = studies.correlation(ctx, every, count, epochs or 10, top, new, say, train_size, source)
         elif kind == "capacity":
             sid = studies.capacity(ctx, hyper, epochs, new, say)
         elif kind == "corrupt":
@@ -81,14 +84,28 @@ def _print_study(db: Path, sid: int, as_json: bool) -> None:
         typer.echo(json.dumps({"study": s, "stats": stats}, indent=2, default=str))
         return
     typer.echo(f"study #{sid} ({s['kind']}): {s['message']}")
-    cols = ("variant", "n", "kendall_tau", "kendall_p", "spearman_rho", "spearman_p", "top_k_overlap", "regret",
-            "win_rate", "mean_gap", "mean_error", "best_error")
+    stats = sorted(stats, key=lambda r: (r["variant"] not in ("run", "trained"), r["variant"] in BASELINE_NAMES))
+    stats = [r | {"kendall_95": _ci(r, "kendall"), "spearman_95": _ci(r, "spearman")} for r in stats]
+    cols = ("variant", "n", "kendall_tau", "kendall_95", "kendall_p", "spearman_rho", "spearman_95", "spearman_p",
+            "top_k_overlap", "regret", "win_rate", "mean_gap", "mean_error", "best_error")
     shown = [c for c in cols if any(r[c] is not None for r in stats)]
-    typer.echo("  ".join(f"{c:>12}" for c in shown))
+    width = {c: 15 if c.endswith("_95") else 12 for c in shown}
+    typer.echo("  ".join(f"{c:>{width[c]}}" for c in shown))
     for r in stats:
-        typer.echo("  ".join(f"{_fmt(r[c]):>12}" for c in shown))
+        typer.echo("  ".join(f"{_fmt(r[c]):>{width[c]}}" for c in shown))
+    if any(r["variant"] in BASELINE_NAMES for r in stats):
+        typer.echo("params, flops, synflow: what ranking by parameter count, FLOPs or synflow at initialisation "
+                   "gives over the same architectures (bigger = predicted better); _95: bootstrap 95% interval")
     if s["kind"] in ("correlation", "capacity"):
         typer.echo(_scatter(rows))
+
+
+BASELINE_NAMES = ("params", "flops", "synflow", "naswot")
+
+
+def _ci(r: dict, name: str) -> str | None:
+    lo, hi = r.get(f"{name}_lo"), r.get(f"{name}_hi")
+    return None if lo is None or hi is None else f"[{lo:+.2f},{hi:+.2f}]"
 
 
 def _fmt(x) -> str:

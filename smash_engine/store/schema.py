@@ -212,7 +212,32 @@ def m002_studies(conn: sqlite3.Connection) -> None:
         conn.execute(statement)
 
 
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [m001_initial, m002_studies]
+# Search quality beside its baselines: every correlation statistic gets its bootstrap interval, and a
+# correlation study stores one row per predictor (SMASH and the free baselines) in study_stats.
+_M003 = (
+    "ALTER TABLE study_stats ADD COLUMN kendall_lo REAL",  # bootstrap 95% interval over architectures
+    "ALTER TABLE study_stats ADD COLUMN kendall_hi REAL",
+    "ALTER TABLE study_stats ADD COLUMN spearman_lo REAL",
+    "ALTER TABLE study_stats ADD COLUMN spearman_hi REAL",
+    """CREATE VIEW ranking_quality AS
+SELECT st.run_id, st.id AS study_id, st.kind, s.variant AS predictor, s.n,
+    s.kendall_tau, s.kendall_lo, s.kendall_hi, s.spearman_rho, s.spearman_lo, s.spearman_hi,
+    s.top_k, s.top_k_overlap, s.regret,
+    s.kendall_tau - (SELECT max(b.kendall_tau) FROM study_stats AS b
+                     WHERE b.study_id = s.study_id AND b.variant IN ('params', 'flops', 'synflow', 'naswot'))
+        AS tau_over_best_baseline
+FROM study_stats AS s JOIN studies AS st ON st.id = s.study_id
+WHERE st.kind IN ('correlation', 'capacity')
+ORDER BY st.id, s.kendall_tau DESC""",
+)
+
+
+def m003_ranking_quality(conn: sqlite3.Connection) -> None:
+    for statement in _M003:
+        conn.execute(statement)
+
+
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [m001_initial, m002_studies, m003_ranking_quality]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

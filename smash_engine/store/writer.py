@@ -28,7 +28,7 @@ _STUDY_ARCH_COLUMNS = tuple(
 )
 _STUDY_STAT_COLUMNS = tuple(
     "study_id variant n kendall_tau kendall_p spearman_rho spearman_p top_k top_k_overlap regret win_rate "
-    "mean_gap mean_error best_error extra_json at".split()
+    "mean_gap mean_error best_error extra_json at kendall_lo kendall_hi spearman_lo spearman_hi".split()
 )
 _STEP_COLUMNS = ("run_id", "step", "epoch", "phase", "loss", "error", "lr", "images_per_s", "at")
 _FINAL_STEP_COLUMNS = tuple("final_id epoch train_loss train_error val_error test_error lr images_per_s at".split())

@@ -1,7 +1,8 @@
 """The paper's experiments on a finished run (Section 4.1), stored in its results file; one module each.
 
-- `correlation`: every k-th architecture of the leaderboard trained normally (FixedNet, short schedule);
-  Kendall tau, Spearman rho (scipy.stats), top-k overlap and the regret of SMASH's pick.
+- `correlation`: every k-th random architecture of the leaderboard trained normally (FixedNet, short
+  schedule); Kendall tau, Spearman rho (scipy.stats) with bootstrap intervals, top-k overlap and the regret
+  of SMASH's pick, beside the same figures for parameter count, FLOPs and synflow (`proxies.py`).
 - `capacity`: a second SMASH training with a low-capacity HyperNet (same data, space, schedule), scoring
   the architectures of the latest correlation study: both HyperNets' correlations side by side.
 - `corrupt`: SMASH error with the true encoding `c` and with one field of `c` shuffled across ops; the
@@ -21,6 +22,7 @@ from .common import (
     NORMAL,
     RunContext,
     arch_of,
+    bootstrap_ci,
     fit,
     load_smash,
     open_run,
@@ -29,11 +31,12 @@ from .common import (
     score_plan,
     subset,
 )
-from .correlation import capacity, correlation, correlation_stats, smash_train
+from .correlation import baseline_stats, capacity, correlation, correlation_stats, smash_train
 from .corrupt import corrupt, corrupt_plan, corrupt_stats
 
 __all__ = [
-    "FIELDS", "LOW_CAPACITY", "NORMAL", "RunContext", "apply_edit", "arch_of", "archgrad", "candidate_edits",
+    "FIELDS", "LOW_CAPACITY", "NORMAL", "RunContext", "apply_edit", "arch_of", "archgrad", "baseline_stats",
+    "bootstrap_ci", "candidate_edits",
     "capacity", "correlation", "correlation_stats", "corrupt", "corrupt_plan", "corrupt_stats", "encoding_grad",
     "fit", "guided", "load_smash", "open_run", "picks", "rank_stats", "score_plan", "smash_train", "subset",
 ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -132,8 +133,30 @@ def _num(x) -> float | None:
     return None if math.isnan(x) else x
 
 
-def rank_stats(smash: list[float], true: list[float], top_k: int) -> dict:
-    """Kendall tau-b and Spearman rho (scipy.stats) of SMASH vs true error, top-k overlap, regret."""
+def bootstrap_ci(stat: Callable[[np.ndarray], float], n: int, reps: int = 2000, seed: int = 0,
+                 level: float = 0.95) -> tuple[float | None, float | None]:
+    """Percentile bootstrap interval of `stat(indices)` over `n` items resampled with replacement.
+
+    Resampling architectures (not images) is what answers "would another panel of the same size rank as
+    well"; seeded, so a report is reproducible. Resamples where the statistic is undefined (all ties) are
+    dropped.
+    """
+    if n < 3:
+        return None, None
+    gen = np.random.default_rng(seed)
+    with warnings.catch_warnings():  # resamples of all-equal values: the statistic is NaN, dropped below
+        warnings.simplefilter("ignore")
+        values = [stat(gen.integers(0, n, n)) for _ in range(reps)]
+    values = np.asarray([v for v in values if v is not None and not math.isnan(v)])
+    if len(values) < reps // 2:
+        return None, None
+    q = (1 - level) / 2
+    return float(np.quantile(values, q)), float(np.quantile(values, 1 - q))
+
+
+def rank_stats(smash: list[float], true: list[float], top_k: int, ci: bool = True) -> dict:
+    """Kendall tau-b and Spearman rho (scipy.stats) of SMASH (or any predicted) error vs true error, each
+    with a bootstrap 95% interval over architectures (`kendall_lo`..`kendall_hi`), top-k overlap, regret."""
     from scipy import stats
 
     n, k = len(smash), max(1, min(top_k, len(smash)))
@@ -142,18 +165,36 @@ def rank_stats(smash: list[float], true: list[float], top_k: int) -> dict:
     tau, rho = stats.kendalltau(smash, true), stats.spearmanr(smash, true)
     by_smash, by_true = np.argsort(smash, kind="stable"), np.argsort(true, kind="stable")
     overlap = len(set(by_smash[:k].tolist()) & set(by_true[:k].tolist())) / k
-    return dict(n=n, kendall_tau=_num(tau.statistic), kendall_p=_num(tau.pvalue), spearman_rho=_num(rho.statistic),
-                spearman_p=_num(rho.pvalue), top_k=k, top_k_overlap=overlap,
-                regret=float(true[int(by_smash[0])] - min(true)))
+    out = dict(n=n, kendall_tau=_num(tau.statistic), kendall_p=_num(tau.pvalue), spearman_rho=_num(rho.statistic),
+               spearman_p=_num(rho.pvalue), top_k=k, top_k_overlap=overlap,
+               regret=float(true[int(by_smash[0])] - min(true)))
+    if ci:
+        a, b = np.asarray(smash, dtype=float), np.asarray(true, dtype=float)
+        out["kendall_lo"], out["kendall_hi"] = bootstrap_ci(lambda i: stats.kendalltau(a[i], b[i]).statistic, n)
+        out["spearman_lo"], out["spearman_hi"] = bootstrap_ci(lambda i: stats.spearmanr(a[i], b[i]).statistic, n)
+    return out
 
 
-def picks(conn, run_id: int, every: int, count: int) -> list[str]:
-    """Arch ids at leaderboard ranks 1, 1+every, 1+2*every, ... (at most `count`)."""
+SOURCES = ("random", "all")
+
+
+def picks(conn, run_id: int, every: int, count: int, source: str = "all") -> list[str]:
+    """Arch ids at leaderboard ranks 1, 1+every, 1+2*every, ... (at most `count`).
+
+    `source="random"` ranks only the rank phase's random architectures: refine-phase perturbations are near
+    copies of the best one, and a study crowded with near copies measures how SMASH tells twins apart, not
+    how it ranks the space.
+    """
     if every < 1 or count < 1:
         raise ConfigError(f"--every and --count must be positive, got {every} and {count}")
+    if source not in SOURCES:
+        raise ConfigError(f"unknown --source {source!r}; choose one of {', '.join(SOURCES)}")
     board = store.leaderboard(conn, run_id)
+    if source == "random":
+        board = [r for r in board if r["source"] == "random"]
     if len(board) < 2:
-        raise ResultsFileError("the run has fewer than 2 scored architectures: let its rank phase finish first")
+        what = "random architectures" if source == "random" else "architectures"
+        raise ResultsFileError(f"the run has fewer than 2 scored {what}: let its rank phase finish first")
     return [r["arch_id"] for r in board[::every][:count]]
 
 

@@ -34,11 +34,12 @@ from .common import (
 
 # -- 1. correlation ---------------------------------------------------------------------------------
 def correlation(ctx: RunContext, every: int = 5, count: int = 50, epochs: int = 10, top_k: int = 5,
-                new: bool = False, report: Report = print, train_size: int | None = None) -> int:
-    archs = picks(ctx.w.conn, ctx.run_id, every, count)
+                new: bool = False, report: Report = print, train_size: int | None = None,
+                source: str = "random") -> int:
+    archs = picks(ctx.w.conn, ctx.run_id, every, count, source)
     train = ctx.train if train_size is None else subset(ctx.train, train_size, ctx.cfg.seed)
     sid, opts = _study(ctx, "correlation", dict(every=every, count=count, epochs=epochs, top_k=top_k, archs=archs,
-                                                train_size=train_size), new)
+                                                train_size=train_size, source=source), new)
     done, t = _done(ctx, sid), ctx.cfg.train
     board = {r["arch_id"]: r for r in store.leaderboard(ctx.w.conn, ctx.run_id)}
     for i, arch_id in enumerate(opts["archs"]):
@@ -53,7 +54,8 @@ def correlation(ctx: RunContext, every: int = 5, count: int = 50, epochs: int = 
         report(f"trained {i + 1}/{len(opts['archs'])} {arch_id}: SMASH {row.get('smash_error', float('nan')):.3f}"
                f"  true val {m['val_error']:.3f}  test {m['test_error']:.3f}")
     stats = correlation_stats(ctx.w.conn, sid, "trained", "run", top_k)
-    return _finish(ctx, sid, [stats], _headline(stats))
+    base = baseline_stats(ctx.w.conn, sid, top_k)
+    return _finish(ctx, sid, [stats, *base], f"{_headline(stats)}; {_versus(stats, base)}")
 
 
 def correlation_stats(conn, sid: int, variant: str, name: str, top_k: int,
@@ -64,6 +66,36 @@ def correlation_stats(conn, sid: int, variant: str, name: str, top_k: int,
     stats = rank_stats(smash, [r["val_error"] for r in rows], top_k)
     test = rank_stats(smash, [r["test_error"] for r in rows], top_k)
     return {**stats, "variant": name, "extra_json": {"against_test_error": test}}
+
+
+def baseline_stats(conn, sid: int, top_k: int) -> list[dict]:
+    """The same statistics for what a user gets without SMASH, over the same trained architectures:
+    parameter count, FLOPs and synflow at initialisation (`proxies`), each as a predicted error."""
+    from ..proxies import predicted_errors
+
+    rows = [r for r in store.study_archs(conn, sid, "trained") if r["val_error"] is not None]
+    archs = [arch_of(conn, r["arch_id"]) for r in rows]
+    out = []
+    for name, pred in predicted_errors(archs, which=("params", "flops", "synflow")).items():
+        stats = rank_stats(pred, [r["val_error"] for r in rows], top_k)
+        test = rank_stats(pred, [r["test_error"] for r in rows], top_k, ci=False)
+        out.append({**stats, "variant": name, "extra_json": {"against_test_error": test,
+                                                              "predicted_error": dict(zip([r["arch_id"] for r in rows],
+                                                                                          pred, strict=True))}})
+    return out
+
+
+def _versus(smash: dict, base: list[dict]) -> str:
+    """One phrase: did SMASH beat the best free baseline, judged by Kendall tau and its interval."""
+    scored = [b for b in base if b.get("kendall_tau") is not None]
+    if smash.get("kendall_tau") is None or not scored:
+        return "baselines: n/a"
+    best = max(scored, key=lambda b: b["kendall_tau"])
+    gap = smash["kendall_tau"] - best["kendall_tau"]
+    ci = "" if smash.get("kendall_lo") is None else f" [{smash['kendall_lo']:+.2f}, {smash['kendall_hi']:+.2f}]"
+    verdict = "SMASH beats" if gap > 0 else "SMASH does not beat"
+    return (f"{verdict} the best baseline ({best['variant']}, tau {best['kendall_tau']:+.3f}) by {gap:+.3f}; "
+            f"SMASH tau 95% interval{ci}")
 
 
 # -- 2. capacity ----------------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from smash_engine.errors import ConfigError
 from ..widgets.board_model import parse_filter
 
 PRESETS = ("quick", "fmnist", "paper")
-DATASETS = ("digits", "mnist", "fashion-mnist", "cifar10", "cifar100", "stl10", "imagenet32")
+DATASETS = ("digits", "mnist", "fashion-mnist", "fashion-mnist16", "cifar10", "cifar100", "stl10", "imagenet32")
 DEVICES = ("auto", "cpu", "cuda")
 
 

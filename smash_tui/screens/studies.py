@@ -19,10 +19,12 @@ from textual.widgets import Static
 from smash_engine import store
 
 # (column, header, format) of study_stats worth showing; a column empty for every row is left out
-COLUMNS = (("variant", "variant", "{}"), ("n", "n", "{}"), ("kendall_tau", "tau", "{:.3f}"),
-           ("spearman_rho", "rho", "{:.3f}"), ("top_k_overlap", "top-k", "{:.2f}"), ("regret", "regret", "{:.4f}"),
+COLUMNS = (("variant", "variant", "{}"), ("n", "n", "{}"), ("kendall_tau", "tau", "{:+.3f}"),
+           ("kendall_ci", "tau 95%", "{}"), ("spearman_rho", "rho", "{:+.3f}"),
+           ("top_k_overlap", "top-k", "{:.2f}"), ("regret", "regret", "{:.4f}"),
            ("win_rate", "true wins", "{:.2f}"), ("mean_gap", "mean gap", "{:+.4f}"),
            ("mean_error", "mean err", "{:.4f}"), ("best_error", "best err", "{:.4f}"))
+BASELINES = ("params", "flops", "synflow", "naswot")  # a correlation study's free predictors, listed after SMASH
 EMPTY = "no studies yet: run `smash-tui study correlation|capacity|corrupt|archgrad DB` (docs/studies.md)"
 
 
@@ -34,6 +36,9 @@ def studies_text(rows: list[tuple[dict, list[dict]]]) -> list:
     for study, stats in rows:
         out.append(Text(f"#{study['id']} {study['kind']} ({study['status']}): {study['message'] or ''}",
                         style="bold"))
+        stats = [s | {"kendall_ci": None if s.get("kendall_lo") is None or s.get("kendall_hi") is None
+                      else f"{s['kendall_lo']:+.2f}..{s['kendall_hi']:+.2f}"}
+                 for s in sorted(stats, key=lambda s: s["variant"] in BASELINES)]
         cols = [c for c in COLUMNS if any(s.get(c[0]) is not None for s in stats)]
         table = Table(box=None, expand=False, padding=(0, 1))
         for _, header, _ in cols:

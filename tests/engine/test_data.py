@@ -47,7 +47,7 @@ def epoch(data: DeviceData, seed: int, **kwargs) -> list[tuple[torch.Tensor, tor
 # -- registry and digits
 
 
-NAMES = "digits mnist fashion-mnist cifar10 cifar100 stl10 imagenet32 modelnet10".split()
+NAMES = "digits mnist fashion-mnist fashion-mnist16 cifar10 cifar100 stl10 imagenet32 modelnet10".split()
 
 
 def test_registry_is_consistent():
@@ -254,6 +254,16 @@ def test_fashion_mnist_plain_idx_in_data_dir(tmp_path):
     assert ds.info.flip is True and ds.info.pad == 4
 
 
+def test_fashion_mnist16_averages_2x2_patches_of_the_padded_images(tmp_path):
+    arrays = write_idx(tmp_path / "FashionMNIST" / "raw")
+    ds = load_dataset("fashion-mnist16", tmp_path)
+    assert ds.train_x.shape == (20, 1, 16, 16) and ds.info.image_size == 16 and ds.info.flip
+    padded = np.pad(arrays["train-images-idx3-ubyte"], ((0, 0), (2, 2), (2, 2))).astype(float)
+    patches = padded.reshape(20, 16, 2, 16, 2).mean((2, 4))
+    assert np.abs(ds.train_x[:, 0].numpy() - patches).max() <= 0.5  # rounded to the nearest level
+    assert np.array_equal(ds.train_y.numpy(), arrays["train-labels-idx1-ubyte"])
+
+
 def test_truncated_idx_is_a_dataset_error(tmp_path):
     arrays = write_idx(tmp_path)
     images = idx_bytes(arrays["train-images-idx3-ubyte"])
@@ -296,9 +306,10 @@ def test_no_data_dir_looks_in_the_default_cache(tmp_path, monkeypatch):
 
 
 @pytest.mark.skipif(not DEBIAN_FASHION_MNIST.is_dir(), reason="apt package dataset-fashion-mnist")
-def test_fashion_mnist_from_the_debian_package(tmp_path):
-    ds = load_dataset("fashion-mnist", tmp_path)  # empty data_dir: falls back to Debian's copy
-    assert ds.train_x.shape == (60000, 1, 32, 32) and ds.test_x.shape == (10000, 1, 32, 32)
+@pytest.mark.parametrize("name,size", [("fashion-mnist", 32), ("fashion-mnist16", 16)])
+def test_fashion_mnist_from_the_debian_package(tmp_path, name, size):
+    ds = load_dataset(name, tmp_path)  # empty data_dir: falls back to Debian's copy
+    assert ds.train_x.shape == (60000, 1, size, size) and ds.test_x.shape == (10000, 1, size, size)
     pixels = ds.train_x.double() / 255
     assert abs(pixels.mean().item() - ds.info.mean[0]) < 1e-3
     assert abs(pixels.std().item() - ds.info.std[0]) < 1e-3

@@ -25,12 +25,18 @@ def test_correlation_cli_stats_equal_scipy_and_resume(run_db: Path) -> None:
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "Kendall tau" in result.output and "SMASH error (x) vs true validation error" in result.output
+    assert "the best baseline" in result.output and "params" in result.output and "kendall_95" in result.output
     with store.connect_reader(run_db) as conn:
         (s,) = store.studies(conn, 1, "correlation")
         rows = store.study_archs(conn, s["id"], "trained")
-        (st,) = store.study_stats(conn, s["id"])
-        board = [r["arch_id"] for r in store.leaderboard(conn, 1)]
+        by_variant = {r["variant"]: r for r in store.study_stats(conn, s["id"])}
+        board = [r["arch_id"] for r in store.leaderboard(conn, 1) if r["source"] == "random"]
+        quality = conn.execute("SELECT predictor, kendall_tau, tau_over_best_baseline FROM ranking_quality "
+                               "WHERE study_id = ?", (s["id"],)).fetchall()
+    # --source random (the default) leaves refine's near copies out
     assert [r["arch_id"] for r in rows] == board[::2][:3] and s["status"] == "done"
+    assert set(by_variant) == {"run", "params", "flops", "synflow"}
+    st = by_variant["run"]
     smash, true = [r["smash_error"] for r in rows], [r["val_error"] for r in rows]
     tau, rho = stats.kendalltau(smash, true), stats.spearmanr(smash, true)
     assert st["n"] == 3 and st["top_k"] == 2
@@ -39,6 +45,12 @@ def test_correlation_cli_stats_equal_scipy_and_resume(run_db: Path) -> None:
         assert (got is None and np.isnan(want)) or got == pytest.approx(want)
     assert st["regret"] == pytest.approx(true[int(np.argmin(smash))] - min(true))
     assert json.loads(st["extra_json"])["against_test_error"]["n"] == 3
+    # the baselines: the same statistics of (minus) parameter count against the same true errors
+    params = [store.get_arch(store.connect_reader(run_db), r["arch_id"])["params"] for r in rows]
+    want = stats.kendalltau([-p for p in params], true).statistic
+    got = by_variant["params"]["kendall_tau"]
+    assert (got is None and np.isnan(want)) or got == pytest.approx(want)
+    assert len(quality) == 4 and {q[0] for q in quality} == set(by_variant)
     # resume: a lost measurement is the only one trained again, in the same study
     w = store.connect_writer(run_db)
     w.conn.execute("DELETE FROM study_archs WHERE trial = 1")
@@ -173,6 +185,32 @@ def test_transfer_final_on_another_dataset(run_db: Path, tmp_path: Path, dataset
     assert (rebuilt.image_channels, rebuilt.image_size, rebuilt.num_classes) == \
         (info.channels, info.image_size, info.num_classes)
     assert rebuilt.blocks == orig.blocks
+
+
+def test_correlation_source_all_keeps_refine_candidates(run_db: Path) -> None:
+    ctx = studies.open_run(run_db, "cpu")
+    try:
+        sid = studies.correlation(ctx, 1, 20, 1, 2, report=lambda _: None, source="all")
+        with pytest.raises(ConfigError, match="unknown --source 'best'"):
+            studies.correlation(ctx, 1, 20, 1, 2, report=lambda _: None, source="best")
+    finally:
+        ctx.close()
+    with store.connect_reader(run_db) as conn:
+        rows = store.study_archs(conn, sid, "trained")
+        sources = {store.get_arch(conn, r["arch_id"])["source"] for r in rows}
+        assert len(rows) == len(store.leaderboard(conn, 1)) and sources > {"random"}
+
+
+def test_rank_stats_bootstrap_interval_on_a_known_ranking() -> None:
+    true = list(np.linspace(0.1, 0.3, 40))
+    perfect = studies.rank_stats(true, true, 5)
+    assert perfect["kendall_tau"] == pytest.approx(1.0) and perfect["kendall_lo"] == pytest.approx(1.0)
+    noisy = list(np.asarray(true) + np.random.default_rng(0).normal(0, 0.05, 40))
+    st = studies.rank_stats(noisy, true, 5)
+    assert st["kendall_lo"] < st["kendall_tau"] < st["kendall_hi"] and 0 < st["kendall_lo"]
+    assert st == studies.rank_stats(noisy, true, 5)  # seeded: the same interval every time
+    reverse = studies.rank_stats([-t for t in true], true, 5)
+    assert reverse["kendall_tau"] == pytest.approx(-1.0) and reverse["regret"] == pytest.approx(0.2)
 
 
 def test_correlation_on_a_seeded_training_subset(run_db: Path) -> None:

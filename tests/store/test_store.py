@@ -105,6 +105,7 @@ TABLE_COLUMNS = {
     "study_stats": [
         "study_id", "variant", "n", "kendall_tau", "kendall_p", "spearman_rho", "spearman_p", "top_k",
         "top_k_overlap", "regret", "win_rate", "mean_gap", "mean_error", "best_error", "extra_json", "at",
+        "kendall_lo", "kendall_hi", "spearman_lo", "spearman_hi",
     ],
     "final_steps": [
         "final_id",
@@ -142,6 +143,11 @@ VIEW_COLUMNS = {
     "final_curve": [
         "run_id", "final_id", "arch_id", "epoch", "train_loss", "train_error", "val_error",
         "test_error", "lr",
+    ],
+    "ranking_quality": [
+        "run_id", "study_id", "kind", "predictor", "n", "kendall_tau", "kendall_lo", "kendall_hi",
+        "spearman_rho", "spearman_lo", "spearman_hi", "top_k", "top_k_overlap", "regret",
+        "tau_over_best_baseline",
     ],
 }  # fmt: skip
 
@@ -198,8 +204,8 @@ def test_writer_pragmas(writer: store.Writer) -> None:
     assert c.execute("PRAGMA foreign_keys").fetchone()[0] == 1
     assert c.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
     assert c.execute("PRAGMA busy_timeout").fetchone()[0] == 10_000
-    assert [tuple(r) for r in c.execute("SELECT version FROM schema_version")] == [(1,), (2,)]
-    assert SCHEMA_VERSION == len(store.MIGRATIONS) == 2
+    assert [tuple(r) for r in c.execute("SELECT version FROM schema_version")] == [(1,), (2,), (3,)]
+    assert SCHEMA_VERSION == len(store.MIGRATIONS) == 3
 
 
 def test_reader_is_read_only_patient_and_holds_no_snapshot(writer: store.Writer, db: Path) -> None:
@@ -224,8 +230,30 @@ def test_migrations_idempotent_on_reopen(db: Path) -> None:
         ddl = store.schema_sql(w.conn)
     with connect_writer(db) as w:
         assert store.schema_sql(w.conn) == ddl
-        assert [r[0] for r in w.conn.execute("SELECT version FROM schema_version")] == [1, 2]
+        assert [r[0] for r in w.conn.execute("SELECT version FROM schema_version")] == [1, 2, 3]
         assert w.conn.execute("SELECT name FROM runs WHERE id = ?", (run_id,)).fetchone()[0] == "quick"
+
+
+def test_schema_2_file_gains_the_intervals_and_the_ranking_view(tmp_path: Path) -> None:
+    """A results file written before schema 3 keeps its studies and gets the new columns and view."""
+    path = tmp_path / "old.db"
+    raw = sqlite3.connect(path)
+    raw.execute("CREATE TABLE schema_version (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)")
+    for version, migrate in enumerate(store.MIGRATIONS[:2], 1):
+        migrate(raw)
+        raw.execute("INSERT INTO schema_version VALUES (?, '2026-11-01T00:00:00.000Z')", (version,))
+    raw.execute("INSERT INTO runs (name, created_at, updated_at, config_json) VALUES ('old', 'x', 'x', '{}')")
+    raw.execute("INSERT INTO studies (run_id, kind, options_json, created_at, updated_at) "
+                "VALUES (1, 'correlation', '{}', 'x', 'x')")
+    raw.execute("INSERT INTO study_stats (study_id, variant, n, kendall_tau, at) VALUES (1, 'run', 30, -0.3, 'x')")
+    raw.commit()
+    raw.close()
+    with connect_writer(path) as w:
+        w.set_study_stats(1, [dict(variant="run", n=30, kendall_tau=-0.3, kendall_lo=-0.5, kendall_hi=-0.1),
+                              dict(variant="params", n=30, kendall_tau=0.2)])
+    with connect_reader(path) as conn:
+        rows = conn.execute("SELECT predictor, kendall_lo, tau_over_best_baseline FROM ranking_quality").fetchall()
+    assert [tuple(r) for r in rows] == [("params", None, 0.0), ("run", -0.5, pytest.approx(-0.5))]
 
 
 def test_creates_missing_folder(tmp_path: Path) -> None:
@@ -240,14 +268,14 @@ def test_creates_missing_folder(tmp_path: Path) -> None:
 def test_newer_schema_refused_without_modification(db: Path) -> None:
     connect_writer(db).close()
     raw = sqlite3.connect(db)
-    raw.execute("INSERT INTO schema_version VALUES (3, '2030-01-01T00:00:00.000Z')")
+    raw.execute("INSERT INTO schema_version VALUES (4, '2030-01-01T00:00:00.000Z')")
     raw.commit()
     raw.close()
     before = db.read_bytes()
     with pytest.raises(ResultsFileError) as e:
         connect_writer(db)
     msg = str(e.value)
-    assert "newer smash-tui (schema 3, this one reads 2): upgrade smash-tui" in msg
+    assert "newer smash-tui (schema 4, this one reads 3): upgrade smash-tui" in msg
     assert "\n" not in msg
     with pytest.raises(ResultsFileError, match="newer smash-tui"):
         connect_reader(db)

@@ -298,7 +298,9 @@ def test_studies_key_shows_each_study_and_its_statistics(db):
     w = store.connect_writer(db)
     sid = w.create_study(1, "correlation", {"every": 2})
     w.set_study_stats(sid, [dict(variant="run", n=12, kendall_tau=0.4242, kendall_p=0.05, spearman_rho=0.5757,
-                                 spearman_p=0.05, top_k=5, top_k_overlap=0.6, regret=0.0123)])
+                                 spearman_p=0.05, top_k=5, top_k_overlap=0.6, regret=0.0123, kendall_lo=-0.1,
+                                 kendall_hi=0.8),
+                            dict(variant="params", n=12, kendall_tau=0.1111, kendall_lo=-0.3, kendall_hi=0.5)])
     w.update_study(sid, status="done", message="tau 0.424, rho 0.576 over 12 architectures")
     w.close()
 
@@ -307,8 +309,10 @@ def test_studies_key_shows_each_study_and_its_statistics(db):
         await pilot.press("t")
         await until(pilot, lambda: "0.424" in screen_text(pilot.app), what="the study's statistics")
         shot = screen_text(pilot.app)
-        for text in ("correlation (done)", "tau 0.424, rho 0.576", "0.576", "0.60", "0.0123"):
+        for text in ("correlation (done)", "tau 0.424, rho 0.576", "0.576", "0.60", "0.0123", "-0.10..+0.80",
+                     "params", "+0.111", "-0.30..+0.50"):
             assert text in shot, text
+        assert shot.index("run ") < shot.index("params")  # SMASH first, the baselines under it
         assert "win" not in shot  # columns no row uses are left out
 
     drive(SmashApp(db=db, runs_dir=db.parent), shown)

@@ -1,0 +1,270 @@
+"""How well does a SMASH setting rank? Scored against the truth panel, beside what a user gets for free.
+
+    python benchmarks/search_quality.py --variant default --epochs 3          # ~35-45 min on a 2-core CPU
+    python benchmarks/search_quality.py --variant hyper-paper --hyper paper --epochs 3
+    python benchmarks/search_quality.py --variant e1-2-4 --epochs 4 --score-at 1,2,4   # tau against epochs
+    python benchmarks/search_quality.py --smoke --out /tmp/q                  # every stage, tiny (the test)
+
+Trains SMASH as the engine does (`train.smash_step`, the run config's schedule and seeds) on the panel's
+dataset, on the training split *less* the truth's held-out images, then scores every panel architecture on
+those held-out images (`train.smash_score`: the rank phase's score). Reports, against the panel's mean true
+error (`benchmarks/truth/<panel>/truth.json`):
+- Kendall tau and Spearman rho, each with a bootstrap 95% interval over architectures, top-5 overlap, and the
+  regret of the pick (its true error minus the panel's best), for SMASH and for the free baselines
+  (parameter count, FLOPs, synflow and NASWOT at initialisation: `smash_engine.proxies`);
+- the truth ceiling (seed vs seed tau of the panel's two trainings).
+The JSON lands in `benchmarks/results/quality-<variant>-<stamp>.json` with the settings, the commit, the
+machine and its load. SMASH's checkpoint is kept per epoch under `--work`, so an interrupted run resumes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import truth_panel  # noqa: E402  (benchmarks/ is not a package)
+
+PREDICTORS = ("smash", "params", "flops", "synflow", "naswot")
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--variant", default="default", help="name of this setting (goes in the file name)")
+    ap.add_argument("--panel", type=Path, default=truth_panel.PANEL_DIR, help="truth panel folder")
+    ap.add_argument("--epochs", type=int, default=3, help="SMASH training epochs")
+    ap.add_argument("--score-at", default="", help="also score the panel after these epochs, e.g. 1,2")
+    ap.add_argument("--train-size", type=int, default=None, help="SMASH trains on a seeded subset of this size")
+    ap.add_argument("--hyper", default=None, help="HyperNet preset (small | paper); default: the preset's")
+    ap.add_argument("--preset", default="quick", help="run preset whose settings are measured")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="TrainConfig override, e.g. --set lr=0.002 --set batch_size=64 (repeatable)")
+    ap.add_argument("--seed", type=int, default=0, help="SMASH's seed (the held-out split stays the panel's)")
+    ap.add_argument("--threads", type=int, default=max(1, (os.cpu_count() or 1)))
+    ap.add_argument("--work", type=Path, default=ROOT / "runs" / "quality", help="checkpoints")
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    ap.add_argument("--restat", type=Path, default=None, metavar="RESULT.json",
+                    help="recompute a stored result's statistics against the panel's current truth (no training)")
+    ap.add_argument("--smoke", action="store_true",
+                    help="tiny: digits, 6 panel architectures with made-up truth; checks the code path only")
+    return ap.parse_args(argv)
+
+
+def _value(text: str):
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text
+
+
+def make_cfg(a: argparse.Namespace, dataset: str, val_size: int):
+    from smash_engine.config import make_config
+    from smash_engine.errors import ConfigError
+    from smash_engine.hypernet import HYPER_PRESETS
+
+    overrides = {}
+    for item in a.set:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--set takes KEY=VALUE, got {item!r}")
+        overrides[key.strip()] = _value(value.strip())
+    cfg = make_config(a.preset, dataset=dataset, seed=a.seed, device="cpu", epochs=a.epochs, val_size=val_size,
+                      **overrides)
+    if a.hyper:
+        if a.hyper not in HYPER_PRESETS:
+            raise ConfigError(f"unknown --hyper {a.hyper!r}; choose one of {', '.join(HYPER_PRESETS)}")
+        cfg = dataclasses.replace(cfg, hyper=HYPER_PRESETS[a.hyper])
+    return cfg
+
+
+def data(dataset: str, val_size: int, split_seed: int, train_size: int | None, seed: int):
+    """(SMASH training images, the truth's held-out images): disjoint, both from the training split."""
+    import torch
+
+    from smash_engine.data import device_data, holdout_split, load_dataset
+
+    ds = load_dataset(dataset)
+    tr, va = holdout_split(len(ds.train_y), val_size, split_seed)
+    if train_size is not None:
+        tr = tr[torch.randperm(len(tr), generator=torch.Generator().manual_seed(seed))[:train_size]].sort().values
+    cpu = torch.device("cpu")
+    return (device_data(ds.train_x[tr], ds.train_y[tr], ds.info, cpu),
+            device_data(ds.train_x[va], ds.train_y[va], ds.info, cpu))
+
+
+def smash_epochs(cfg, train, ckpt: Path, stops: list[int], on_stop, report=print) -> float:
+    """SMASH training as the engine does it, checkpointed per epoch; `on_stop(s, epoch)` after each epoch in
+    `stops`. Returns the seconds spent training in this call."""
+    import torch
+
+    from smash_engine.runs import save_atomic
+    from smash_engine.train import DATA, Smash, cosine_lr, smash_arch, smash_step, torch_gen
+
+    s, t, step = Smash.create(cfg, torch.device("cpu")), cfg.train, 0
+    spe = train.num_batches(t.batch_size)
+    total = t.epochs * spe
+    if ckpt.exists():
+        sd = torch.load(ckpt, map_location="cpu", weights_only=True)
+        if sd.get("config") == cfg.to_dict():
+            s.load_state_dict(sd)
+            step = int(sd["step"])
+    seconds, scored = 0.0, set()
+    while step < total:
+        epoch = step // spe
+        t0 = time.perf_counter()
+        out = [smash_step(s, smash_arch(cfg, step + b, total), x, y, cosine_lr(t.lr, step + b, total))
+               for b, (x, y) in enumerate(train.epoch_batches(t.batch_size, torch_gen(cfg.seed, DATA, epoch)))]
+        seconds += time.perf_counter() - t0
+        step += len(out)
+        ckpt.parent.mkdir(parents=True, exist_ok=True)
+        save_atomic({**s.state_dict(), "step": step, "config": cfg.to_dict()}, ckpt)
+        loss, err, _ = torch.stack(out).mean(0).tolist()
+        report(f"SMASH epoch {epoch + 1}/{t.epochs}: train loss {loss:.3f}, error {err:.3f} "
+               f"({len(out) * t.batch_size / max(seconds, 1e-9):.0f} img/s so far)")
+        if epoch + 1 in stops:
+            on_stop(s, epoch + 1)
+            scored.add(epoch + 1)
+    if t.epochs not in scored:  # resumed from a finished checkpoint: score it
+        on_stop(s, t.epochs)
+    return seconds
+
+
+def quality_table(pred: dict[str, list[float]], true: list[float], top_k: int = 5) -> dict[str, dict]:
+    from smash_engine.studies import rank_stats
+
+    return {name: rank_stats(values, true, top_k) for name, values in pred.items()}
+
+
+def baselines(archs, train) -> dict[str, list[float]]:
+    import torch
+
+    from smash_engine.proxies import predicted_errors
+
+    x, _ = next(train.epoch_batches(64, torch.Generator().manual_seed(0), augment=False))
+    return predicted_errors(archs, x)
+
+
+def print_table(rows: dict[str, dict], ceiling: dict | None, head: str) -> None:
+    def f(v, spec=".3f"):
+        return "   n/a" if v is None else format(v, spec)
+
+    print(head)
+    print(f"{'predictor':<10} {'tau':>7} {'tau 95%':>16} {'rho':>7} {'rho 95%':>16} {'top-5':>6} {'regret':>7}")
+    for name, r in rows.items():
+        tau_ci = f"{f(r.get('kendall_lo'), '+.2f')}..{f(r.get('kendall_hi'), '+.2f')}"
+        rho_ci = f"{f(r.get('spearman_lo'), '+.2f')}..{f(r.get('spearman_hi'), '+.2f')}"
+        regret = f(100 * r["regret"] if "regret" in r else None, ".2f")
+        print(f"{name:<10} {f(r.get('kendall_tau'), '+.3f'):>7} {tau_ci:>16} {f(r.get('spearman_rho'), '+.3f'):>7} "
+              f"{rho_ci:>16} {f(r.get('top_k_overlap'), '.2f'):>6} {regret:>6}p")
+    if ceiling:
+        lo, hi = ceiling["kendall_tau_ci95"]
+        print(f"{'ceiling':<10} {ceiling['kendall_tau_seed_vs_seed']:>+7.3f} {lo:+.2f}..{hi:+.2f}   "
+              "(seed vs seed: the best any predictor can do against a once-trained truth)")
+
+
+def restat(path: Path, truth: dict) -> int:
+    """Recompute every epoch's statistics of a stored result against `truth` and rewrite the file."""
+    doc = json.loads(path.read_text())
+    true_of = {r["id"]: r["mean_error"] for r in truth["archs"] if r.get("mean_error") is not None}
+    ids = [i for i in doc["by_epoch"][-1]["smash_errors"] if i in true_of]
+    true = [true_of[i] for i in ids]
+    for entry in doc["by_epoch"]:
+        pred = {"smash": [entry["smash_errors"][i] for i in ids],
+                **{k: [v[i] for i in ids] for k, v in doc["baselines_by_arch"].items()}}
+        entry["stats"] = quality_table(pred, true)
+        print_table(entry["stats"], truth.get("ceiling"), f"{doc['variant']} after SMASH epoch {entry['epoch']} "
+                                                          f"(n = {len(ids)} with truth)")
+    doc.update(stats=doc["by_epoch"][-1]["stats"], n_with_truth=len(ids), ceiling=truth.get("ceiling"),
+               truth_complete=truth.get("n_complete"))
+    path.write_text(json.dumps(doc, indent=1) + "\n")
+    print(f"rewrote {path}")
+    return 0
+
+
+def smoke_panel(out: Path):
+    """Six panel architectures of the `tiny` space with a made-up truth: exercises every stage in seconds."""
+    import random
+
+    from smash_engine.config import make_config
+    from smash_engine.sampler import sample_architecture
+
+    cfg = make_config("quick", dataset="digits")
+    archs = [sample_architecture(cfg.space, random.Random(i), 1.0) for i in range(6)]
+    truth = dict(archs=[dict(id=a.id, mean_error=0.1 + 0.01 * i) for i, a in enumerate(archs)],
+                 ceiling=dict(kendall_tau_seed_vs_seed=1.0, kendall_tau_ci95=[1.0, 1.0]),
+                 recipe=dict(dataset="digits", val_size=300, split_seed=0))
+    return archs, truth
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = parse(argv)
+    import torch
+
+    torch.set_num_threads(a.threads)
+    if a.smoke:
+        archs, truth = smoke_panel(a.out)
+        a.epochs, a.set = 1, [*a.set, "batch_size=50"]
+        a.work = a.out / "work"
+    else:
+        # the truth as trained so far: a variant may run while the panel's last trainings still land
+        archs, truth = truth_panel.load_panel(a.panel), truth_panel.summarize(a.panel)
+    if a.restat:
+        return restat(a.restat, truth)
+    recipe = truth["recipe"]
+    true_of = {r["id"]: r["mean_error"] for r in truth["archs"] if r.get("mean_error") is not None}
+    cfg = make_cfg(a, recipe["dataset"], recipe["val_size"])
+    train, val = data(recipe["dataset"], recipe["val_size"], recipe["split_seed"], a.train_size, a.seed)
+    stops = sorted({int(e) for e in a.score_at.split(",") if e.strip()} | {a.epochs})
+    print(f"{a.variant}: SMASH on {len(train)} {recipe['dataset']} images, {a.epochs} epochs, scoring "
+          f"{len(archs)} panel architectures on {len(val)} held-out images after epochs {stops}", flush=True)
+
+    t0 = time.perf_counter()
+    base = baselines(archs, train)
+    t_base = time.perf_counter() - t0
+    kept = [i for i, arch in enumerate(archs) if arch.id in true_of]
+    true = [true_of[archs[i].id] for i in kept]
+    results: dict[int, dict] = {}
+
+    def on_stop(s, epoch: int) -> None:
+        from smash_engine.train import smash_score
+
+        t1 = time.perf_counter()
+        errs = [smash_score(s, arch, val, cfg.train.score_batch)[0] for arch in archs]
+        secs = time.perf_counter() - t1
+        pred = {"smash": [errs[i] for i in kept], **{k: [v[i] for i in kept] for k, v in base.items()}}
+        rows = quality_table(pred, true)
+        results[epoch] = dict(epoch=epoch, smash_errors=dict(zip([x.id for x in archs], errs, strict=True)),
+                              score_seconds=round(secs, 1), score_seconds_per_arch=round(secs / len(archs), 2),
+                              stats=rows)
+        print_table(rows, truth.get("ceiling"), f"after SMASH epoch {epoch} (n = {len(kept)} with truth; "
+                                                f"scoring took {secs / len(archs):.2f} s per architecture)")
+
+    ckpt = a.work / f"{a.variant}.pt"
+    t_train = smash_epochs(cfg, train, ckpt, stops, on_stop, report=lambda line: print(line, flush=True))
+    last = results[max(results)]
+    doc = dict(variant=a.variant, panel=str(a.panel.relative_to(ROOT)) if not a.smoke else "smoke",
+               argv=sys.argv[1:] if argv is None else argv, config=cfg.to_dict(), smash_train_images=len(train),
+               held_out_images=len(val), n_with_truth=len(kept), ceiling=truth.get("ceiling"),
+               truth_complete=truth.get("n_complete"),
+               smash_train_seconds=round(t_train, 1), baseline_seconds=round(t_base, 1),
+               baselines_by_arch={k: dict(zip([x.id for x in archs], v, strict=True)) for k, v in base.items()},
+               by_epoch=[results[e] for e in sorted(results)], stats=last["stats"], machine=truth_panel.machine())
+    a.out.mkdir(parents=True, exist_ok=True)
+    path = a.out / f"quality-{a.variant}-{time.strftime('%Y-%m-%d-%H%M')}.json"
+    path.write_text(json.dumps(doc, indent=1) + "\n")
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

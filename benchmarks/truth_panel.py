@@ -1,0 +1,271 @@
+"""The truth panel: a fixed set of architectures trained normally, twice each, kept in the repo.
+
+Every ranking measurement (`benchmarks/search_quality.py`) is made against it, so a change to SMASH is
+judged on the same architectures and the same truth. Build it once; nothing later retrains it.
+
+    python benchmarks/truth_panel.py build                     # draw the panel (panel.json)
+    python benchmarks/truth_panel.py train --worker 0 --workers 2 &   # one process per core, resumable
+    python benchmarks/truth_panel.py train --worker 1 --workers 2 &
+    python benchmarks/truth_panel.py summary                   # truth.json: means, spread, seed-vs-seed tau
+
+The panel: `N_ARCHS` architectures drawn with the engine's own sampler at the end of SMASH training
+(progress 1.0, the rank phase's distribution), seeded, on the `quick` search space at 16 px. The truth
+recipe (`RECIPE`): FixedNet, SGD Nesterov with a cosine schedule, on a seeded subset of Fashion-MNIST's
+training split at 16 px (`fashion-mnist16`), error on the engine's held-out split (5,000 images carved from
+the training set with seed 0; SMASH never trains on them). Each (architecture, seed) lands as one line of
+`runs.jsonl` as soon as it is trained, so a killed worker loses at most one training.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+PANEL_DIR = ROOT / "benchmarks" / "truth" / "fmnist16-quick"
+N_ARCHS = 40
+PANEL_SEED = 2026
+PANEL_PURPOSE = 201  # derived-seed purpose, clear of the engine's and the studies'
+# The truth's recipe; changing it means a new panel folder, never an edit of this one.
+RECIPE = dict(dataset="fashion-mnist16", space="quick", val_size=5000, split_seed=0, train_size=12000,
+              epochs=2, batch=64, lr=0.05, momentum=0.9, nesterov=True, weight_decay=1e-4, augment="crop2+flip",
+              seeds=[0, 1])
+
+
+def space():
+    from smash_engine.config import DATASET_SHAPES
+    from smash_engine.space import space_preset
+
+    c, size, classes = DATASET_SHAPES[RECIPE["dataset"]]
+    return space_preset(RECIPE["space"], image_channels=c, image_size=size, num_classes=classes)
+
+
+def machine() -> dict:
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                                text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        commit = "unknown"
+    import torch
+
+    return dict(commit=commit, host=socket.gethostname(), cpu=platform.processor() or platform.machine(),
+                cores=os.cpu_count(), torch=torch.__version__, threads=torch.get_num_threads(),
+                load=os.getloadavg()[0])
+
+
+def draw_panel(n: int | None = None, seed: int = PANEL_SEED) -> list:
+    """`n` distinct architectures from the sampler at progress 1.0 (what the rank phase scores)."""
+    from smash_engine.sampler import sample_architecture
+    from smash_engine.train import _derived
+
+    n = N_ARCHS if n is None else n
+    sp, archs, seen, i = space(), [], set(), 0
+    while len(archs) < n:
+        a = sample_architecture(sp, random.Random(_derived(seed, PANEL_PURPOSE, i)), progress=1.0)
+        i += 1
+        if a.id not in seen:
+            seen.add(a.id)
+            archs.append(a)
+    return archs
+
+
+def load_panel(panel_dir: Path = PANEL_DIR) -> list:
+    from smash_engine.space import Architecture
+
+    rows = json.loads((panel_dir / "panel.json").read_text())["archs"]
+    return [Architecture.from_dict(r["arch"]) for r in rows]
+
+
+def load_truth(panel_dir: Path = PANEL_DIR) -> dict:
+    return json.loads((panel_dir / "truth.json").read_text())
+
+
+def cmd_build(a) -> int:
+    from smash_engine.network import arch_cost
+
+    path = a.dir / "panel.json"
+    if path.exists():
+        print(f"{path} exists; the panel is fixed once built (use another --dir for a new one)", file=sys.stderr)
+        return 1
+    archs = draw_panel()
+    a.dir.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for arch in archs:
+        params, flops = arch_cost(arch)
+        rows.append(dict(id=arch.id, params=params, flops=flops, ops=arch.n_ops, arch=arch.to_dict()))
+    doc = dict(what="truth panel: architectures drawn by the engine's sampler at progress 1.0",
+               seed=PANEL_SEED, purpose=PANEL_PURPOSE, recipe=RECIPE, space=space().to_dict(), archs=rows,
+               **{"built_on": machine()})
+    path.write_text(_dumps(doc))
+    print(f"wrote {path}: {len(rows)} architectures, params {min(r['params'] for r in rows)}.."
+          f"{max(r['params'] for r in rows)}")
+    return 0
+
+
+def _dumps(doc: dict) -> str:
+    """JSON with one line per architecture: small in the repo, and a diff shows which entry changed."""
+    rows = doc.pop("archs")
+    head = json.dumps(doc, indent=1)[:-2]
+    body = ",\n".join("  " + json.dumps(r) for r in rows)
+    return f'{head},\n "archs": [\n{body}\n ]\n}}\n'
+
+
+def _done(path: Path) -> set[tuple[str, int]]:
+    if not path.exists():
+        return set()
+    out = set()
+    for line in path.read_text().splitlines():
+        if line.strip():
+            r = json.loads(line)
+            out.add((r["arch_id"], r["seed"]))
+    return out
+
+
+def train_one(arch, seed: int, train, val) -> dict:
+    """The truth recipe on one architecture: (val error, val loss, train loss, seconds)."""
+    import torch
+
+    from smash_engine.config import TrainConfig
+    from smash_engine.train import Final, cosine_lr, torch_gen
+
+    t = TrainConfig(final_lr=RECIPE["lr"], final_batch=RECIPE["batch"], final_weight_decay=RECIPE["weight_decay"])
+    t0 = time.perf_counter()
+    f = Final.create(arch, t, seed, torch.device("cpu"))
+    spe = train.num_batches(t.final_batch)
+    total = RECIPE["epochs"] * spe
+    losses = []
+    for epoch in range(RECIPE["epochs"]):
+        for b, (x, y) in enumerate(train.epoch_batches(t.final_batch, torch_gen(seed, 301, epoch))):
+            losses.append(f.step(x, y, cosine_lr(t.final_lr, epoch * spe + b, total)))
+    err, loss = f.evaluate(val, 1000)
+    train_loss = torch.stack(losses[-spe:]).mean(0)[0].item()
+    return dict(val_error=err, val_loss=loss, train_loss=train_loss, seconds=round(time.perf_counter() - t0, 1))
+
+
+def splits():
+    """(truth training subset, held-out split) on the CPU; SMASH trains on the rest of the training split."""
+    import torch
+
+    from smash_engine.data import device_data, holdout_split, load_dataset
+
+    ds = load_dataset(RECIPE["dataset"])
+    tr, va = holdout_split(len(ds.train_y), RECIPE["val_size"], RECIPE["split_seed"])
+    sub = tr[torch.randperm(len(tr), generator=torch.Generator().manual_seed(PANEL_SEED))[:RECIPE["train_size"]]]
+    cpu = torch.device("cpu")
+    return (device_data(ds.train_x[sub], ds.train_y[sub], ds.info, cpu),
+            device_data(ds.train_x[va], ds.train_y[va], ds.info, cpu))
+
+
+def cmd_train(a) -> int:
+    import torch
+
+    torch.set_num_threads(a.threads)
+    archs = load_panel(a.dir)
+    out = a.dir / "runs.jsonl"
+    train, val = splits()
+    # arch-major: with two workers, each architecture's two seeds train side by side, so a panel cut short
+    # still has complete pairs
+    jobs = [(i, arch, s) for i, arch in enumerate(archs) for s in RECIPE["seeds"]]
+    mine = [j for k, j in enumerate(jobs) if k % a.workers == a.worker]
+    for i, arch, seed in mine:
+        if (arch.id, seed) in _done(out):
+            continue
+        r = train_one(arch, seed, train, val)
+        row = dict(arch_id=arch.id, index=i, seed=seed, **r, worker=a.worker, load=round(os.getloadavg()[0], 2),
+                   at=time.strftime("%Y-%m-%dT%H:%M:%S"))
+        with open(out, "a") as fh:  # one short line per write: appends from two workers do not interleave
+            fh.write(json.dumps(row) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        print(f"[{a.worker}] {i:2d} {arch.id} seed {seed}: val err {r['val_error']:.4f} ({r['seconds']:.0f} s)",
+              flush=True)
+    return 0
+
+
+def summarize(panel_dir: Path = PANEL_DIR) -> dict:
+    import numpy as np
+    from scipy import stats
+
+    from smash_engine.studies.common import bootstrap_ci
+
+    panel = json.loads((panel_dir / "panel.json").read_text())
+    runs: dict[str, dict[int, dict]] = {}
+    lines = (panel_dir / "runs.jsonl").read_text().splitlines() if (panel_dir / "runs.jsonl").exists() else []
+    for line in lines:
+        if line.strip():
+            r = json.loads(line)
+            runs.setdefault(r["arch_id"], {})[r["seed"]] = r
+    seeds = RECIPE["seeds"]
+    rows, complete = [], []
+    for p in panel["archs"]:
+        got = runs.get(p["id"], {})
+        errs = [got[s]["val_error"] for s in seeds if s in got]
+        row = dict(id=p["id"], params=p["params"], flops=p["flops"], ops=p["ops"],
+                   errors={str(s): got[s]["val_error"] for s in seeds if s in got},
+                   mean_error=float(np.mean(errs)) if len(errs) == len(seeds) else None,
+                   spread=float(max(errs) - min(errs)) if len(errs) > 1 else None)
+        rows.append(row)
+        if len(errs) == len(seeds):
+            complete.append(row)
+    out: dict = dict(recipe=RECIPE, panel_seed=panel["seed"], n_archs=len(rows), n_complete=len(complete),
+                     archs=rows)
+    if len(complete) >= 3:
+        e0 = [r["errors"][str(seeds[0])] for r in complete]
+        e1 = [r["errors"][str(seeds[1])] for r in complete]
+        means = [r["mean_error"] for r in complete]
+        tau = stats.kendalltau(e0, e1).statistic
+        lo, hi = bootstrap_ci(lambda idx: stats.kendalltau(np.take(e0, idx), np.take(e1, idx)).statistic,
+                              len(e0))
+        diffs = np.subtract(e0, e1)
+        out["ceiling"] = dict(
+            kendall_tau_seed_vs_seed=float(tau), kendall_tau_ci95=[lo, hi],
+            spearman_rho_seed_vs_seed=float(stats.spearmanr(e0, e1).statistic),
+            # one seed's error = truth + noise: sd of the noise is sd(e0 - e1) / sqrt 2
+            seed_noise_sd=float(np.std(diffs, ddof=1) / np.sqrt(2)),
+            mean_error_sd=float(np.std(means, ddof=1)), mean_error_range=[float(min(means)), float(max(means))],
+            params_tau_vs_mean=float(stats.kendalltau([r["params"] for r in complete], means).statistic))
+        secs = [r["seconds"] for a in runs.values() for r in a.values()]
+        out["cost"] = dict(trainings=len(secs), seconds_mean=float(np.mean(secs)), seconds_total=float(np.sum(secs)))
+    (panel_dir / "truth.json").write_text(json.dumps(out, indent=1) + "\n")
+    return out
+
+
+def cmd_summary(a) -> int:
+    out = summarize(a.dir)
+    c = out.get("ceiling")
+    print(f"{out['n_complete']}/{out['n_archs']} architectures trained with every seed")
+    if c:
+        print(f"seed-vs-seed Kendall tau {c['kendall_tau_seed_vs_seed']:.3f} "
+              f"(95% CI {c['kendall_tau_ci95'][0]:.3f}..{c['kendall_tau_ci95'][1]:.3f}), "
+              f"rho {c['spearman_rho_seed_vs_seed']:.3f}; mean errors sd {c['mean_error_sd'] * 100:.2f} pts "
+              f"(range {c['mean_error_range'][0] * 100:.2f}-{c['mean_error_range'][1] * 100:.2f}%), "
+              f"seed noise sd {c['seed_noise_sd'] * 100:.2f} pts; params tau {c['params_tau_vs_mean']:+.3f}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--dir", type=Path, default=PANEL_DIR, help="panel folder")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("build")
+    t = sub.add_parser("train")
+    t.add_argument("--worker", type=int, default=0)
+    t.add_argument("--workers", type=int, default=1)
+    t.add_argument("--threads", type=int, default=1)
+    sub.add_parser("summary")
+    a = ap.parse_args(argv)
+    return {"build": cmd_build, "train": cmd_train, "summary": cmd_summary}[a.cmd](a)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

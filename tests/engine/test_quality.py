@@ -1,0 +1,106 @@
+"""Search-quality instruments on tiny inputs: the free baselines (proxies.py), the truth panel's builder and
+summary, and benchmarks/search_quality.py end to end (--smoke). The real panel and variant runs are
+benchmarks, not tests (benchmarks/README.md)."""
+
+import json
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+
+from smash_engine.config import make_config
+from smash_engine.data import device_data, load_dataset
+from smash_engine.network import arch_cost
+from smash_engine.proxies import naswot, predicted_errors, synflow
+from smash_engine.sampler import sample_architecture
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import truth_panel  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def archs():
+    cfg = make_config("quick")
+    return [sample_architecture(cfg.space, random.Random(i), 1.0) for i in range(4)]
+
+
+@pytest.fixture(scope="module")
+def digits():
+    ds = load_dataset("digits")
+    return device_data(ds.train_x[:256], ds.train_y[:256], ds.info, torch.device("cpu"))
+
+
+def test_baselines_are_negated_scores_and_reproducible(archs, digits):
+    x, _ = next(digits.eval_batches(32))
+    pred = predicted_errors(archs, x)
+    assert pred["params"] == [-arch_cost(a)[0] for a in archs]
+    assert pred["flops"] == [-arch_cost(a)[1] for a in archs]
+    assert pred == predicted_errors(archs, x)  # seeded initialisation: the same figures every time
+    assert all(np.isfinite(v).all() for v in pred.values())
+    with pytest.raises(ValueError, match="naswot needs a batch"):
+        predicted_errors(archs, None, ("naswot",))
+
+
+def test_synflow_grows_with_a_wider_network():
+    narrow = make_config("quick").space
+    wide = make_config("quick", dataset="digits").space.__class__(**{**narrow.to_dict(), "N": 8, "N_max": 32,
+                                                                     "kernels": (3, 5), "groups": (1, 2, 4)})
+    a, b = (sample_architecture(s, random.Random(0), 1.0) for s in (narrow, wide))
+    assert arch_cost(b)[0] > arch_cost(a)[0] and synflow(b) > synflow(a)
+
+
+def test_naswot_cannot_tell_identical_images_apart(archs, digits):
+    x, _ = next(digits.eval_batches(16))
+    assert np.isfinite(naswot(archs[0], x))
+    twins = torch.cat([x[:8], x[:8]])  # K has equal rows: singular, log|det| = -inf
+    assert naswot(archs[0], twins) == -np.inf
+
+
+def test_truth_panel_build_train_and_summary(tmp_path, monkeypatch, archs, digits):
+    monkeypatch.setattr(truth_panel, "N_ARCHS", 5)
+    assert truth_panel.main(["--dir", str(tmp_path), "build"]) == 0
+    assert truth_panel.main(["--dir", str(tmp_path), "build"]) == 1  # fixed once built
+    panel = truth_panel.load_panel(tmp_path)
+    assert len(panel) == 5 and len({a.id for a in panel}) == 5
+    assert [a.id for a in panel] == [a.id for a in truth_panel.draw_panel(5)]  # seeded
+    assert all(a.image_size == 16 for a in panel)
+    # one real (tiny) training of the recipe on digits-sized data
+    r = truth_panel.train_one(archs[0], 0, digits, digits)
+    assert 0 <= r["val_error"] <= 1 and r["seconds"] > 0
+    # a summary from made-up runs: the ceiling is scipy's tau of seed 0 against seed 1
+    gen = np.random.default_rng(0)
+    e0 = gen.uniform(0.1, 0.3, 5)
+    e1 = e0 + gen.normal(0, 0.01, 5)
+    with open(tmp_path / "runs.jsonl", "w") as fh:
+        for a, x0, x1 in zip(panel, e0, e1, strict=True):
+            for seed, err in ((0, x0), (1, x1)):
+                fh.write(json.dumps(dict(arch_id=a.id, seed=seed, val_error=err, seconds=1.0)) + "\n")
+        fh.write(json.dumps(dict(arch_id="not-in-panel", seed=0, val_error=0.5, seconds=1.0)) + "\n")
+    out = truth_panel.summarize(tmp_path)
+    assert out["n_complete"] == 5
+    assert out["ceiling"]["kendall_tau_seed_vs_seed"] == pytest.approx(stats.kendalltau(e0, e1).statistic)
+    lo, hi = out["ceiling"]["kendall_tau_ci95"]
+    assert lo <= out["ceiling"]["kendall_tau_seed_vs_seed"] <= hi
+    assert [r["mean_error"] for r in out["archs"]] == pytest.approx(list((e0 + e1) / 2))
+    assert json.loads((tmp_path / "truth.json").read_text())["n_complete"] == 5
+
+
+def test_search_quality_smoke_end_to_end(tmp_path):
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "search_quality.py"), "--smoke", "--out",
+                           str(tmp_path), "--threads", "2"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    (path,) = tmp_path.glob("quality-default-*.json")
+    doc = json.loads(path.read_text())
+    assert set(doc["stats"]) == {"smash", "params", "flops", "synflow", "naswot"}
+    assert doc["n_with_truth"] == 6 and "ceiling" in proc.stdout
+    smash = doc["stats"]["smash"]
+    errs = list(doc["by_epoch"][-1]["smash_errors"].values())
+    true = [0.1 + 0.01 * i for i in range(6)]
+    assert smash["kendall_tau"] == pytest.approx(stats.kendalltau(errs, true).statistic, nan_ok=True)
+    assert doc["machine"]["cores"] and doc["config"]["dataset"] == "digits"
