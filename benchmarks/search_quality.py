@@ -50,7 +50,15 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--seed", type=int, default=0, help="SMASH's seed (the held-out split stays the panel's)")
     ap.add_argument("--threads", type=int, default=max(1, (os.cpu_count() or 1)))
     ap.add_argument("--work", type=Path, default=ROOT / "runs" / "quality", help="checkpoints")
+    ap.add_argument("--from", dest="from_variant", default=None, metavar="VARIANT",
+                    help="start from that variant's SMASH checkpoint when only scoring settings differ "
+                         "(e.g. --set score_bn=recal on the default's trained HyperNet: no retraining)")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    ap.add_argument("--verify", type=int, default=0, metavar="K",
+                    help="also measure the verify phase on the panel: train the top K of SMASH (and of parameter "
+                         "count) briefly and take the best; reports the regret of each pick")
+    ap.add_argument("--verify-images", type=int, default=4000, help="training images of each short training")
+    ap.add_argument("--verify-epochs", type=int, default=1)
     ap.add_argument("--restat", type=Path, default=None, metavar="RESULT.json",
                     help="recompute a stored result's statistics against the panel's current truth (no training)")
     ap.add_argument("--smoke", action="store_true",
@@ -115,9 +123,11 @@ def smash_epochs(cfg, train, ckpt: Path, stops: list[int], on_stop, report=print
     total = t.epochs * spe
     if ckpt.exists():
         sd = torch.load(ckpt, map_location="cpu", weights_only=True)
-        if sd.get("config") == cfg.to_dict():
+        if _trained_by(sd.get("config") or {}) == _trained_by(cfg.to_dict()):
             s.load_state_dict(sd)
             step = int(sd["step"])
+        else:
+            report(f"{ckpt} was trained with other settings: training from scratch")
     seconds, scored = 0.0, set()
     while step < total:
         epoch = step // spe
@@ -137,6 +147,16 @@ def smash_epochs(cfg, train, ckpt: Path, stops: list[int], on_stop, report=print
     if t.epochs not in scored:  # resumed from a finished checkpoint: score it
         on_stop(s, t.epochs)
     return seconds
+
+
+SCORING_ONLY = ("score_bn", "bn_batches", "score_batch", "n_random", "n_perturb", "n_hillclimb", "final_top",
+                "final_epochs", "final_batch", "final_lr", "final_weight_decay", "log_every", "val_size")
+
+
+def _trained_by(cfg: dict) -> dict:
+    """The part of a config that decides SMASH's trained weights (what scoring settings leave alone)."""
+    train = {k: v for k, v in cfg.get("train", {}).items() if k not in SCORING_ONLY}
+    return {**{k: v for k, v in cfg.items() if k not in ("train", "name")}, "train": train}
 
 
 def quality_table(pred: dict[str, list[float]], true: list[float], top_k: int = 5) -> dict[str, dict]:
@@ -182,6 +202,10 @@ def restat(path: Path, truth: dict) -> int:
         pred = {"smash": [entry["smash_errors"][i] for i in ids],
                 **{k: [v[i] for i in ids] for k, v in doc["baselines_by_arch"].items()}}
         entry["stats"] = quality_table(pred, true)
+        if entry is doc["by_epoch"][-1]:  # the picks without verification (that needs training: rerun with --from)
+            old = entry.get("picks") or {}
+            entry["picks"] = {**old, **pick_regrets(argparse.Namespace(verify=0), [], ids, true, pred, None, None)}
+            doc["picks"] = entry["picks"]
         print_table(entry["stats"], truth.get("ceiling"), f"{doc['variant']} after SMASH epoch {entry['epoch']} "
                                                           f"(n = {len(ids)} with truth)")
     doc.update(stats=doc["by_epoch"][-1]["stats"], n_with_truth=len(ids), ceiling=truth.get("ceiling"),
@@ -189,6 +213,36 @@ def restat(path: Path, truth: dict) -> int:
     path.write_text(json.dumps(doc, indent=1) + "\n")
     print(f"rewrote {path}")
     return 0
+
+
+def pick_regrets(a: argparse.Namespace, archs, kept: list[int], true: list[float], pred: dict[str, list[float]],
+                 train, val) -> dict:
+    """The regret of the architecture each way of choosing hands to final training: SMASH's best score,
+    the largest network, a random one (expected), and SMASH's or parameter count's top K each trained briefly
+    (`--verify K`) with the best of them taken. Regret = its mean true error minus the panel's best."""
+    import numpy as np
+    import torch
+
+    best = min(true)
+    out: dict = {"random_expected": float(np.mean(true) - best)}
+    for name in ("smash", "params"):
+        order = np.argsort(pred[name], kind="stable")
+        out[f"{name}_top1"] = float(true[order[0]] - best)
+        if a.verify:
+            # the same seeded images and seed for every candidate, as the engine's verify phase does
+            idx = torch.randperm(len(train), generator=torch.Generator().manual_seed(7))[:a.verify_images]
+            sub = type(train)(train.x[idx], train.y[idx], train.info, train.device)
+            tried = []
+            for j in order[:a.verify]:
+                r = truth_panel.train_one(archs[kept[j]], 0, sub, val, a.verify_epochs)
+                tried.append((r["val_error"], int(j), r["seconds"]))
+            err, j, _ = min(tried)
+            out[f"{name}_verify{a.verify}"] = float(true[j] - best)
+            out[f"{name}_verify{a.verify}_detail"] = dict(
+                candidates=[archs[kept[i]].id for _, i, _ in tried], short_errors=[e for e, _, _ in tried],
+                seconds=sum(s for _, _, s in tried), picked=archs[kept[j]].id, picked_true_rank=int(
+                    np.argsort(np.argsort(true))[j]) + 1)
+    return out
 
 
 def smoke_panel(out: Path):
@@ -236,20 +290,31 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[int, dict] = {}
 
     def on_stop(s, epoch: int) -> None:
-        from smash_engine.train import smash_score
+        from smash_engine.train import bn_calibration, smash_score
 
         t1 = time.perf_counter()
-        errs = [smash_score(s, arch, val, cfg.train.score_batch)[0] for arch in archs]
+        t = cfg.train
+        calib = bn_calibration(cfg, train)
+        errs = [smash_score(s, arch, val, t.score_batch, t.score_bn, calib)[0] for arch in archs]
         secs = time.perf_counter() - t1
         pred = {"smash": [errs[i] for i in kept], **{k: [v[i] for i in kept] for k, v in base.items()}}
         rows = quality_table(pred, true)
         results[epoch] = dict(epoch=epoch, smash_errors=dict(zip([x.id for x in archs], errs, strict=True)),
                               score_seconds=round(secs, 1), score_seconds_per_arch=round(secs / len(archs), 2),
                               stats=rows)
+        if epoch == a.epochs:
+            results[epoch]["picks"] = picks = pick_regrets(a, archs, kept, true, pred, train, val)
+            print("regret of the pick (points): " + ", ".join(
+                f"{k} {100 * v:.2f}" for k, v in picks.items() if not k.endswith("_detail")), flush=True)
         print_table(rows, truth.get("ceiling"), f"after SMASH epoch {epoch} (n = {len(kept)} with truth; "
                                                 f"scoring took {secs / len(archs):.2f} s per architecture)")
 
     ckpt = a.work / f"{a.variant}.pt"
+    if a.from_variant and not ckpt.exists():
+        import shutil
+
+        a.work.mkdir(parents=True, exist_ok=True)
+        shutil.copy(a.work / f"{a.from_variant}.pt", ckpt)
     t_train = smash_epochs(cfg, train, ckpt, stops, on_stop, report=lambda line: print(line, flush=True))
     last = results[max(results)]
     doc = dict(variant=a.variant, panel=str(a.panel.relative_to(ROOT)) if not a.smoke else "smoke",
@@ -258,7 +323,8 @@ def main(argv: list[str] | None = None) -> int:
                truth_complete=truth.get("n_complete"),
                smash_train_seconds=round(t_train, 1), baseline_seconds=round(t_base, 1),
                baselines_by_arch={k: dict(zip([x.id for x in archs], v, strict=True)) for k, v in base.items()},
-               by_epoch=[results[e] for e in sorted(results)], stats=last["stats"], machine=truth_panel.machine())
+               by_epoch=[results[e] for e in sorted(results)], stats=last["stats"], picks=last.get("picks"),
+               machine=truth_panel.machine())
     a.out.mkdir(parents=True, exist_ok=True)
     path = a.out / f"quality-{a.variant}-{time.strftime('%Y-%m-%d-%H%M')}.json"
     path.write_text(json.dumps(doc, indent=1) + "\n")

@@ -131,20 +131,22 @@ def _done(path: Path) -> set[tuple[str, int]]:
     return out
 
 
-def train_one(arch, seed: int, train, val) -> dict:
-    """The truth recipe on one architecture: (val error, val loss, train loss, seconds)."""
+def train_one(arch, seed: int, train, val, epochs: int | None = None) -> dict:
+    """The truth recipe on one architecture: (val error, val loss, train loss, seconds). `epochs` other than
+    the recipe's is for shorter trainings (search_quality's verification), never for the truth."""
     import torch
 
     from smash_engine.config import TrainConfig
     from smash_engine.train import Final, cosine_lr, torch_gen
 
+    epochs = RECIPE["epochs"] if epochs is None else epochs
     t = TrainConfig(final_lr=RECIPE["lr"], final_batch=RECIPE["batch"], final_weight_decay=RECIPE["weight_decay"])
     t0 = time.perf_counter()
     f = Final.create(arch, t, seed, torch.device("cpu"))
     spe = train.num_batches(t.final_batch)
-    total = RECIPE["epochs"] * spe
+    total = epochs * spe
     losses = []
-    for epoch in range(RECIPE["epochs"]):
+    for epoch in range(epochs):
         for b, (x, y) in enumerate(train.epoch_batches(t.final_batch, torch_gen(seed, 301, epoch))):
             losses.append(f.step(x, y, cosine_lr(t.final_lr, epoch * spe + b, total)))
     err, loss = f.evaluate(val, 1000)

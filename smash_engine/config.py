@@ -23,10 +23,21 @@ class TrainConfig:
     weight_decay: float = 1e-4  # on SmashNet's free weights, not on the HyperNet (the original's choice)
     val_size: int = 5000  # held-out images carved from the training set, seeded
     score_batch: int = 500  # images per forward when scoring (the larger the faster)
+    # BatchNorm statistics when scoring (train.arch_bn): shared (the running ones SMASH training left, as
+    # the original), recal (re-estimated per architecture on bn_batches x score_batch training images) or batch
+    score_bn: str = "shared"
+    bn_batches: int = 4
+    val_archs: int = 20  # the fixed architectures behind the per-epoch validation SMASH error
+    val_every: int = 1  # epochs between two points of that curve (the last epoch always has one)
     n_random: int = 500  # rank phase: random architectures scored
     n_perturb: int = 100  # refine phase: perturbations of the best random architecture
     n_hillclimb: int = 100  # refine phase: greedy hill-climbing steps
     perturb_prob: float = 0.05  # chance of resampling each field of each op
+    # verify phase: SMASH's best verify_top trained briefly (verify_epochs over verify_images training images,
+    # 0 = all); final training takes the best of them by held-out error (0 = no verify phase)
+    verify_top: int = 0
+    verify_epochs: int = 1
+    verify_images: int = 0
     final_top: int = 1  # architectures final-trained after the search (0 = none)
     final_epochs: int = 100
     final_batch: int = 50
@@ -68,7 +79,8 @@ class RunConfig:
 PRESETS: dict[str, dict] = {
     "quick": dict(dataset="digits", space="quick", hyper="small",
                   train=dict(epochs=30, batch_size=50, val_size=300, score_batch=300, n_random=60, n_perturb=10,
-                             n_hillclimb=10, final_epochs=15, final_batch=50, final_lr=0.05, log_every=4)),
+                             n_hillclimb=10, final_epochs=15, final_batch=50, final_lr=0.05, log_every=4,
+                             val_archs=10, val_every=3)),
     "fmnist": dict(dataset="fashion-mnist", space="fmnist", hyper="paper",
                    train=dict(epochs=10, batch_size=128, val_size=5000, score_batch=1000, n_random=300,
                               n_perturb=50, n_hillclimb=50, final_epochs=15, final_batch=128, log_every=20)),
@@ -101,11 +113,13 @@ def make_config(preset: str = "quick", dataset: str | None = None, seed: int = 0
     if unknown:
         raise ConfigError(f"unknown training option(s): {', '.join(sorted(unknown))}")
     for key, value in overrides.items():
-        if isinstance(value, int) and value <= 0 and key not in ("final_top",):
+        if isinstance(value, int) and value <= 0 and key not in ("final_top", "verify_top", "verify_images"):
             raise ConfigError(f"--{key.replace('_', '-')} must be positive, got {value}")
-        if key == "final_top" and value < 0:
-            raise ConfigError(f"--final-top must be 0 or more, got {value}")
+        if key in ("final_top", "verify_top", "verify_images") and value < 0:
+            raise ConfigError(f"--{key.replace('_', '-')} must be 0 or more, got {value}")
     train = dataclasses.replace(TrainConfig(**p["train"]), **overrides)
+    if train.score_bn not in ("shared", "recal", "batch"):
+        raise ConfigError(f"unknown --score-bn {train.score_bn!r}; choose shared, recal or batch")
     if device not in ("auto", "cpu", "cuda") and not device.startswith("cuda:"):
         raise ConfigError(f"unknown device {device!r}; use cpu, cuda, cuda:N or auto")
     return RunConfig(preset, dataset, space, HYPER_PRESETS[p["hyper"]], train, seed, device, data_dir, download,

@@ -1,10 +1,10 @@
 """The engine process: runs the phases of one search, the only writer of its results file.
 
-Phases (runs.phase): smash -> rank -> refine -> final -> done. Between steps the engine beats its heart,
-polls the `commands` table (pause, continue, stop, sample N, final ARCH [epochs]) and checks for SIGTERM or
-SIGINT. Checkpoints (`<run dir>/checkpoint.pt`, loadable with `weights_only=True`) are written atomically
-at each epoch end, on pause and on stop; rank and refine resume from what the results file already holds,
-since each of their architectures is a pure function of (seed, stage, index).
+Phases (runs.phase): smash -> rank -> refine -> verify (when `verify_top`) -> final -> done. Between steps
+the engine beats its heart, polls the `commands` table (pause, continue, stop, sample N, final ARCH [epochs])
+and checks for SIGTERM or SIGINT. Checkpoints (`<run dir>/checkpoint.pt`, loadable with `weights_only=True`)
+are written atomically at each epoch end, on pause and on stop; rank and refine resume from what the results
+file already holds, since each of their architectures is a pure function of (seed, stage, index).
 
 A run's files (checkpoint.pt, final-ID.pt, final-ID.safetensors) and inputs live in `runs.py`.
 """
@@ -37,11 +37,14 @@ from .train import (
     PERTURB,
     RANK,
     SAMPLE,
+    VERIFY,
     Final,
     Smash,
+    bn_calibration,
     cosine_lr,
     perturbed,
     rank_arch,
+    rng,
     smash_arch,
     smash_score,
     smash_step,
@@ -113,7 +116,8 @@ class Engine:
             self._set(status="running", message=None, device=where)
             self._event("info", f"engine started (pid {os.getpid()} on {socket.gethostname()}, {where})")
             self._prepare()
-            phases = {"smash": self._smash, "rank": self._rank, "refine": self._refine, "final": self._final}
+            phases = {"smash": self._smash, "rank": self._rank, "refine": self._refine, "verify": self._verify,
+                      "final": self._final}
             while self.phase != "done":
                 phases[self.phase]()
             self._between()  # answer commands that arrived during the last step (or while it was stopped)
@@ -153,6 +157,7 @@ class Engine:
     def _prepare(self) -> None:
         t = self.cfg.train
         self.train, self.val, self.test = load_splits(self.cfg, self.device)
+        self.calib = bn_calibration(self.cfg, self.train)
         self.steps_per_epoch = self.train.num_batches(t.batch_size * self.world.size)
         self.total_steps = t.epochs * self.steps_per_epoch
         self.smash = Smash.create(self.cfg, self.device, self.world)
@@ -214,21 +219,24 @@ class Engine:
         self.report(dict(phase="smash", done=self.step, total=self.total_steps, loss=loss, error=err,
                          images_per_s=self._ips))
 
-    def _shards(self, batch: int, gen: torch.Generator, start: int = 0):
+    def _shards(self, batch: int, gen: torch.Generator, start: int = 0, data=None):
         """This rank's part of each global batch of `batch` x world images (every rank draws the same)."""
         r = self.world.rank
-        for x, y in self.train.epoch_batches(batch * self.world.size, gen, start=start):
+        for x, y in (data or self.train).epoch_batches(batch * self.world.size, gen, start=start):
             yield x[r * batch:(r + 1) * batch], y[r * batch:(r + 1) * batch]
 
     def _end_epoch(self, epoch: int) -> None:
         if not self.world.main:  # rank 0 validates and checkpoints; the others wait at the next step
             return
-        err, loss = validation_error(self.smash, self.cfg, self.val, epoch)
-        self.w.add_steps([dict(run_id=self.run_id, step=self.step, epoch=epoch, phase="val", loss=loss,
-                               error=err)])
+        t = self.cfg.train
+        if (epoch + 1) % t.val_every == 0 or epoch + 1 == t.epochs:
+            err, loss = validation_error(self.smash, self.cfg, self.val, self.calib)
+            self.w.add_steps([dict(run_id=self.run_id, step=self.step, epoch=epoch, phase="val", loss=loss,
+                                   error=err)])
+            self._event("info", f"epoch {epoch + 1}: validation SMASH error {err:.4f} "
+                                f"(mean of {t.val_archs} fixed architectures)")
         self._set(epoch=epoch + 1, step=self.step)
         self._checkpoint()
-        self._event("info", f"epoch {epoch + 1}: validation SMASH error {err:.4f}")
 
     def _count(self, source: str) -> int:
         return self._agreed(lambda: store.count_scores(self.w.conn, self.run_id, source))
@@ -251,10 +259,73 @@ class Engine:
             cands = [perturbed(self.cfg, arch, PERTURB, i) for i in range(start, t.n_perturb)]
             self._score_many(cands, "perturb", arch.id, start, t.n_perturb + t.n_hillclimb)
             self._hillclimb()
+        if t.verify_top:
+            with self.w.transaction():  # the candidates are fixed and the phase moves on together, or neither
+                rows = store.leaderboard(self.w.conn, self.run_id, limit=t.verify_top) if self.world.main else []
+                self.w.queue_verifications(self.run_id, [(r["arch_id"], r["rank"]) for r in rows],
+                                           t.verify_epochs, self._verify_images())
+                self._enter("verify")
+            return
+        self._queue_finals_and_enter([r["arch_id"] for r in self._top(t.final_top)])
+
+    def _top(self, n: int) -> list[dict]:
+        return store.leaderboard(self.w.conn, self.run_id, limit=n) if self._queues_finals() else []
+
+    def _queue_finals_and_enter(self, arch_ids: list[str]) -> None:
         with self.w.transaction():  # the top K are queued and the phase moves on together, or neither
-            for row in store.leaderboard(self.w.conn, self.run_id, limit=t.final_top) if self._queues_finals() else []:
-                self._queue_final(row["arch_id"], t.final_epochs)
+            for arch_id in arch_ids if self._queues_finals() else []:
+                self._queue_final(arch_id, self.cfg.train.final_epochs)
             self._enter("final")
+
+    def _verify_images(self) -> int:
+        n = self.cfg.train.verify_images
+        return len(self.train) if n == 0 else min(n, len(self.train))
+
+    def _verify(self) -> None:
+        """Train SMASH's best few briefly; final training gets the best of them by held-out error.
+
+        A SMASH score ranks roughly; a short real training separates the top candidates far better than their
+        SMASH scores do, at the cost of a few short trainings. Each result is committed as it lands; one cut
+        short by a stop is trained again on resume (it is short).
+        """
+        t = self.cfg.train
+        todo = self._agreed(lambda: [r for r in store.verifications(self.w.conn, self.run_id)
+                                     if r["status"] != "done"])
+        total = t.verify_top
+        for row in todo:
+            self._verify_one(row["arch_id"], total - len(todo) + todo.index(row), total)
+        rows = self._agreed(lambda: store.verifications(self.w.conn, self.run_id))
+        best = [r["arch_id"] for r in sorted(rows, key=lambda r: (r["val_error"], r["smash_rank"]))]
+        rest = [r["arch_id"] for r in self._top(t.final_top + len(best)) if r["arch_id"] not in best]
+        if best and self.world.main:
+            self._event("info", f"verified {len(best)}: best {best[0]} (SMASH rank "
+                                f"{next(r['smash_rank'] for r in rows if r['arch_id'] == best[0])}, held-out error "
+                                f"{min(r['val_error'] for r in rows):.4f})")
+        self._queue_finals_and_enter((best + rest)[:t.final_top])
+
+    def _verify_one(self, arch_id: str, done: int, total: int) -> None:
+        t = self.cfg.train
+        arch = Architecture.from_json(self._agreed(lambda: store.get_arch(self.w.conn, arch_id))["spec_json"])
+        self.w.set_verification(self.run_id, arch_id, "running")
+        t0 = time.perf_counter()
+        # the same seeded images for every candidate, so they differ by architecture, not by data
+        n = self._verify_images()
+        idx = torch.randperm(len(self.train), generator=torch_gen(self.cfg.seed, VERIFY, 0))[:n].sort().values
+        data = type(self.train)(self.train.x[idx.to(self.device)], self.train.y[idx.to(self.device)],
+                                self.train.info, self.device)
+        f = Final.create(arch, t, rng(self.cfg.seed, VERIFY, 1).getrandbits(31), self.device, self.world)
+        spe = data.num_batches(min(t.final_batch, len(data)) * self.world.size)
+        steps = t.verify_epochs * spe
+        for epoch in range(t.verify_epochs):
+            gen = torch_gen(self.cfg.seed, VERIFY, 2 + epoch)
+            for b, (x, y) in enumerate(self._shards(min(t.final_batch, len(data)), gen, data=data)):
+                f.step(x, y, cosine_lr(t.final_lr, epoch * spe + b, steps))
+                self._between()
+        if not self.world.main:
+            return
+        err, _ = f.evaluate(self.val, t.score_batch)
+        self.w.set_verification(self.run_id, arch_id, "done", err, round(time.perf_counter() - t0, 2))
+        self.report(dict(phase="verify", done=done + 1, total=total, error=err))
 
     def _hillclimb(self) -> None:
         """Greedy: perturb the current best; keep a candidate only if strictly better. The current
@@ -295,7 +366,8 @@ class Engine:
     def _score_one(self, arch: Architecture) -> list[float]:
         """[error, loss, status]: status 0 ok, 1 out of memory, 2 non-finite loss."""
         try:
-            err, loss = smash_score(self.smash, arch, self.val, self.cfg.train.score_batch)
+            t = self.cfg.train
+            err, loss = smash_score(self.smash, arch, self.val, t.score_batch, t.score_bn, self.calib)
         except torch.OutOfMemoryError:
             torch.cuda.empty_cache()
             return [float("nan"), float("nan"), 1.0]
@@ -361,6 +433,9 @@ class Engine:
                              images_per_s=ips))
         if not self.world.main:
             return
+        if start >= final["epochs"]:  # its checkpoint was already at the last epoch: record it, train nothing
+            _, test_err = f.evaluate(self.test, t.score_batch)
+            self.w.update_final(fid, epoch=start, best_val_error=best, test_error=test_err)
         weights = self.dir / f"final-{fid}.safetensors"
         save_weights(f.net, arch, weights)
         self.w.update_final(fid, status="done", weights_path=str(weights))

@@ -69,6 +69,9 @@ def run(
     final_epochs: Annotated[int | None, typer.Option(help="epochs of final training")] = None,
     batch_size: Annotated[int | None, typer.Option(help="SMASH training batch")] = None,
     val_size: Annotated[int | None, typer.Option(help="held-out images the SMASH score is measured on")] = None,
+    score_bn: Annotated[str | None, typer.Option(help="BatchNorm statistics when scoring: shared (SMASH training's "
+                                                      "running ones) | recal (re-estimated per architecture) | "
+                                                      "batch (default: the preset's)")] = None,
     db: Annotated[Path | None, typer.Option(help="results file (default runs/NAME.db)")] = None,
     name: Annotated[str | None, typer.Option(help="run name (default: the preset, made unique)")] = None,
     device: Annotated[str, typer.Option(help="cpu | cuda | cuda:N | auto")] = "auto",
@@ -84,7 +87,7 @@ def run(
     _check_nproc(nproc_per_node)
     cfg = make_config(preset, dataset, seed, device, data_dir, download, name or "", epochs=epochs,
                       n_random=archs, final_top=final_top, final_epochs=final_epochs, batch_size=batch_size,
-                      val_size=val_size)
+                      val_size=val_size, score_bn=score_bn)
     db = db or _unique_db(name or preset)
     if name is None:
         import dataclasses
@@ -237,11 +240,13 @@ def show(
                f"{run['total_steps'] or '?'}, dataset {run['dataset']}, device {run['device']}")
     if run.get("message"):
         typer.echo(f"  {run['message']}")
-    typer.echo(f"{'rank':>4} {'arch':<16} {'smash err':>9} {'params':>9} {'MFLOPs':>8} {'ops':>4} {'source':<9} final")
+    typer.echo(f"{'rank':>4} {'arch':<16} {'smash err':>9} {'params':>9} {'MFLOPs':>8} {'ops':>4} {'verify':>7} "
+               f"{'source':<9} final")
     for r in rows:
         final = "" if r["final_status"] is None else f"{r['final_status']} {_pct(r['final_test_error'])}"
+        verify = "-" if r.get("verify_error") is None else _pct(r["verify_error"])
         typer.echo(f"{r['rank']:>4} {r['arch_id']:<16} {_pct(r['smash_error']):>9} {r['params'] or 0:>9,} "
-                   f"{(r['flops'] or 0) / 1e6:>8.1f} {r['n_ops'] or 0:>4} {r['source']:<9} {final}")
+                   f"{(r['flops'] or 0) / 1e6:>8.1f} {r['n_ops'] or 0:>4} {verify:>7} {r['source']:<9} {final}")
 
 
 def _public_run(run: dict) -> dict:

@@ -24,6 +24,7 @@ class Batch:
     commands: list[dict[str, Any]] = field(default_factory=list)
     finals: list[dict[str, Any]] = field(default_factory=list)
     final_steps: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
+    verifications: list[dict[str, Any]] = field(default_factory=list)  # the verify phase's candidates (few)
     first: bool = False  # the first poll of this file: the whole history
 
 

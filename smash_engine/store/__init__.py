@@ -34,6 +34,7 @@ from smash_engine.store.readers import (
     study_archs,
     study_stats,
     transfer_final,
+    verifications,
 )
 from smash_engine.store.schema import (
     COMMAND_KINDS,
@@ -47,15 +48,17 @@ from smash_engine.store.schema import (
     RUN_STATUSES,
     SCHEMA_VERSION,
     STALE_AFTER,
+    VERIFY_STATUSES,
     schema_sql,
 )
 from smash_engine.store.writer import STUDY_KINDS, STUDY_STATUSES, Writer, connect_writer
 
 __all__ = [
     "COMMAND_KINDS", "COMMAND_STATUSES", "DOCS_END", "DOCS_START", "EVENT_LEVELS", "FINAL_STATUSES", "MIGRATIONS",
-    "PHASES", "RUN_STATUSES", "SCHEMA_VERSION", "STALE_AFTER", "STUDY_KINDS", "STUDY_STATUSES", "Writer",
+    "PHASES", "RUN_STATUSES", "SCHEMA_VERSION", "STALE_AFTER", "STUDY_KINDS", "STUDY_STATUSES", "VERIFY_STATUSES",
+    "Writer",
     "best_score", "commands", "connect_reader", "connect_writer", "count_scores", "engine_state", "events_since",
     "final_steps", "finals", "get_arch", "get_run", "get_study", "insert_command", "leaderboard",
     "next_queued_final", "now_iso", "run_readonly_query", "run_summary", "schema_sql", "scores_since",
-    "steps_since", "studies", "study_archs", "study_stats", "transfer_final",
+    "steps_since", "studies", "study_archs", "study_stats", "transfer_final", "verifications",
 ]

@@ -228,6 +228,11 @@ def study_archs(conn: sqlite3.Connection, study_id: int, variant: str | None = N
     return _rows(conn, sql, study_id, variant)
 
 
+def verifications(conn: sqlite3.Connection, run_id: int) -> list[dict[str, Any]]:
+    """The verify phase's candidates in leaderboard order: status, and the held-out error once trained."""
+    return _rows(conn, "SELECT * FROM verifications WHERE run_id = ? ORDER BY smash_rank", run_id)
+
+
 def study_stats(conn: sqlite3.Connection, study_id: int) -> list[dict[str, Any]]:
     return _rows(conn, "SELECT * FROM study_stats WHERE study_id = ? ORDER BY variant", study_id)
 

@@ -12,13 +12,31 @@ SQLITE_HEADER = b"SQLite format 3\x00"
 DOCS_START, DOCS_END = "<!-- schema:start -->", "<!-- schema:end -->"
 
 RUN_STATUSES = ("created", "running", "paused", "stopped", "done", "crashed", "failed")
-PHASES = ("smash", "rank", "refine", "final", "done")
+PHASES = ("smash", "rank", "refine", "verify", "final", "done")
+VERIFY_STATUSES = ("queued", "running", "done")
 FINAL_STATUSES = ("queued", "running", "done", "failed", "stopped")
 COMMAND_KINDS = ("pause", "continue", "stop", "sample", "final", "score")
 COMMAND_STATUSES = ("pending", "running", "done", "error")
 EVENT_LEVELS = ("info", "warning", "error")
 
 # ---------------------------------------------------------------------------- schema
+
+# The leaderboard view's columns up to its final training; schema 3 recreates the view with one more
+_LEADERBOARD_SELECT = """WITH latest AS (
+    SELECT *, ROW_NUMBER() OVER (
+        PARTITION BY run_id, arch_id ORDER BY scored_at DESC, id DESC) AS nth
+    FROM scores WHERE status = 'ok'
+), best_final AS (
+    SELECT *, ROW_NUMBER() OVER (
+        PARTITION BY run_id, arch_id
+        ORDER BY status = 'done' DESC, test_error IS NULL, test_error, id DESC) AS nth
+    FROM finals
+)
+SELECT s.run_id,
+    ROW_NUMBER() OVER (PARTITION BY s.run_id ORDER BY s.smash_error, s.scored_at, s.id) AS rank,
+    s.arch_id, s.smash_error, s.smash_loss, a.params, a.flops, a.n_ops, a.depth, a.source,
+    a.parent_id, s.scored_at, f.id AS final_id, f.status AS final_status,
+    f.test_error AS final_test_error, f.best_val_error AS final_val_error"""
 
 _M001 = (
     """CREATE TABLE runs (
@@ -114,22 +132,7 @@ _M001 = (
     "CREATE INDEX finals_by_arch ON finals (arch_id, run_id)",
     "CREATE INDEX commands_by_status ON commands (run_id, status)",
     "CREATE INDEX events_by_run ON events (run_id)",
-    """CREATE VIEW leaderboard AS
-WITH latest AS (
-    SELECT *, ROW_NUMBER() OVER (
-        PARTITION BY run_id, arch_id ORDER BY scored_at DESC, id DESC) AS nth
-    FROM scores WHERE status = 'ok'
-), best_final AS (
-    SELECT *, ROW_NUMBER() OVER (
-        PARTITION BY run_id, arch_id
-        ORDER BY status = 'done' DESC, test_error IS NULL, test_error, id DESC) AS nth
-    FROM finals
-)
-SELECT s.run_id,
-    ROW_NUMBER() OVER (PARTITION BY s.run_id ORDER BY s.smash_error, s.scored_at, s.id) AS rank,
-    s.arch_id, s.smash_error, s.smash_loss, a.params, a.flops, a.n_ops, a.depth, a.source,
-    a.parent_id, s.scored_at, f.id AS final_id, f.status AS final_status,
-    f.test_error AS final_test_error, f.best_val_error AS final_val_error
+    "CREATE VIEW leaderboard AS\n" + _LEADERBOARD_SELECT + """
 FROM latest AS s
 JOIN archs AS a ON a.id = s.arch_id
 LEFT JOIN best_final AS f ON f.run_id = s.run_id AND f.arch_id = s.arch_id AND f.nth = 1
@@ -229,6 +232,29 @@ SELECT st.run_id, st.id AS study_id, st.kind, s.variant AS predictor, s.n,
 FROM study_stats AS s JOIN studies AS st ON st.id = s.study_id
 WHERE st.kind IN ('correlation', 'capacity')
 ORDER BY st.id, s.kendall_tau DESC""",
+    # The verify phase: SMASH's best few trained briefly, so final training gets the best of them and not
+    # only the best SMASH score.
+    """CREATE TABLE verifications (
+    run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+    arch_id TEXT NOT NULL REFERENCES archs(id),
+    smash_rank INTEGER NOT NULL,            -- its leaderboard rank when the verify phase picked it
+    status TEXT NOT NULL DEFAULT 'queued',  -- queued|running|done
+    epochs INTEGER NOT NULL,                -- the short training: epochs over `images` training images
+    images INTEGER NOT NULL,
+    val_error REAL,                         -- 0..1 on the held-out split after it
+    seconds REAL,
+    at TEXT NOT NULL,
+    PRIMARY KEY (run_id, arch_id)
+)""",
+    "DROP VIEW leaderboard",
+    "CREATE VIEW leaderboard AS\n" + _LEADERBOARD_SELECT + """,
+    v.val_error AS verify_error
+FROM latest AS s
+JOIN archs AS a ON a.id = s.arch_id
+LEFT JOIN best_final AS f ON f.run_id = s.run_id AND f.arch_id = s.arch_id AND f.nth = 1
+LEFT JOIN verifications AS v ON v.run_id = s.run_id AND v.arch_id = s.arch_id AND v.status = 'done'
+WHERE s.nth = 1
+ORDER BY s.run_id, rank""",
 )
 
 

@@ -11,7 +11,15 @@ from typing import Any
 
 from smash_engine.errors import EngineBusy, ResultsFileError
 from smash_engine.store.files import _choice, _engine_alive, _immediate, _json, _migrate, _open_writable, now_iso
-from smash_engine.store.schema import COMMAND_STATUSES, EVENT_LEVELS, FINAL_STATUSES, PHASES, RUN_STATUSES, STALE_AFTER
+from smash_engine.store.schema import (
+    COMMAND_STATUSES,
+    EVENT_LEVELS,
+    FINAL_STATUSES,
+    PHASES,
+    RUN_STATUSES,
+    STALE_AFTER,
+    VERIFY_STATUSES,
+)
 
 _RUN_COLUMNS = frozenset(
     "name status phase epoch step total_steps progress config_json dataset preset device seed "
@@ -219,6 +227,21 @@ class Writer:
         elif status in ("done", "failed", "stopped"):
             fields.setdefault("finished_at", now_iso())
         self._update("finals", final_id, fields, _FINAL_COLUMNS)
+
+    def queue_verifications(self, run_id: int, rows: list[tuple[str, int]], epochs: int, images: int) -> None:
+        """The verify phase's candidates, (arch id, leaderboard rank) each, queued in one transaction."""
+        now = now_iso()
+        with self.transaction() as c:
+            c.executemany(
+                "INSERT OR IGNORE INTO verifications (run_id, arch_id, smash_rank, epochs, images, at) "
+                "VALUES (?, ?, ?, ?, ?, ?)", [(run_id, a, r, epochs, images, now) for a, r in rows])
+
+    def set_verification(self, run_id: int, arch_id: str, status: str, val_error: float | None = None,
+                         seconds: float | None = None) -> None:
+        _choice("verification status", status, VERIFY_STATUSES, ValueError)
+        with self.transaction() as c:
+            c.execute("UPDATE verifications SET status = ?, val_error = ?, seconds = ?, at = ? "
+                      "WHERE run_id = ? AND arch_id = ?", (status, val_error, seconds, now_iso(), run_id, arch_id))
 
     def add_final_step(self, final_id: int, **row: Any) -> None:
         self._replace("final_steps", _FINAL_STEP_COLUMNS, [{**row, "final_id": final_id}])

@@ -14,7 +14,7 @@ from ..encoding import ArchPlan, Layout, encode
 from ..errors import ConfigError
 from ..space import Architecture
 from ..train import Smash, rng
-from .common import WALK, Report, RunContext, _finish, _study, arch_of, load_smash, picks, score_plan
+from .common import WALK, Report, RunContext, _finish, _study, arch_of, load_smash, picks
 
 # -- 4. architecture gradient ----------------------------------------------------------------------
 Edit = tuple[int, int, str, int, int]  # (block, op in block, field, conv or -1, new value)
@@ -191,6 +191,6 @@ def _walk_score(ctx: RunContext, s: Smash, sid: int, rows: dict, variant: str, t
     params, flops = arch_cost(arch)
     ctx.w.add_arch(ctx.run_id, arch.id, arch.to_json(), f"study-{variant}", parent, params, flops, arch.n_ops,
                    arch.n_ops)
-    err, loss = score_plan(s, encode(arch, ctx.cfg.space).to(ctx.device), ctx.val, ctx.cfg.train.score_batch)
+    err, loss = ctx.score(s, encode(arch, ctx.cfg.space).to(ctx.device))
     ctx.w.add_study_arch(sid, variant=variant, trial=t, arch_id=arch.id, smash_error=err, smash_loss=loss)
     return err

@@ -22,9 +22,9 @@ from ..errors import ConfigError, EngineBusy, ResultsFileError
 from ..hypernet import HYPER_PRESETS, HyperConfig
 from ..runs import load_splits
 from ..space import Architecture
-from ..train import Final, Smash, cosine_lr, torch_gen
+from ..train import Final, Smash, arch_bn, bn_calibration, cosine_lr, torch_gen
 
-# derived-seed purposes, clear of train.py's 0..6
+# derived-seed purposes, clear of train.py's 0..9
 CORRUPT, WALK, NORMAL, CAPACITY = 101, 102, 103, 104
 # HyperNets smaller than the presets, for runs already on the "small" one
 LOW_CAPACITY = {**HYPER_PRESETS, "tiny": HyperConfig(stem=2, growth=2, dense=(1, 1), compression=0.5)}
@@ -44,9 +44,15 @@ class RunContext:
     train: DeviceData
     val: DeviceData
     test: DeviceData
+    calib: list[torch.Tensor] | None = None  # the run's BatchNorm calibration batches (train.bn_calibration)
 
     def close(self) -> None:
         self.w.close()
+
+    def score(self, s: Smash, plan: ArchPlan, batch: int | None = None) -> tuple[float, float]:
+        """SMASH (error, loss) on the held-out split, scored as the run's rank phase scores."""
+        t = self.cfg.train
+        return score_plan(s, plan, self.val, batch or t.score_batch, t.score_bn, self.calib)
 
 
 def open_run(db: Path, device: str | None = None) -> RunContext:
@@ -67,7 +73,7 @@ def open_run(db: Path, device: str | None = None) -> RunContext:
     except BaseException:
         w.close()
         raise
-    return RunContext(w, run["id"], cfg, run_dir(Path(db)), dev, train, val, test)
+    return RunContext(w, run["id"], cfg, run_dir(Path(db)), dev, train, val, test, bn_calibration(cfg, train))
 
 
 def load_smash(ctx: RunContext, cfg: RunConfig | None = None, path: Path | None = None) -> Smash:
@@ -87,17 +93,24 @@ def arch_of(conn, arch_id: str) -> Architecture:
 
 
 # -- scoring and normal training ------------------------------------------------------------------
-def score_plan(s: Smash, plan: ArchPlan, data: DeviceData, batch: int) -> tuple[float, float]:
-    """SMASH (error, loss) of `plan.arch` with the weights the HyperNet generates from `plan.c`."""
+def score_plan(s: Smash, plan: ArchPlan, data: DeviceData, batch: int, mode: str = "shared",
+               calib: list[torch.Tensor] | None = None) -> tuple[float, float]:
+    """SMASH (error, loss) of `plan.arch` with the weights the HyperNet generates from `plan.c`, BatchNorm
+    statistics as the run scores (`train.arch_bn`)."""
     s.hyper.eval()
     s.net.eval()
     wrong = loss = 0.0
     with torch.inference_mode(), s.autocast():
         w = s.hyper.op_weights(plan)
-        for x, y in data.eval_batches(batch):
-            logits = s.net(x, plan, w).float()
-            wrong += (logits.argmax(1) != y).sum().item()
-            loss += F.cross_entropy(logits, y, reduction="sum").item()
+
+        def forward(x: torch.Tensor) -> torch.Tensor:
+            return s.net(x, plan, w)
+
+        with arch_bn(s, forward, mode, calib):
+            for x, y in data.eval_batches(batch):
+                logits = forward(x).float()
+                wrong += (logits.argmax(1) != y).sum().item()
+                loss += F.cross_entropy(logits, y, reduction="sum").item()
     return wrong / max(len(data), 1), loss / max(len(data), 1)
 
 

@@ -27,7 +27,6 @@ from .common import (
     fit,
     picks,
     rank_stats,
-    score_plan,
     subset,
 )
 
@@ -122,8 +121,7 @@ def capacity(ctx: RunContext, hyper: str | None = None, epochs: int | None = Non
     done, batch = _done(ctx, sid), cfg.train.score_batch
     for r in trained:
         if (hyper, r["trial"]) not in done:
-            err, loss = score_plan(s, encode(arch_of(ctx.w.conn, r["arch_id"]), cfg.space).to(ctx.device),
-                                   ctx.val, batch)
+            err, loss = ctx.score(s, encode(arch_of(ctx.w.conn, r["arch_id"]), cfg.space).to(ctx.device), batch)
             ctx.w.add_study_arch(sid, variant=hyper, trial=r["trial"], arch_id=r["arch_id"], smash_error=err,
                                  smash_loss=loss, val_error=r["val_error"], test_error=r["test_error"],
                                  epochs=r["epochs"])

@@ -24,7 +24,6 @@ from .common import (
     arch_of,
     load_smash,
     picks,
-    score_plan,
 )
 
 
@@ -78,7 +77,7 @@ def corrupt(ctx: RunContext, every: int = 5, count: int = 20, fields: tuple[str,
                 continue
             p = plan if variant == "true" else corrupt_plan(plan, space, variant,
                                                             rng(ctx.cfg.seed, CORRUPT, 16 * i + FIELDS.index(variant)))
-            err, loss = (None, None) if p is None else score_plan(s, p.to(ctx.device), ctx.val, batch)
+            err, loss = (None, None) if p is None else ctx.score(s, p.to(ctx.device), batch)
             ctx.w.add_study_arch(sid, variant=variant, trial=i, arch_id=arch_id, smash_error=err, smash_loss=loss)
         report(f"scored {i + 1}/{len(opts['archs'])} {arch_id} with its true and {len(opts['fields'])} corrupted "
                "encodings")

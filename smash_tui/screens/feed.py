@@ -43,6 +43,7 @@ class RunFeed:
         batch.commands = store.commands(conn, rid, limit=50)
         batch.finals = store.finals(conn, rid)
         batch.final_steps = self._final_steps(conn, batch.finals)
+        batch.verifications = store.verifications(conn, rid)
         self._advance(batch)
         return batch
 

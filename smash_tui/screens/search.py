@@ -81,6 +81,7 @@ class SearchScreen(BaseScreen):
         self.rates = {"smash": Rate(), "scores": Rate()}
         self.by_source: Counter[str] = Counter()
         self.finals: list[dict[str, Any]] = []
+        self.verifications: list[dict[str, Any]] = []
         self.cmd_status: dict[int, str] = {}  # command id -> status last seen
         self.cmd_text: dict[int, str] = {}
         self.arch_rows: dict[str, dict[str, Any] | None] = {}  # cache of archs rows read for the diagram
@@ -188,6 +189,9 @@ class SearchScreen(BaseScreen):
         # after the scores: a final's row needs its architecture on the board
         changed = self.board.model.set_finals(b.finals) if b.scores or b.finals != self.finals else []
         self.finals = b.finals
+        if b.scores or b.verifications != self.verifications:
+            changed += self.board.model.set_verifications(b.verifications)
+        self.verifications = b.verifications
         for fid, rows in b.final_steps.items():
             f = next((f for f in b.finals if f["id"] == fid), {})
             name = str(f.get("arch_id", "?"))[:8]

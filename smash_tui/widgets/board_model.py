@@ -21,8 +21,9 @@ from smash_engine.errors import ConfigError
 # Filterable and sortable fields: the names a user may type (and aliases) -> Entry attribute.
 FIELDS = {"rank": "rank", "smash": "smash_error", "smash_error": "smash_error", "error": "smash_error",
           "params": "params", "flops": "flops", "ops": "n_ops", "n_ops": "n_ops", "depth": "depth",
-          "source": "source", "test": "test_error", "test_error": "test_error", "final": "final_status"}
-PERCENT_FIELDS = {"smash_error", "test_error"}
+          "source": "source", "test": "test_error", "test_error": "test_error", "final": "final_status",
+          "verify": "verify_error", "verify_error": "verify_error"}
+PERCENT_FIELDS = {"smash_error", "test_error", "verify_error"}
 TEXT_FIELDS = {"source", "final_status"}
 OPS: dict[str, Callable[[Any, Any], bool]] = {"<": operator.lt, "<=": operator.le, ">": operator.gt,
                                                ">=": operator.ge, "=": operator.eq, "==": operator.eq,
@@ -46,6 +47,8 @@ class Entry:
     final_epoch: int = 0
     final_epochs: int = 0
     test_error: float | None = None
+    verify_error: float | None = None  # held-out error after the verify phase's short training
+    verify_status: str | None = None
 
     def key(self) -> tuple[float, int]:
         return (self.smash_error, self.score_id)
@@ -143,6 +146,17 @@ class BoardModel:
             if e is not None and (e.final_status, e.final_epoch, e.final_epochs, e.test_error) != new:
                 e.final_status, e.final_epoch, e.final_epochs, e.test_error = new
                 changed.append(arch_id)
+        return changed
+
+    def set_verifications(self, rows: list[dict[str, Any]]) -> list[str]:
+        """Attach the verify phase's status and error; returns the arch ids whose values changed."""
+        changed = []
+        for r in rows:
+            e = self.entries.get(r["arch_id"])
+            new = (r["status"], r["val_error"])
+            if e is not None and (e.verify_status, e.verify_error) != new:
+                e.verify_status, e.verify_error = new
+                changed.append(r["arch_id"])
         return changed
 
     def rank_of(self, e: Entry) -> int:

@@ -16,13 +16,16 @@ from .board_model import BoardModel, Condition, Entry
 MAX_ROWS = 500  # a terminal shows a few dozen; past this, filter (the title says how many match)
 # (key, label, width): fixed widths, so 80 columns hold the whole table and columns never jitter as rows
 # arrive; arch ids are shown by their first 12 hex digits (any unique prefix works in the CLI).
+# The op count lives in the diagram pane (and in filters: `ops > 10`); its column went to the verify phase's
+# error, which says more about which architecture to train.
 COLUMNS = (("rank", "rank", 5), ("arch", "arch id", 12), ("smash_error", "SMASH", 6), ("params", "params", 6),
-           ("flops", "MFLOPs", 6), ("n_ops", "ops", 4), ("source", "source", 9), ("final_status", "final", 6),
-           ("test_error", "test", 6))
+           ("flops", "MFLOPs", 6), ("verify_error", "verify", 6), ("source", "source", 9),
+           ("final_status", "final", 6), ("test_error", "test", 6))
 ARCH_CHARS = 12
 LABELS = {"rank": "rank", "smash_error": "SMASH error", "params": "params", "flops": "FLOPs", "n_ops": "ops",
+          "verify_error": "verify error",
           "source": "source", "final_status": "final status", "test_error": "test error"}
-SORTABLE = ("rank", "smash_error", "params", "flops", "n_ops", "source", "final_status", "test_error")
+SORTABLE = ("rank", "smash_error", "params", "flops", "verify_error", "source", "final_status", "test_error")
 
 
 def _pct(x: float | None) -> str:
@@ -40,8 +43,9 @@ def cells(e: Entry) -> tuple[str, ...]:
     if e.final_status == "running":
         final = f"{e.final_epoch}/{e.final_epochs}"  # epochs done of planned
     flops = "-" if e.flops is None else f"{e.flops / 1e6:.2f}"
-    return (str(e.rank), e.arch_id[:ARCH_CHARS], _pct(e.smash_error), _count(e.params), flops,
-            "-" if e.n_ops is None else str(e.n_ops), e.source or "-", final, _pct(e.test_error))
+    verify = _pct(e.verify_error) if e.verify_status == "done" else (e.verify_status or "-")[:6]
+    return (str(e.rank), e.arch_id[:ARCH_CHARS], _pct(e.smash_error), _count(e.params), flops, verify,
+            e.source or "-", final, _pct(e.test_error))
 
 
 class Leaderboard(DataTable):

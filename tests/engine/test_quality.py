@@ -93,7 +93,8 @@ def test_truth_panel_build_train_and_summary(tmp_path, monkeypatch, archs, digit
 
 def test_search_quality_smoke_end_to_end(tmp_path):
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "search_quality.py"), "--smoke", "--out",
-                           str(tmp_path), "--threads", "2"], capture_output=True, text=True, timeout=300)
+                           str(tmp_path), "--threads", "2", "--verify", "2", "--verify-images", "100"],
+                          capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     (path,) = tmp_path.glob("quality-default-*.json")
     doc = json.loads(path.read_text())
@@ -104,3 +105,16 @@ def test_search_quality_smoke_end_to_end(tmp_path):
     true = [0.1 + 0.01 * i for i in range(6)]
     assert smash["kendall_tau"] == pytest.approx(stats.kendalltau(errs, true).statistic, nan_ok=True)
     assert doc["machine"]["cores"] and doc["config"]["dataset"] == "digits"
+    picks = doc["picks"]
+    assert picks["smash_top1"] == pytest.approx(true[int(np.argmin(errs))] - min(true))
+    assert picks["random_expected"] == pytest.approx(np.mean(true) - min(true))
+    detail = picks["smash_verify2_detail"]
+    assert len(detail["candidates"]) == 2 and detail["picked"] in detail["candidates"]
+    assert picks["smash_verify2"] == pytest.approx(true[list(doc["by_epoch"][-1]["smash_errors"]).index(
+        detail["picked"])] - min(true))
+    # recomputing against the truth gives the same figures
+    assert subprocess.run([sys.executable, str(ROOT / "benchmarks" / "search_quality.py"), "--smoke", "--restat",
+                           str(path)], capture_output=True, text=True, timeout=300).returncode == 0
+    again = json.loads(path.read_text())
+    assert again["stats"]["smash"]["kendall_tau"] == pytest.approx(smash["kendall_tau"], nan_ok=True)
+    assert again["picks"]["smash_verify2"] == picks["smash_verify2"]

@@ -102,6 +102,9 @@ TABLE_COLUMNS = {
         "study_id", "variant", "trial", "arch_id", "smash_error", "smash_loss", "val_error", "test_error",
         "epochs", "at",
     ],
+    "verifications": [
+        "run_id", "arch_id", "smash_rank", "status", "epochs", "images", "val_error", "seconds", "at",
+    ],
     "study_stats": [
         "study_id", "variant", "n", "kendall_tau", "kendall_p", "spearman_rho", "spearman_p", "top_k",
         "top_k_overlap", "regret", "win_rate", "mean_gap", "mean_error", "best_error", "extra_json", "at",
@@ -134,7 +137,7 @@ VIEW_COLUMNS = {
     "leaderboard": [
         "run_id", "rank", "arch_id", "smash_error", "smash_loss", "params", "flops", "n_ops",
         "depth", "source", "parent_id", "scored_at", "final_id", "final_status",
-        "final_test_error", "final_val_error",
+        "final_test_error", "final_val_error", "verify_error",
     ],
     "loss_curve": [
         "run_id", "step", "epoch", "train_loss", "train_error", "val_loss", "val_error", "lr",
