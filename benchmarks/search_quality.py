@@ -47,6 +47,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--preset", default="quick", help="run preset whose settings are measured")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="TrainConfig override, e.g. --set lr=0.002 --set batch_size=64 (repeatable)")
+    ap.add_argument("--space-set", action="append", default=[], metavar="KEY=VALUE",
+                    help="SpaceConfig override, e.g. --space-set kernel_anneal=original (repeatable)")
     ap.add_argument("--seed", type=int, default=0, help="SMASH's seed (the held-out split stays the panel's)")
     ap.add_argument("--threads", type=int, default=max(1, (os.cpu_count() or 1)))
     ap.add_argument("--work", type=Path, default=ROOT / "runs" / "quality", help="checkpoints")
@@ -80,14 +82,20 @@ def make_cfg(a: argparse.Namespace, dataset: str, val_size: int):
     from smash_engine.errors import ConfigError
     from smash_engine.hypernet import HYPER_PRESETS
 
-    overrides = {}
-    for item in a.set:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise ConfigError(f"--set takes KEY=VALUE, got {item!r}")
-        overrides[key.strip()] = _value(value.strip())
+    def pairs(items: list[str], flag: str) -> dict:
+        out = {}
+        for item in items:
+            key, sep, value = item.partition("=")
+            if not sep:
+                raise ConfigError(f"{flag} takes KEY=VALUE, got {item!r}")
+            out[key.strip()] = _value(value.strip())
+        return out
+
     cfg = make_config(a.preset, dataset=dataset, seed=a.seed, device="cpu", epochs=a.epochs, val_size=val_size,
-                      **overrides)
+                      **pairs(a.set, "--set"))
+    space = pairs(a.space_set, "--space-set")
+    if space:
+        cfg = dataclasses.replace(cfg, space=dataclasses.replace(cfg.space, **space))
     if a.hyper:
         if a.hyper not in HYPER_PRESETS:
             raise ConfigError(f"unknown --hyper {a.hyper!r}; choose one of {', '.join(HYPER_PRESETS)}")

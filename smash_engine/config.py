@@ -20,6 +20,7 @@ class TrainConfig:
     batch_size: int = 50  # images per step; one architecture per step
     lr: float = 1e-3  # Adam, cosine-annealed per step to 0
     betas: tuple[float, float] = (0.5, 0.999)
+    adam_eps: float = 1e-8  # torch's default; the authors used 1e-4 (a third of the HyperNet's gradients are below it)
     weight_decay: float = 1e-4  # on SmashNet's free weights, not on the HyperNet (the original's choice)
     val_size: int = 5000  # held-out images carved from the training set, seeded
     score_batch: int = 500  # images per forward when scoring (the larger the faster)

@@ -28,7 +28,14 @@ def anneal(space: SpaceConfig, progress: float) -> tuple[float, tuple[int, ...]]
     f = min(max(2.0 * progress, 0.0), 1.0)
     max_budget = space.start_budget + (1.0 - space.start_budget) * f
     k_lo, k_hi = min(space.kernels), max(space.kernels)
-    kernels = tuple(k for k in space.kernels if k <= k_lo + (k_hi - k_lo) * f + 1e-9)
+    if space.kernel_anneal == "original":
+        # the authors' schedule whatever the largest kernel (shared/reference/original-smash-code.md): {3} for
+        # f < 0.25, {3, 5} to 0.75, then 7s; so in a 3/5 space the 5s open at f = 0.25
+        top = k_lo + 1 + 4 * f + 1e-9
+    else:
+        # linear from the smallest to the largest kernel: in a 3/5 space the 5s open only at f = 1
+        top = k_lo + (k_hi - k_lo) * f + 1e-9
+    kernels = tuple(k for k in space.kernels if k <= top)
     return max_budget, kernels
 
 

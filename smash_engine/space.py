@@ -224,6 +224,9 @@ class SpaceConfig:
     min_budget: float = 0.3  # block budget fraction ~ U(min_budget, max budget)
     start_budget: float = 0.5  # max budget at the start; annealed to 1.0 over the first half of training
     stem_kernel: int = 7
+    # how kernel sizes open during SMASH training: linear (smallest to largest over the first half) or the
+    # authors' original (3 + floor(4f), f = 2 x progress capped at 1)
+    kernel_anneal: str = "linear"
     image_channels: int = 3
     image_size: int = 32
     num_classes: int = 100
@@ -236,6 +239,8 @@ class SpaceConfig:
             raise ConfigError(f"groups {self.groups} must divide N={self.N}")
         if not 1 <= self.image_channels <= 3 or not 8 <= self.image_size <= 96:
             raise ConfigError("image channels must be 1..3 and image size 8..96")
+        if self.kernel_anneal not in ("linear", "original"):
+            raise ConfigError(f"unknown kernel schedule {self.kernel_anneal!r}; choose linear or original")
         if self.max_banks == 0:
             object.__setattr__(self, "max_banks", max(self.widths) // self.N)
 

@@ -91,7 +91,7 @@ class Smash:
         # fused Adam skips a step on device when told that gradients were not finite (no host sync)
         opt = torch.optim.Adam([{"params": net.parameters(), "weight_decay": t.weight_decay},
                                 {"params": hyper.parameters(), "weight_decay": 0.0}], lr=t.lr, betas=t.betas,
-                               fused=True)
+                               eps=t.adam_eps, fused=True)
         return cls(cfg.space, hyper, net, opt, device, model)
 
     def params(self) -> list[torch.nn.Parameter]:

@@ -102,3 +102,14 @@ def test_not_json_and_unknown_preset():
         Architecture.from_json("{nope")
     with pytest.raises(ConfigError, match="unknown search-space preset 'huge'"):
         space_preset("huge")
+
+
+def test_the_authors_kernel_schedule_opens_kernels_earlier():
+    space = space_preset("paper", kernel_anneal="original")
+    assert anneal(space, 0.1)[1] == (3,)  # f = 0.2
+    assert anneal(space, 0.125)[1] == (3, 5) and anneal(space, 0.3)[1] == (3, 5)  # f = 0.25 .. 0.6
+    assert anneal(space, 0.375)[1] == (3, 5, 7)  # f = 0.75
+    small = space_preset("quick", kernel_anneal="original")
+    assert anneal(small, 0.125)[1] == (3, 5) and anneal(space_preset("quick"), 0.4)[1] == (3,)
+    with pytest.raises(ConfigError, match="unknown kernel schedule 'fast'"):
+        space_preset("quick", kernel_anneal="fast")
