@@ -72,6 +72,11 @@ def run(
     score_bn: Annotated[str | None, typer.Option(help="BatchNorm statistics when scoring: shared (SMASH training's "
                                                       "running ones) | recal (re-estimated per architecture) | "
                                                       "batch (default: the preset's)")] = None,
+    verify_top: Annotated[int | None, typer.Option(help="verify phase: train SMASH's best K briefly and final-train "
+                                                        "the best of them (0 = off; default: the preset's)")] = None,
+    verify_epochs: Annotated[int | None, typer.Option(help="epochs of each verification training")] = None,
+    verify_images: Annotated[int | None, typer.Option(help="training images of each verification (0 = all)")]
+    = None,
     db: Annotated[Path | None, typer.Option(help="results file (default runs/NAME.db)")] = None,
     name: Annotated[str | None, typer.Option(help="run name (default: the preset, made unique)")] = None,
     device: Annotated[str, typer.Option(help="cpu | cuda | cuda:N | auto")] = "auto",
@@ -87,7 +92,8 @@ def run(
     _check_nproc(nproc_per_node)
     cfg = make_config(preset, dataset, seed, device, data_dir, download, name or "", epochs=epochs,
                       n_random=archs, final_top=final_top, final_epochs=final_epochs, batch_size=batch_size,
-                      val_size=val_size, score_bn=score_bn)
+                      val_size=val_size, score_bn=score_bn, verify_top=verify_top, verify_epochs=verify_epochs,
+                      verify_images=verify_images)
     db = db or _unique_db(name or preset)
     if name is None:
         import dataclasses

@@ -38,12 +38,15 @@ def _count(n: int | None) -> str:
     return f"{n / 1e6:.2f}M" if n >= 1e6 else f"{n / 1e3:.1f}k" if n >= 1e3 else str(n)
 
 
+_VERIFY_STATE = {"queued": "queued", "running": "busy"}  # fits the 6-character column
+
+
 def cells(e: Entry) -> tuple[str, ...]:
     final = e.final_status or "-"
     if e.final_status == "running":
         final = f"{e.final_epoch}/{e.final_epochs}"  # epochs done of planned
     flops = "-" if e.flops is None else f"{e.flops / 1e6:.2f}"
-    verify = _pct(e.verify_error) if e.verify_status == "done" else (e.verify_status or "-")[:6]
+    verify = _pct(e.verify_error) if e.verify_status == "done" else _VERIFY_STATE.get(e.verify_status or "", "-")
     return (str(e.rank), e.arch_id[:ARCH_CHARS], _pct(e.smash_error), _count(e.params), flops, verify,
             e.source or "-", final, _pct(e.test_error))
 

@@ -96,6 +96,28 @@ def test_new_score_appears_in_place_after_a_poll(db):
     drive(SmashApp(db=db, runs_dir=db.parent), check)
 
 
+def test_verify_column_follows_the_verify_phase(db):
+    board_rows = read(db, store.leaderboard)
+    run = read(db, None)
+    first, second = board_rows[0]["arch_id"], board_rows[1]["arch_id"]
+    with store.connect_writer(db) as w:
+        w.queue_verifications(run["id"], [(first, 1), (second, 2)], 1, 500)
+        w.set_verification(run["id"], first, "done", 0.1234, 1.0)
+
+    async def check(pilot):
+        s = await loaded(pilot)
+        board = s.board
+        assert board.get_row_at(0)[5] == "12.34%" and board.get_row_at(1)[5] == "queued"
+        assert board.get_row_at(2)[5] == "-"
+        with store.connect_writer(db) as w:
+            w.set_verification(run["id"], second, "running")
+        await until(pilot, lambda: board.get_row_at(1)[5] == "busy", what="the running verification")
+        await pilot.press("o", "o", "o", "o")  # rank -> SMASH -> params -> FLOPs -> verify
+        assert board.sort_by == "verify_error" and board.shown[0] == first
+
+    drive(SmashApp(db=db, runs_dir=db.parent), check)
+
+
 def make_alive(db: Path, status: str = "running") -> int:
     run = read(db, None)
     with store.connect_writer(db) as w:
