@@ -118,3 +118,12 @@ def test_search_quality_smoke_end_to_end(tmp_path):
     again = json.loads(path.read_text())
     assert again["stats"]["smash"]["kendall_tau"] == pytest.approx(smash["kendall_tau"], nan_ok=True)
     assert again["picks"]["smash_verify2"] == picks["smash_verify2"]
+
+
+def test_score_cost_smoke(tmp_path):
+    import score_cost
+
+    assert score_cost.main(["--smoke", "--out", str(tmp_path), "--bn-batches", "1"]) == 0
+    (path,) = tmp_path.glob("score-cost-smoke-*.json")
+    doc = json.loads(path.read_text())
+    assert set(doc["seconds_per_arch"]) == {"shared", "recal", "batch"} and doc["ratio_to_shared"]["shared"] == 1.0
