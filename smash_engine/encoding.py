@@ -61,6 +61,8 @@ class Layout:
         s = self.space
         sizes = [("start", 1), ("read", s.max_banks), ("write", s.max_banks), ("block", s.n_blocks),
                  ("bank", s.k), ("out", s.k), ("pattern", 4), ("convs", 4 * self.conv_width)]
+        if s.encode_position:
+            sizes.append(("colpos", 1))  # the column's place in its op, -1 (first) .. +1 (last)
         out, at = {}, 0
         for name, size in sizes:
             out[name] = at
@@ -70,7 +72,8 @@ class Layout:
 
     @property
     def channels(self) -> int:
-        return self.offsets()["total"]
+        """Channels of c: the per-column fields, then (encode_position) a one-hot of the row, made on the device."""
+        return self.offsets()["total"] + (self.rows if self.space.encode_position else 0)
 
     @property
     def rows(self) -> int:
@@ -89,6 +92,7 @@ class ArchPlan:
     rows: int  # R
     N: int
     slice_channels: int  # dc * N
+    position: bool = False  # append the row one-hot channels to c (SpaceConfig.encode_position)
 
     def to(self, device: torch.device | str) -> ArchPlan:
         dev = torch.device(device)
@@ -96,7 +100,7 @@ class ArchPlan:
         if dev.type == "cuda":
             t = t.pin_memory().to(dev, non_blocking=True)
         return ArchPlan(self.arch, t.to(dev), self.op_start, self.op_in, self.op_bottleneck, self.rows, self.N,
-                        self.slice_channels)
+                        self.slice_channels, self.position)
 
     @cached_property
     def _packed(self) -> torch.Tensor:
@@ -107,7 +111,11 @@ class ArchPlan:
         """(1, C, R, S): each column's fields on the rows its op's 1x1 fills, -1 ("off") elsewhere."""
         p = self._packed
         rows = torch.arange(self.rows, device=p.device)[:, None] < p[:, -2][None, :]  # (R, S)
-        return torch.where(rows[None], p[:, :-2].T[:, None, :], -1.0)[None]
+        c = torch.where(rows[None], p[:, :-2].T[:, None, :], -1.0)
+        if self.position:  # channel h is on at row h of every filled position
+            eye = torch.eye(self.rows, dtype=torch.bool, device=p.device)[:, :, None]  # (R, R, 1)
+            c = torch.cat([c, torch.where(eye & rows[None], 1.0, -1.0).to(c.dtype)])
+        return c[None]
 
     @cached_property
     def col_op(self) -> torch.Tensor:
@@ -153,7 +161,7 @@ def encode(arch: Architecture, space: SpaceConfig) -> ArchPlan:
     op_in = np.array([len(op.reads) * b.bank_size for _, b, op in ops], dtype=np.int64)
     op_slices = op_in // dcN
     op_first = np.concatenate([[0], np.cumsum(op_slices)[:-1]]).astype(np.int64)
-    feat = -np.ones((n_ops, lay.channels), dtype=np.float32)
+    feat = -np.ones((n_ops, off["total"]), dtype=np.float32)
     rows_idx = np.arange(n_ops)
 
     def on(col: np.ndarray, rows=rows_idx) -> None:
@@ -173,9 +181,13 @@ def encode(arch: Architecture, space: SpaceConfig) -> ArchPlan:
     r_slices, r_cols = _pairs(_read_entries(ops, op_first, space, off["read"]))
     per_slice[r_slices, r_cols] = 1.0
 
+    if space.encode_position:
+        place = np.arange(len(slice_op)) - op_first[slice_op]
+        per_slice[:, off["colpos"]] = 2.0 * place / np.maximum(op_slices[slice_op] - 1, 1) - 1.0
     bottleneck = np.array([op.bottleneck for _, _, op in ops], dtype=np.int64)
     packed = np.concatenate([per_slice, (bottleneck[slice_op] // N)[:, None], slice_op[:, None]], 1)
-    return ArchPlan(arch, packed.astype(np.float32), op_first * dcN, op_in, bottleneck, lay.rows, N, dcN)
+    return ArchPlan(arch, packed.astype(np.float32), op_first * dcN, op_in, bottleneck, lay.rows, N, dcN,
+                    space.encode_position)
 
 
 def _pairs(entries: list[tuple[int, int]]) -> tuple[np.ndarray, np.ndarray]:

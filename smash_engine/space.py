@@ -227,6 +227,9 @@ class SpaceConfig:
     # how kernel sizes open during SMASH training: linear (smallest to largest over the first half) or the
     # authors' original (3 + floor(4f), f = 2 x progress capped at 1)
     kernel_anneal: str = "linear"
+    # position in c (encoding.py): each 1x1 output-row group one-hot, and each column's place within its op.
+    # Without them every row of an op, and every column reading the same bank, gets an identical encoding.
+    encode_position: bool = False
     image_channels: int = 3
     image_size: int = 32
     num_classes: int = 100

@@ -48,6 +48,25 @@ def test_c_layout_grows_with_the_architecture():
         assert (plan.c[0, :, : b0 // space.N, first] == 1).any(axis=0).all()
 
 
+def test_position_channels_tell_an_ops_rows_and_columns_apart():
+    space = space_preset("quick", encode_position=True)
+    plain = space_preset("quick")
+    arch = sample_architecture(space, random.Random(2))
+    plan, old = encode(arch, space), encode(arch, plain)
+    lay = Layout(space)
+    assert lay.channels == Layout(plain).channels + 1 + lay.rows and plan.c.shape[1] == lay.channels
+    assert decode(plan.c, space) == list(_fields(arch))  # the fields are where they were
+    assert torch.equal(plan.c[:, :Layout(plain).channels], old.c)
+    op0 = arch.blocks[0].ops[0]
+    rows, cols = op0.bottleneck // space.N, len(op0.reads) * arch.blocks[0].bank_size // space.slice_channels
+    tiles = plan.c[0, :, :rows, :cols].flatten(1).T  # one encoding per generated tile of op 0
+    assert len({tuple(t.tolist()) for t in tiles}) == rows * cols  # all different; without position: 1 per bank
+    col = plan.c[0, lay.offsets()["colpos"], 0, :cols]
+    assert col[0] == -1 and (cols == 1 or col[-1] == 1)
+    hyper = HyperNet(space, HYPER_PRESETS["small"])
+    assert hyper.op_weights(plan).shape[0] == space.max_bottleneck_channels
+
+
 def test_architecture_outside_the_space_is_refused():
     arch = sample_architecture(space_preset("paper"), random.Random(0))
     with pytest.raises(InvalidArchitecture, match="outside this run's search space"):
