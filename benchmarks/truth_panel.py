@@ -32,13 +32,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-PANEL_DIR = ROOT / "benchmarks" / "truth" / "fmnist16-quick"
+PANEL_DIR = ROOT / "benchmarks" / "truth" / "fmnist16-quick-e3"
 N_ARCHS = 40
 PANEL_SEED = 2026
 PANEL_PURPOSE = 201  # derived-seed purpose, clear of the engine's and the studies'
-# The truth's recipe; changing it means a new panel folder, never an edit of this one.
-RECIPE = dict(dataset="fashion-mnist16", space="quick", val_size=5000, split_seed=0, train_size=12000,
-              epochs=2, batch=64, lr=0.05, momentum=0.9, nesterov=True, weight_decay=1e-4, augment="crop2+flip",
+# The default recipe of `build`; each panel folder keeps its own in panel.json, and `train` and `summary` read
+# it from there: changing a recipe means a new panel folder, never an edit of a trained one.
+RECIPE = dict(dataset="fashion-mnist16", space="quick", val_size=5000, split_seed=0, train_size=16000,
+              epochs=3, batch=64, lr=0.05, momentum=0.9, nesterov=True, weight_decay=1e-4, augment="crop2+flip",
               seeds=[0, 1])
 
 
@@ -86,6 +87,10 @@ def load_panel(panel_dir: Path = PANEL_DIR) -> list:
     return [Architecture.from_dict(r["arch"]) for r in rows]
 
 
+def load_recipe(panel_dir: Path = PANEL_DIR) -> dict:
+    return json.loads((panel_dir / "panel.json").read_text())["recipe"]
+
+
 def load_truth(panel_dir: Path = PANEL_DIR) -> dict:
     return json.loads((panel_dir / "truth.json").read_text())
 
@@ -97,6 +102,7 @@ def cmd_build(a) -> int:
     if path.exists():
         print(f"{path} exists; the panel is fixed once built (use another --dir for a new one)", file=sys.stderr)
         return 1
+    recipe = {**RECIPE, **{k: v for k, v in (("epochs", a.epochs), ("train_size", a.train_size)) if v}}
     archs = draw_panel()
     a.dir.mkdir(parents=True, exist_ok=True)
     rows = []
@@ -104,7 +110,7 @@ def cmd_build(a) -> int:
         params, flops = arch_cost(arch)
         rows.append(dict(id=arch.id, params=params, flops=flops, ops=arch.n_ops, arch=arch.to_dict()))
     doc = dict(what="truth panel: architectures drawn by the engine's sampler at progress 1.0",
-               seed=PANEL_SEED, purpose=PANEL_PURPOSE, recipe=RECIPE, space=space().to_dict(), archs=rows,
+               seed=PANEL_SEED, purpose=PANEL_PURPOSE, recipe=recipe, space=space().to_dict(), archs=rows,
                **{"built_on": machine()})
     path.write_text(_dumps(doc))
     print(f"wrote {path}: {len(rows)} architectures, params {min(r['params'] for r in rows)}.."
@@ -131,16 +137,17 @@ def _done(path: Path) -> set[tuple[str, int]]:
     return out
 
 
-def train_one(arch, seed: int, train, val, epochs: int | None = None) -> dict:
-    """The truth recipe on one architecture: (val error, val loss, train loss, seconds). `epochs` other than
+def train_one(arch, seed: int, train, val, epochs: int | None = None, recipe: dict | None = None) -> dict:
+    """A panel recipe on one architecture: (val error, val loss, train loss, seconds). `epochs` other than
     the recipe's is for shorter trainings (search_quality's verification), never for the truth."""
     import torch
 
     from smash_engine.config import TrainConfig
     from smash_engine.train import Final, cosine_lr, torch_gen
 
-    epochs = RECIPE["epochs"] if epochs is None else epochs
-    t = TrainConfig(final_lr=RECIPE["lr"], final_batch=RECIPE["batch"], final_weight_decay=RECIPE["weight_decay"])
+    r = recipe or RECIPE
+    epochs = r["epochs"] if epochs is None else epochs
+    t = TrainConfig(final_lr=r["lr"], final_batch=r["batch"], final_weight_decay=r["weight_decay"])
     t0 = time.perf_counter()
     f = Final.create(arch, t, seed, torch.device("cpu"))
     spe = train.num_batches(t.final_batch)
@@ -154,15 +161,17 @@ def train_one(arch, seed: int, train, val, epochs: int | None = None) -> dict:
     return dict(val_error=err, val_loss=loss, train_loss=train_loss, seconds=round(time.perf_counter() - t0, 1))
 
 
-def splits():
-    """(truth training subset, held-out split) on the CPU; SMASH trains on the rest of the training split."""
+def splits(recipe: dict | None = None):
+    """(truth training subset, held-out split) on the CPU; SMASH trains on the whole training split less the
+    held-out images."""
     import torch
 
     from smash_engine.data import device_data, holdout_split, load_dataset
 
-    ds = load_dataset(RECIPE["dataset"])
-    tr, va = holdout_split(len(ds.train_y), RECIPE["val_size"], RECIPE["split_seed"])
-    sub = tr[torch.randperm(len(tr), generator=torch.Generator().manual_seed(PANEL_SEED))[:RECIPE["train_size"]]]
+    r = recipe or RECIPE
+    ds = load_dataset(r["dataset"])
+    tr, va = holdout_split(len(ds.train_y), r["val_size"], r["split_seed"])
+    sub = tr[torch.randperm(len(tr), generator=torch.Generator().manual_seed(PANEL_SEED))[:r["train_size"]]]
     cpu = torch.device("cpu")
     return (device_data(ds.train_x[sub], ds.train_y[sub], ds.info, cpu),
             device_data(ds.train_x[va], ds.train_y[va], ds.info, cpu))
@@ -172,17 +181,17 @@ def cmd_train(a) -> int:
     import torch
 
     torch.set_num_threads(a.threads)
-    archs = load_panel(a.dir)
+    archs, recipe = load_panel(a.dir), load_recipe(a.dir)
     out = a.dir / "runs.jsonl"
-    train, val = splits()
+    train, val = splits(recipe)
     # arch-major: with two workers, each architecture's two seeds train side by side, so a panel cut short
     # still has complete pairs
-    jobs = [(i, arch, s) for i, arch in enumerate(archs) for s in RECIPE["seeds"]]
+    jobs = [(i, arch, s) for i, arch in enumerate(archs) for s in recipe["seeds"]]
     mine = [j for k, j in enumerate(jobs) if k % a.workers == a.worker]
     for i, arch, seed in mine:
         if (arch.id, seed) in _done(out):
             continue
-        r = train_one(arch, seed, train, val)
+        r = train_one(arch, seed, train, val, recipe=recipe)
         row = dict(arch_id=arch.id, index=i, seed=seed, **r, worker=a.worker, load=round(os.getloadavg()[0], 2),
                    at=time.strftime("%Y-%m-%dT%H:%M:%S"))
         with open(out, "a") as fh:  # one short line per write: appends from two workers do not interleave
@@ -207,7 +216,7 @@ def summarize(panel_dir: Path = PANEL_DIR) -> dict:
         if line.strip():
             r = json.loads(line)
             runs.setdefault(r["arch_id"], {})[r["seed"]] = r
-    seeds = RECIPE["seeds"]
+    seeds = panel["recipe"]["seeds"]
     rows, complete = [], []
     for p in panel["archs"]:
         got = runs.get(p["id"], {})
@@ -219,7 +228,7 @@ def summarize(panel_dir: Path = PANEL_DIR) -> dict:
         rows.append(row)
         if len(errs) == len(seeds):
             complete.append(row)
-    out: dict = dict(recipe=RECIPE, panel_seed=panel["seed"], n_archs=len(rows), n_complete=len(complete),
+    out: dict = dict(recipe=panel["recipe"], panel_seed=panel["seed"], n_archs=len(rows), n_complete=len(complete),
                      archs=rows)
     if len(complete) >= 3:
         e0 = [r["errors"][str(seeds[0])] for r in complete]
@@ -259,7 +268,10 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--dir", type=Path, default=PANEL_DIR, help="panel folder")
     sub = ap.add_subparsers(dest="cmd", required=True)
-    sub.add_parser("build")
+    b = sub.add_parser("build")
+    b.add_argument("--epochs", type=int, default=None, help=f"truth epochs (default {RECIPE['epochs']})")
+    b.add_argument("--train-size", type=int, default=None,
+                   help=f"truth training images (default {RECIPE['train_size']})")
     t = sub.add_parser("train")
     t.add_argument("--worker", type=int, default=0)
     t.add_argument("--workers", type=int, default=1)
