@@ -158,11 +158,19 @@ def smash_epochs(cfg, train, ckpt: Path, stops: list[int], on_stop, report=print
 
 
 SCORING_ONLY = ("score_bn", "bn_batches", "score_batch", "n_random", "n_perturb", "n_hillclimb", "final_top",
-                "final_epochs", "final_batch", "final_lr", "final_weight_decay", "log_every", "val_size")
+                "final_epochs", "final_batch", "final_lr", "final_weight_decay", "log_every", "val_size",
+                "val_archs", "val_every", "verify_top", "verify_epochs", "verify_images")
 
 
 def _trained_by(cfg: dict) -> dict:
-    """The part of a config that decides SMASH's trained weights (what scoring settings leave alone)."""
+    """The part of a config that decides SMASH's trained weights (what scoring settings leave alone); a
+    checkpoint's config from before a field existed gets that field's default, as a resumed run does."""
+    from smash_engine.config import RunConfig
+
+    try:
+        cfg = RunConfig.from_dict(cfg).to_dict()
+    except (TypeError, KeyError):
+        return cfg
     train = {k: v for k, v in cfg.get("train", {}).items() if k not in SCORING_ONLY}
     return {**{k: v for k, v in cfg.items() if k not in ("train", "name")}, "train": train}
 
@@ -212,7 +220,11 @@ def restat(path: Path, truth: dict) -> int:
         entry["stats"] = quality_table(pred, true)
         if entry is doc["by_epoch"][-1]:  # the picks without verification (that needs training: rerun with --from)
             old = entry.get("picks") or {}
-            entry["picks"] = {**old, **pick_regrets(argparse.Namespace(verify=0), [], ids, true, pred, None, None)}
+            picks = {**old, **pick_regrets(argparse.Namespace(verify=0), [], ids, true, pred, None, None)}
+            for key, detail in old.items():  # a verified pick keeps its architecture; its regret follows the truth
+                if key.endswith("_detail") and detail["picked"] in true_of:
+                    picks[key.removesuffix("_detail")] = true_of[detail["picked"]] - min(true)
+            entry["picks"] = picks
             doc["picks"] = entry["picks"]
         print_table(entry["stats"], truth.get("ceiling"), f"{doc['variant']} after SMASH epoch {entry['epoch']} "
                                                           f"(n = {len(ids)} with truth)")
