@@ -218,14 +218,11 @@ def restat(path: Path, truth: dict) -> int:
         pred = {"smash": [entry["smash_errors"][i] for i in ids],
                 **{k: [v[i] for i in ids] for k, v in doc["baselines_by_arch"].items()}}
         entry["stats"] = quality_table(pred, true)
-        if entry is doc["by_epoch"][-1]:  # the picks without verification (that needs training: rerun with --from)
-            old = entry.get("picks") or {}
-            picks = {**old, **pick_regrets(argparse.Namespace(verify=0), [], ids, true, pred, None, None)}
-            for key, detail in old.items():  # a verified pick keeps its architecture; its regret follows the truth
-                if key.endswith("_detail") and detail["picked"] in true_of:
-                    picks[key.removesuffix("_detail")] = true_of[detail["picked"]] - min(true)
-            entry["picks"] = picks
-            doc["picks"] = entry["picks"]
+        if "verified" in entry or entry is doc["by_epoch"][-1]:
+            pred_all = {"smash": list(entry["smash_errors"].values()),
+                        **{k: list(v.values()) for k, v in doc["baselines_by_arch"].items()}}
+            entry["picks"] = doc["picks"] = pick_regrets(list(entry["smash_errors"]), pred_all, true_of,
+                                                         entry.get("verified") or {})
         print_table(entry["stats"], truth.get("ceiling"), f"{doc['variant']} after SMASH epoch {entry['epoch']} "
                                                           f"(n = {len(ids)} with truth)")
     doc.update(stats=doc["by_epoch"][-1]["stats"], n_with_truth=len(ids), ceiling=truth.get("ceiling"),
@@ -235,33 +232,47 @@ def restat(path: Path, truth: dict) -> int:
     return 0
 
 
-def pick_regrets(a: argparse.Namespace, archs, kept: list[int], true: list[float], pred: dict[str, list[float]],
-                 train, val) -> dict:
-    """The regret of the architecture each way of choosing hands to final training: SMASH's best score,
-    the largest network, a random one (expected), and SMASH's or parameter count's top K each trained briefly
-    (`--verify K`) with the best of them taken. Regret = its mean true error minus the panel's best."""
+def verify(a: argparse.Namespace, archs, pred_all: dict[str, list[float]], train, val) -> dict:
+    """The verify phase applied to the panel: for SMASH and for parameter count, their top K (of all panel
+    architectures) each trained briefly on the same seeded images with the same seed, as the engine's verify
+    phase does; the pick is the best of them by held-out error."""
     import numpy as np
     import torch
 
-    best = min(true)
-    out: dict = {"random_expected": float(np.mean(true) - best)}
+    idx = torch.randperm(len(train), generator=torch.Generator().manual_seed(7))[:a.verify_images]
+    sub = type(train)(train.x[idx], train.y[idx], train.info, train.device)
+    out = {}
     for name in ("smash", "params"):
-        order = np.argsort(pred[name], kind="stable")
-        out[f"{name}_top1"] = float(true[order[0]] - best)
-        if a.verify:
-            # the same seeded images and seed for every candidate, as the engine's verify phase does
-            idx = torch.randperm(len(train), generator=torch.Generator().manual_seed(7))[:a.verify_images]
-            sub = type(train)(train.x[idx], train.y[idx], train.info, train.device)
-            tried = []
-            for j in order[:a.verify]:
-                r = truth_panel.train_one(archs[kept[j]], 0, sub, val, a.verify_epochs)
-                tried.append((r["val_error"], int(j), r["seconds"]))
-            err, j, _ = min(tried)
-            out[f"{name}_verify{a.verify}"] = float(true[j] - best)
-            out[f"{name}_verify{a.verify}_detail"] = dict(
-                candidates=[archs[kept[i]].id for _, i, _ in tried], short_errors=[e for e, _, _ in tried],
-                seconds=sum(s for _, _, s in tried), picked=archs[kept[j]].id, picked_true_rank=int(
-                    np.argsort(np.argsort(true))[j]) + 1)
+        tried = []
+        for j in np.argsort(pred_all[name], kind="stable")[:a.verify]:
+            r = truth_panel.train_one(archs[int(j)], 0, sub, val, a.verify_epochs)
+            tried.append((r["val_error"], archs[int(j)].id, r["seconds"]))
+        out[f"{name}_verify{a.verify}"] = dict(
+            candidates=[i for _, i, _ in tried], short_errors=[e for e, _, _ in tried], picked=min(tried)[1],
+            seconds=round(sum(s for _, _, s in tried), 1), images=len(sub), epochs=a.verify_epochs)
+    return out
+
+
+def pick_regrets(ids: list[str], pred_all: dict[str, list[float]], true_of: dict[str, float],
+                 verified: dict) -> dict:
+    """The regret (true error minus the panel's best, over the architectures with a truth) of the architecture
+    each way of choosing hands to final training: each predictor's top pick, the verified picks, and a random
+    pick (its expectation). None where the pick has no truth yet."""
+    import numpy as np
+
+    known = [true_of[i] for i in ids if i in true_of]
+    if not known:
+        return {}
+    best = min(known)
+
+    def regret(arch_id: str) -> float | None:
+        return None if arch_id not in true_of else float(true_of[arch_id] - best)
+
+    out: dict = {"random_expected": float(np.mean(known) - best)}
+    for name, values in pred_all.items():
+        out[f"{name}_top1"] = regret(ids[int(np.argmin(values))])
+    for name, detail in verified.items():
+        out[name] = regret(detail["picked"])
     return out
 
 
@@ -308,6 +319,21 @@ def main(argv: list[str] | None = None) -> int:
     kept = [i for i, arch in enumerate(archs) if arch.id in true_of]
     true = [true_of[archs[i].id] for i in kept]
     results: dict[int, dict] = {}
+    timing: dict = {"baseline_seconds": round(t_base, 1)}
+    path = a.out / f"quality-{a.variant}-{time.strftime('%Y-%m-%d-%H%M')}.json"
+
+    def save(results: dict[int, dict]) -> Path:
+        last = results[max(results)]
+        doc = dict(variant=a.variant, panel=str(a.panel.relative_to(ROOT)) if not a.smoke else "smoke",
+                   argv=sys.argv[1:] if argv is None else argv, config=cfg.to_dict(),
+                   smash_train_images=len(train), held_out_images=len(val), n_with_truth=len(kept),
+                   ceiling=truth.get("ceiling"), truth_complete=truth.get("n_complete"), **timing,
+                   baselines_by_arch={k: dict(zip([x.id for x in archs], v, strict=True)) for k, v in base.items()},
+                   by_epoch=[results[e] for e in sorted(results)], stats=last["stats"], picks=last.get("picks"),
+                   machine=truth_panel.machine())
+        a.out.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(doc, indent=1) + "\n")
+        return path
 
     def on_stop(s, epoch: int) -> None:
         from smash_engine.train import bn_calibration, smash_score
@@ -318,16 +344,21 @@ def main(argv: list[str] | None = None) -> int:
         errs = [smash_score(s, arch, val, t.score_batch, t.score_bn, calib)[0] for arch in archs]
         secs = time.perf_counter() - t1
         pred = {"smash": [errs[i] for i in kept], **{k: [v[i] for i in kept] for k, v in base.items()}}
-        rows = quality_table(pred, true)
+        rows = quality_table(pred, true) if len(kept) >= 3 else {}
         results[epoch] = dict(epoch=epoch, smash_errors=dict(zip([x.id for x in archs], errs, strict=True)),
                               score_seconds=round(secs, 1), score_seconds_per_arch=round(secs / len(archs), 2),
                               stats=rows)
         if epoch == a.epochs:
-            results[epoch]["picks"] = picks = pick_regrets(a, archs, kept, true, pred, train, val)
+            save(results)  # the scores are safe before the verification trainings start
+            pred_all = {"smash": errs, **base}
+            verified = verify(a, archs, pred_all, train, val) if a.verify else {}
+            picks = pick_regrets([x.id for x in archs], pred_all, true_of, verified)
+            results[epoch].update(verified=verified, picks=picks)
             print("regret of the pick (points): " + ", ".join(
-                f"{k} {100 * v:.2f}" for k, v in picks.items() if not k.endswith("_detail")), flush=True)
-        print_table(rows, truth.get("ceiling"), f"after SMASH epoch {epoch} (n = {len(kept)} with truth; "
-                                                f"scoring took {secs / len(archs):.2f} s per architecture)")
+                f"{k} {'n/a' if v is None else f'{100 * v:.2f}'}" for k, v in picks.items()), flush=True)
+        if rows:
+            print_table(rows, truth.get("ceiling"), f"after SMASH epoch {epoch} (n = {len(kept)} with truth; "
+                                                    f"scoring took {secs / len(archs):.2f} s per architecture)")
 
     ckpt = a.work / f"{a.variant}.pt"
     if a.from_variant and not ckpt.exists():
@@ -336,18 +367,8 @@ def main(argv: list[str] | None = None) -> int:
         a.work.mkdir(parents=True, exist_ok=True)
         shutil.copy(a.work / f"{a.from_variant}.pt", ckpt)
     t_train = smash_epochs(cfg, train, ckpt, stops, on_stop, report=lambda line: print(line, flush=True))
-    last = results[max(results)]
-    doc = dict(variant=a.variant, panel=str(a.panel.relative_to(ROOT)) if not a.smoke else "smoke",
-               argv=sys.argv[1:] if argv is None else argv, config=cfg.to_dict(), smash_train_images=len(train),
-               held_out_images=len(val), n_with_truth=len(kept), ceiling=truth.get("ceiling"),
-               truth_complete=truth.get("n_complete"),
-               smash_train_seconds=round(t_train, 1), baseline_seconds=round(t_base, 1),
-               baselines_by_arch={k: dict(zip([x.id for x in archs], v, strict=True)) for k, v in base.items()},
-               by_epoch=[results[e] for e in sorted(results)], stats=last["stats"], picks=last.get("picks"),
-               machine=truth_panel.machine())
-    a.out.mkdir(parents=True, exist_ok=True)
-    path = a.out / f"quality-{a.variant}-{time.strftime('%Y-%m-%d-%H%M')}.json"
-    path.write_text(json.dumps(doc, indent=1) + "\n")
+    timing["smash_train_seconds"] = round(t_train, 1)
+    path = save(results)
     print(f"wrote {path}")
     return 0
 
