@@ -292,8 +292,13 @@ class Engine:
         todo = self._agreed(lambda: [r for r in store.verifications(self.w.conn, self.run_id)
                                      if r["status"] != "done"])
         total = t.verify_top
+        # the same seeded images for every candidate, so they differ by architecture, not by data
+        n = self._verify_images()
+        idx = torch.randperm(len(self.train), generator=torch_gen(self.cfg.seed, VERIFY, 0))[:n].sort().values
+        idx = idx.to(self.device)
+        data = type(self.train)(self.train.x[idx], self.train.y[idx], self.train.info, self.device)
         for row in todo:
-            self._verify_one(row["arch_id"], total - len(todo) + todo.index(row), total)
+            self._verify_one(row["arch_id"], data, total - len(todo) + todo.index(row), total)
         rows = self._agreed(lambda: store.verifications(self.w.conn, self.run_id))
         best = [r["arch_id"] for r in sorted(rows, key=lambda r: (r["val_error"], r["smash_rank"]))]
         rest = [r["arch_id"] for r in self._top(t.final_top + len(best)) if r["arch_id"] not in best]
@@ -303,16 +308,11 @@ class Engine:
                                 f"{min(r['val_error'] for r in rows):.4f})")
         self._queue_finals_and_enter((best + rest)[:t.final_top])
 
-    def _verify_one(self, arch_id: str, done: int, total: int) -> None:
+    def _verify_one(self, arch_id: str, data, done: int, total: int) -> None:
         t = self.cfg.train
         arch = Architecture.from_json(self._agreed(lambda: store.get_arch(self.w.conn, arch_id))["spec_json"])
         self.w.set_verification(self.run_id, arch_id, "running")
         t0 = time.perf_counter()
-        # the same seeded images for every candidate, so they differ by architecture, not by data
-        n = self._verify_images()
-        idx = torch.randperm(len(self.train), generator=torch_gen(self.cfg.seed, VERIFY, 0))[:n].sort().values
-        data = type(self.train)(self.train.x[idx.to(self.device)], self.train.y[idx.to(self.device)],
-                                self.train.info, self.device)
         f = Final.create(arch, t, rng(self.cfg.seed, VERIFY, 1).getrandbits(31), self.device, self.world)
         spe = data.num_batches(min(t.final_batch, len(data)) * self.world.size)
         steps = t.verify_epochs * spe

@@ -202,15 +202,13 @@ def arch_bn(s: Smash, forward, mode: str, calib: list[torch.Tensor] | None):
                 bn.momentum = momentum
 
 
-@torch.inference_mode()
-def smash_score(s: Smash, arch: Architecture, data: DeviceData, batch: int, mode: str = "shared",
-                calib: list[torch.Tensor] | None = None) -> tuple[float, float]:
-    """SMASH score: (error, loss) on all of `data` with generated weights; BatchNorm statistics per `mode`
-    (`arch_bn`)."""
+def score_plan(s: Smash, plan: ArchPlan, data: DeviceData, batch: int, mode: str = "shared",
+               calib: list[torch.Tensor] | None = None) -> tuple[float, float]:
+    """SMASH (error, loss) of `plan.arch` on all of `data` with the weights the HyperNet generates from
+    `plan.c`; BatchNorm statistics per `mode` (`arch_bn`). Studies pass plans with a corrupted `c`."""
     s.hyper.eval()
     s.net.eval()
-    plan = s.plan(arch)
-    with s.autocast():
+    with torch.inference_mode(), s.autocast():
         w = s.hyper.op_weights(plan)
 
         def forward(x: torch.Tensor) -> torch.Tensor:
@@ -218,6 +216,12 @@ def smash_score(s: Smash, arch: Architecture, data: DeviceData, batch: int, mode
 
         with arch_bn(s, forward, mode, calib):
             return _evaluate(forward, data, batch)
+
+
+def smash_score(s: Smash, arch: Architecture, data: DeviceData, batch: int, mode: str = "shared",
+                calib: list[torch.Tensor] | None = None) -> tuple[float, float]:
+    """SMASH score of `arch`: what the rank phase records."""
+    return score_plan(s, s.plan(arch), data, batch, mode, calib)
 
 
 def _evaluate(forward, data: DeviceData, batch: int) -> tuple[float, float]:

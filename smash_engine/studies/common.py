@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from .. import store
 from ..config import RunConfig, TrainConfig
@@ -22,7 +21,7 @@ from ..errors import ConfigError, EngineBusy, ResultsFileError
 from ..hypernet import HYPER_PRESETS, HyperConfig
 from ..runs import load_splits
 from ..space import Architecture
-from ..train import Final, Smash, arch_bn, bn_calibration, cosine_lr, torch_gen
+from ..train import Final, Smash, bn_calibration, cosine_lr, score_plan, torch_gen
 
 # derived-seed purposes, clear of train.py's 0..9
 CORRUPT, WALK, NORMAL, CAPACITY = 101, 102, 103, 104
@@ -93,27 +92,6 @@ def arch_of(conn, arch_id: str) -> Architecture:
 
 
 # -- scoring and normal training ------------------------------------------------------------------
-def score_plan(s: Smash, plan: ArchPlan, data: DeviceData, batch: int, mode: str = "shared",
-               calib: list[torch.Tensor] | None = None) -> tuple[float, float]:
-    """SMASH (error, loss) of `plan.arch` with the weights the HyperNet generates from `plan.c`, BatchNorm
-    statistics as the run scores (`train.arch_bn`)."""
-    s.hyper.eval()
-    s.net.eval()
-    wrong = loss = 0.0
-    with torch.inference_mode(), s.autocast():
-        w = s.hyper.op_weights(plan)
-
-        def forward(x: torch.Tensor) -> torch.Tensor:
-            return s.net(x, plan, w)
-
-        with arch_bn(s, forward, mode, calib):
-            for x, y in data.eval_batches(batch):
-                logits = forward(x).float()
-                wrong += (logits.argmax(1) != y).sum().item()
-                loss += F.cross_entropy(logits, y, reduction="sum").item()
-    return wrong / max(len(data), 1), loss / max(len(data), 1)
-
-
 def fit(f: Final, t: TrainConfig, epochs: int, seed: int, train: DeviceData, val: DeviceData, test: DeviceData,
         start: int = 0, on_epoch: Callable[[int, dict], None] | None = None) -> dict:
     """Train a FixedNet (SGD, cosine per step) for `epochs`; returns the last epoch's metrics."""
