@@ -69,6 +69,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 
 
 def _value(text: str):
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
     for cast in (int, float):
         try:
             return cast(text)
@@ -77,7 +79,9 @@ def _value(text: str):
     return text
 
 
-def make_cfg(a: argparse.Namespace, dataset: str, val_size: int):
+def make_cfg(a: argparse.Namespace, dataset: str, val_size: int, base_space=None):
+    """The preset's config on the panel's dataset; SMASH searches the space the panel was drawn from
+    (`base_space`), with `--space-set` on top."""
     from smash_engine.config import make_config
     from smash_engine.errors import ConfigError
     from smash_engine.hypernet import HYPER_PRESETS
@@ -94,8 +98,7 @@ def make_cfg(a: argparse.Namespace, dataset: str, val_size: int):
     cfg = make_config(a.preset, dataset=dataset, seed=a.seed, device="cpu", epochs=a.epochs, val_size=val_size,
                       **pairs(a.set, "--set"))
     space = pairs(a.space_set, "--space-set")
-    if space:
-        cfg = dataclasses.replace(cfg, space=dataclasses.replace(cfg.space, **space))
+    cfg = dataclasses.replace(cfg, space=dataclasses.replace(base_space or cfg.space, **space))
     if a.hyper:
         if a.hyper not in HYPER_PRESETS:
             raise ConfigError(f"unknown --hyper {a.hyper!r}; choose one of {', '.join(HYPER_PRESETS)}")
@@ -307,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
         return restat(a.restat, truth)
     recipe = truth["recipe"]
     true_of = {r["id"]: r["mean_error"] for r in truth["archs"] if r.get("mean_error") is not None}
-    cfg = make_cfg(a, recipe["dataset"], recipe["val_size"])
+    cfg = make_cfg(a, recipe["dataset"], recipe["val_size"], None if a.smoke else truth_panel.load_space(a.panel))
     train, val = data(recipe["dataset"], recipe["val_size"], recipe["split_seed"], a.train_size, a.seed)
     stops = sorted({int(e) for e in a.score_at.split(",") if e.strip()} | {a.epochs})
     print(f"{a.variant}: SMASH on {len(train)} {recipe['dataset']} images, {a.epochs} epochs, scoring "

@@ -32,23 +32,31 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-PANEL_DIR = ROOT / "benchmarks" / "truth" / "fmnist16-quick-e3"
+PANEL_DIR = ROOT / "benchmarks" / "truth" / "fmnist16-wide-e2"
 N_ARCHS = 40
 PANEL_SEED = 2026
 PANEL_PURPOSE = 201  # derived-seed purpose, clear of the engine's and the studies'
 # The default recipe of `build`; each panel folder keeps its own in panel.json, and `train` and `summary` read
 # it from there: changing a recipe means a new panel folder, never an edit of a trained one.
-RECIPE = dict(dataset="fashion-mnist16", space="quick", val_size=5000, split_seed=0, train_size=16000,
-              epochs=3, batch=64, lr=0.05, momentum=0.9, nesterov=True, weight_decay=1e-4, augment="crop2+flip",
+RECIPE = dict(dataset="fashion-mnist16", space="quick", val_size=10000, split_seed=0, train_size=12000,
+              epochs=2, batch=64, lr=0.05, momentum=0.9, nesterov=True, weight_decay=1e-4, augment="crop2+flip",
               seeds=[0, 1])
 
 
-def space():
+def space(overrides: dict | None = None):
     from smash_engine.config import DATASET_SHAPES
     from smash_engine.space import space_preset
 
     c, size, classes = DATASET_SHAPES[RECIPE["dataset"]]
-    return space_preset(RECIPE["space"], image_channels=c, image_size=size, num_classes=classes)
+    return space_preset(RECIPE["space"], image_channels=c, image_size=size, num_classes=classes,
+                        **(overrides or {}))
+
+
+def load_space(panel_dir: Path = PANEL_DIR):
+    """The search space the panel was drawn from (SMASH variants search the same one)."""
+    from smash_engine.space import SpaceConfig
+
+    return SpaceConfig.from_dict(json.loads((panel_dir / "panel.json").read_text())["space"])
 
 
 def machine() -> dict:
@@ -64,20 +72,41 @@ def machine() -> dict:
                 load=os.getloadavg()[0])
 
 
-def draw_panel(n: int | None = None, seed: int = PANEL_SEED) -> list:
-    """`n` distinct architectures from the sampler at progress 1.0 (what the rank phase scores)."""
+def draw_panel(n: int | None = None, seed: int = PANEL_SEED, sp=None, pool: int = 0) -> list:
+    """`n` distinct architectures from the sampler at progress 1.0 (what the rank phase scores).
+
+    With `pool` > n: draw `pool`, then keep the n nearest to log-evenly spaced parameter counts over the
+    pool's range. The sampler piles most architectures onto a plateau where short trainings cannot tell them
+    apart (issue 12's first panels: seed noise larger than the spread); stratifying spreads the panel over
+    the sizes the space holds, so the truth has differences to rank.
+    """
+    import math
+
+    from smash_engine.network import arch_cost
     from smash_engine.sampler import sample_architecture
     from smash_engine.train import _derived
 
     n = N_ARCHS if n is None else n
-    sp, archs, seen, i = space(), [], set(), 0
-    while len(archs) < n:
+    sp = sp or space()
+    archs: list = []
+    seen: set[str] = set()
+    i = 0
+    while len(archs) < max(n, pool):
         a = sample_architecture(sp, random.Random(_derived(seed, PANEL_PURPOSE, i)), progress=1.0)
         i += 1
         if a.id not in seen:
             seen.add(a.id)
             archs.append(a)
-    return archs
+    if pool <= n:
+        return archs
+    logp = [math.log(arch_cost(a)[0]) for a in archs]
+    lo, hi = min(logp), max(logp)
+    chosen: list[int] = []
+    for k in range(n):
+        target = lo + (hi - lo) * k / (n - 1)
+        j = min((j for j in range(len(archs)) if j not in chosen), key=lambda j: abs(logp[j] - target))
+        chosen.append(j)
+    return [archs[j] for j in sorted(chosen)]
 
 
 def load_panel(panel_dir: Path = PANEL_DIR) -> list:
@@ -102,15 +131,24 @@ def cmd_build(a) -> int:
     if path.exists():
         print(f"{path} exists; the panel is fixed once built (use another --dir for a new one)", file=sys.stderr)
         return 1
-    recipe = {**RECIPE, **{k: v for k, v in (("epochs", a.epochs), ("train_size", a.train_size)) if v}}
-    archs = draw_panel()
+    recipe = {**RECIPE, **{k: v for k, v in (("epochs", a.epochs), ("train_size", a.train_size),
+                                              ("val_size", a.val_size)) if v}}
+    overrides = {}
+    for item in a.space_set:
+        key, _, value = item.partition("=")
+        overrides[key.strip()] = json.loads(value)
+    sp = space(overrides)
+    archs = draw_panel(sp=sp, pool=a.pool)
     a.dir.mkdir(parents=True, exist_ok=True)
     rows = []
     for arch in archs:
         params, flops = arch_cost(arch)
         rows.append(dict(id=arch.id, params=params, flops=flops, ops=arch.n_ops, arch=arch.to_dict()))
-    doc = dict(what="truth panel: architectures drawn by the engine's sampler at progress 1.0",
-               seed=PANEL_SEED, purpose=PANEL_PURPOSE, recipe=recipe, space=space().to_dict(), archs=rows,
+    what = "truth panel: architectures drawn by the engine's sampler at progress 1.0"
+    if a.pool > N_ARCHS:
+        what += f", {N_ARCHS} of {a.pool} draws kept log-evenly spread over parameter count"
+    doc = dict(what=what, seed=PANEL_SEED, purpose=PANEL_PURPOSE, pool=a.pool, recipe=recipe,
+               space=sp.to_dict(), archs=rows,
                **{"built_on": machine()})
     path.write_text(_dumps(doc))
     print(f"wrote {path}: {len(rows)} architectures, params {min(r['params'] for r in rows)}.."
@@ -272,6 +310,12 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--epochs", type=int, default=None, help=f"truth epochs (default {RECIPE['epochs']})")
     b.add_argument("--train-size", type=int, default=None,
                    help=f"truth training images (default {RECIPE['train_size']})")
+    b.add_argument("--val-size", type=int, default=None,
+                   help=f"held-out images of the truth (default {RECIPE['val_size']})")
+    b.add_argument("--space-set", action="append", default=[], metavar="KEY=JSON",
+                   help="search-space override, e.g. --space-set min_budget=0.02 (repeatable)")
+    b.add_argument("--pool", type=int, default=0,
+                   help="draw this many and keep N log-evenly spread over parameter count (0: the first N)")
     t = sub.add_parser("train")
     t.add_argument("--worker", type=int, default=0)
     t.add_argument("--workers", type=int, default=1)

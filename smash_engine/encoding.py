@@ -160,7 +160,7 @@ def encode(arch: Architecture, space: SpaceConfig) -> ArchPlan:
     n_ops = len(ops)
     op_in = np.array([len(op.reads) * b.bank_size for _, b, op in ops], dtype=np.int64)
     op_slices = op_in // dcN
-    op_first = np.concatenate([[0], np.cumsum(op_slices)[:-1]]).astype(np.int64)
+    op_first = (np.cumsum(op_slices) - op_slices).astype(np.int64)  # empty for an architecture with no ops
     feat = -np.ones((n_ops, off["total"]), dtype=np.float32)
     rows_idx = np.arange(n_ops)
 

@@ -88,6 +88,8 @@ class HyperNet(nn.Module):
 
         The norms are computed for all ops at once (masked column sums, one index_add), in fp32.
         """
+        if len(plan.op_in) == 0:  # a space whose budgets reach 0 can draw an architecture with no ops at all
+            return plan.c.new_zeros(0, 0, dtype=torch.float32)
         w = self(plan.c).float()
         rows = torch.arange(w.shape[0], device=w.device)[:, None] < plan.col_rows[None, :]
         col_sq = (w * w * rows).sum(0)  # (S*dcN,)

@@ -91,3 +91,16 @@ def test_validation_curve_scores_the_same_architectures_every_epoch(trained):
     each = [smash_score(s, a, val, cfg.train.score_batch, "recal", calib) for a in archs]
     assert err == pytest.approx(sum(e for e, _ in each) / len(each))
     assert validation_error(s, cfg, val, calib) == (err, loss)  # deterministic: comparable between epochs
+
+
+def test_an_architecture_without_ops_trains_and_scores(trained):
+    """A space whose block budgets reach 0 (min_budget near 0) draws whole architectures with no ops."""
+    import dataclasses
+
+    cfg, s, train, val = trained
+    space = dataclasses.replace(cfg.space, min_budget=0.0)
+    arch = next(a for a in (sample_architecture(space, random.Random(i), 1.0) for i in range(20_000)) if a.n_ops == 0)
+    x, y = next(train.epoch_batches(50, torch.Generator().manual_seed(1)))
+    loss, err, skipped = smash_step(s, arch, x, y, 1e-3).tolist()
+    assert skipped == 0 and loss == loss
+    assert 0.0 <= smash_score(s, arch, val, 100, "recal", [x])[0] <= 1.0
