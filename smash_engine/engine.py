@@ -29,7 +29,16 @@ from .encoding import check_in_space
 from .errors import ConfigError, ResultsFileError, SmashError
 from .network import arch_cost
 from .report import plain_reporter
-from .runs import load_checkpoint, load_splits, resolve_device, run_dir, save_atomic, save_weights
+from .runs import (
+    disk_full,
+    find_run_folder,
+    load_owned,
+    load_splits,
+    resolve_device,
+    run_dir,
+    save_atomic,
+    save_weights,
+)
 from .space import Architecture
 from .train import (
     FINAL,
@@ -82,7 +91,7 @@ class Engine:
         run = self._agreed(lambda: store.get_run(self.w.conn))
         if run is None:
             raise ResultsFileError(f"{db_path} holds no run; start one with `smash-tui run`")
-        self.run_id = run["id"]
+        self.run_id, self.uid, self._run_row = run["id"], run["uid"], run
         self.cfg = RunConfig.from_dict(json.loads(run["config_json"]))
         self.phase = run["phase"]
         self.dir = run_dir(self.db_path)
@@ -136,18 +145,31 @@ class Engine:
             self._event("info", "stopped on request; checkpoint written")
             return "stopped"
         except SmashError as e:
-            self._set(status="failed", message=str(e))
-            self._event("error", str(e))
+            self._record_failure(str(e))
             raise
         except BaseException as e:
-            self._set(status="failed", message=f"{type(e).__name__}: {e}")
-            self._event("error", f"engine failed: {type(e).__name__}: {e}")
+            if disk_full(e):  # the previous checkpoint and every committed row are intact: resume once freed
+                message = (f"the disk holding {self.db_path.parent}/ is full ({e}): free space, then "
+                           f"`smash-tui resume {self.db_path}`; nothing already saved is lost")
+                self._record_failure(message)
+                raise SmashError(message) from e
+            self._record_failure(f"{type(e).__name__}: {e}", f"engine failed: {type(e).__name__}: {e}")
             raise
         finally:
             for s, h in old.items():
                 signal.signal(s, h)
             self.w.close()
             dist.shutdown()
+
+    def _record_failure(self, message: str, event: str | None = None) -> None:
+        """Mark the run failed, if the results file can still take it (not on a full disk: then the run
+        shows as crashed once its heartbeat is stale, and resumes the same way)."""
+        try:
+            self._set(status="failed", message=message)
+            self._event("error", event or message)
+        except Exception as e:
+            if not disk_full(e):
+                raise
 
     def _on_signal(self, signum, frame) -> None:
         self._stop_signal += 1
@@ -161,11 +183,13 @@ class Engine:
         self.steps_per_epoch = self.train.num_batches(t.batch_size * self.world.size)
         self.total_steps = t.epochs * self.steps_per_epoch
         self.smash = Smash.create(self.cfg, self.device, self.world)
-        sd = self._agreed(lambda: load_checkpoint(self.dir / "checkpoint.pt"))
+        sd = self._agreed(lambda: load_owned(self.dir / "checkpoint.pt", self.uid, self.cfg.to_dict()))
         if sd is not None:
             self.smash.load_state_dict(sd)
             self.step = int(sd["step"])
             self._event("info", f"resumed from checkpoint at step {self.step}")
+        elif self.world.main and (self.phase != "smash" or self._run_row["epoch"] >= 2):
+            self._missing_folder()
         self._set(total_steps=self.total_steps)
 
     # -- phases --------------------------------------------------------------------------------
@@ -189,6 +213,18 @@ class Engine:
             t0, n0 = time.perf_counter(), self.step
         self._checkpoint()
         self._enter("rank")
+
+    def _missing_folder(self) -> None:
+        """The run trained past a checkpoint, but its folder holds none: the results file was moved or
+        renamed away from its folder. Say where the folder is rather than silently train from scratch."""
+        where = self.dir
+        found = find_run_folder(self.db_path, self.uid) if self.uid else None
+        if found is not None:
+            raise ResultsFileError(f"this run's files are in {found}/ but {self.db_path} looks for them in "
+                                   f"{where}/ (the results file was renamed): rename {found.name}/ to {where.name}/, "
+                                   f"or the results file back to {found.name}.db, then resume")
+        raise ResultsFileError(f"{where}/checkpoint.pt is missing, but this run trained past it: put the run "
+                               f"folder back beside {self.db_path} as {where.name}/, or start a new run")
 
     def _guarded_step(self, arch: Architecture, x: torch.Tensor, y: torch.Tensor, lr: float) -> torch.Tensor:
         try:
@@ -401,10 +437,17 @@ class Engine:
         arch = Architecture.from_json(final["spec_json"])
         f = Final.create(arch, t, self.cfg.seed * 1000 + fid, self.device, self.world)
         ckpt, start, best = self.dir / f"final-{fid}.pt", 0, None
-        sd = self._agreed(lambda: load_checkpoint(ckpt))
+        sd = self._agreed(lambda: load_owned(ckpt, self.uid))
         if sd is not None:
-            f.net.load_state_dict(sd["net"])
-            f.opt.load_state_dict(sd["opt"])
+            if sd.get("arch_id", arch.id) != arch.id:
+                raise ResultsFileError(f"{ckpt} holds architecture {sd['arch_id']}, not final #{fid}'s {arch.id}: "
+                                       f"move it out of {self.dir}/, then resume")
+            try:
+                f.net.load_state_dict(sd["net"])
+                f.opt.load_state_dict(sd["opt"])
+            except (RuntimeError, ValueError, KeyError) as e:  # a file from before identities, of another net
+                raise ResultsFileError(f"{ckpt} does not fit final #{fid}'s architecture {arch.id}: move it out "
+                                       f"of {self.dir}/, then resume") from e
             start, best = int(sd["epoch"]), sd["best_val_error"]
         self.w.update_final(fid, status="running")
         self._event("info", f"final training #{fid} of {arch.id} ({final['epochs']} epochs)")
@@ -428,16 +471,16 @@ class Engine:
                                   test_error=test_err, lr=lr, images_per_s=ips)
             self.w.update_final(fid, epoch=epoch + 1, best_val_error=best, test_error=test_err)
             save_atomic({"net": f.net.state_dict(), "opt": f.opt.state_dict(), "epoch": epoch + 1,
-                         "best_val_error": best}, ckpt)
+                         "best_val_error": best, "run_uid": self.uid, "arch_id": arch.id}, ckpt)
             self.report(dict(phase="final", done=epoch + 1, total=final["epochs"], loss=loss, error=test_err,
                              images_per_s=ips))
         if not self.world.main:
             return
         if start >= final["epochs"]:  # its checkpoint was already at the last epoch: record it, train nothing
-            _, test_err = f.evaluate(self.test, t.score_batch)
+            test_err, _ = f.evaluate(self.test, t.score_batch)
             self.w.update_final(fid, epoch=start, best_val_error=best, test_error=test_err)
         weights = self.dir / f"final-{fid}.safetensors"
-        save_weights(f.net, arch, weights)
+        save_weights(f.net, arch, weights, self.uid)
         self.w.update_final(fid, status="done", weights_path=str(weights))
         self._event("info", f"final training #{fid} done: test error {test_err:.4f}")
 
@@ -560,8 +603,8 @@ class Engine:
 
     def _checkpoint(self) -> None:
         if hasattr(self, "smash") and self.world.main:
-            save_atomic({**self.smash.state_dict(), "step": self.step, "config": self.cfg.to_dict()},
-                        self.dir / "checkpoint.pt")
+            save_atomic({**self.smash.state_dict(), "step": self.step, "config": self.cfg.to_dict(),
+                         "run_uid": self.uid}, self.dir / "checkpoint.pt")
 
     def _enter(self, phase: str) -> None:
         self.phase = phase

@@ -2,12 +2,17 @@
 the device it runs on, and its data splits. The engine, the studies and transfer share these.
 
 Files of a run `runs/NAME.db`: the run directory `runs/NAME/` holds checkpoint.pt, final-ID.pt (final
-training checkpoints), final-ID.safetensors (trained weights) and engine.log (detached engines).
+training checkpoints), final-ID.safetensors (trained weights), study checkpoints and engine.log (detached
+engines). Every checkpoint and weights file records the run's identity (`runs.uid`, made when the run is
+created), and a file of another run is never loaded: a folder left behind by a deleted results file, or a
+results file renamed away from its folder, ends in one line that says which file and what to do.
 """
 
 from __future__ import annotations
 
+import errno
 import os
+import sqlite3
 from pathlib import Path
 
 import torch
@@ -32,20 +37,102 @@ def run_dir(db_path: Path) -> Path:
     return db_path.with_suffix("")
 
 
+def disk_full(e: BaseException) -> bool:
+    """Whether `e` is the disk (or a quota) filling up, from the OS or from SQLite."""
+    if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    if isinstance(e, sqlite3.OperationalError) and "full" in str(e):
+        return True
+    return isinstance(e.__cause__, BaseException) and disk_full(e.__cause__)
+
+
+def check_folder_free(db_path: Path) -> None:
+    """A new run's folder must not hold another run's files: they would be resumed from (the old
+    checkpoint's HyperNet ranked as if trained now) or loaded into other architectures."""
+    folder = run_dir(db_path)
+    if folder.is_dir():
+        files = sorted(p.name for p in folder.iterdir())
+        if files:
+            shown = ", ".join(files[:3]) + (", ..." if len(files) > 3 else "")
+            raise ResultsFileError(f"{folder}/ already holds another run's files ({shown}) but {db_path} does not "
+                                   f"exist: move that folder aside (or delete it), or pick another --name or --db")
+
+
+def load_owned(path: Path, uid: str | None, config: dict | None = None) -> dict | None:
+    """A checkpoint of this run, or None when there is none; a file of another run is refused.
+
+    Files from before run identities (no `run_uid`) are accepted when the config they record (if any)
+    matches: they come from the run's own earlier versions.
+    """
+    sd = load_checkpoint(path)
+    if sd is None:
+        return None
+    owner = sd.get("run_uid")
+    if owner is not None and uid is not None and owner != uid:
+        raise ResultsFileError(f"{path} belongs to another run (identity {owner[:8]}, this run is {uid[:8]}): "
+                               f"move it out of {path.parent}/, then resume")
+    if owner is None and config is not None and sd.get("config") is not None and \
+            _shape(sd["config"]) != _shape(config):
+        raise ResultsFileError(f"{path} was made with another configuration than this run's: move it out of "
+                               f"{path.parent}/, then resume")
+    return sd
+
+
+def _shape(cfg: dict) -> dict:
+    """What decides a checkpoint's tensors and schedule (not the run's name, device or scoring options)."""
+    return {k: cfg.get(k) for k in ("dataset", "space", "hyper", "seed")} | {
+        "train": {k: cfg.get("train", {}).get(k) for k in ("epochs", "batch_size", "lr")}}
+
+
+def find_run_folder(db_path: Path, uid: str) -> Path | None:
+    """The folder beside `db_path` whose checkpoint is this run's (after the results file was renamed)."""
+    for ckpt in sorted(db_path.parent.glob("*/checkpoint.pt")):
+        if ckpt.parent == run_dir(db_path):
+            continue
+        try:
+            sd = torch.load(ckpt, map_location="cpu", weights_only=True)
+        except Exception:  # an unreadable file is not this run's
+            continue
+        if sd.get("run_uid") == uid:
+            return ckpt.parent
+    return None
+
+
+def weights_file(db_path: Path, stored: str | None) -> Path | None:
+    """A final's weights: where the results file recorded them, else in the run folder beside it (a run
+    folder copied to another machine, or renamed together with its results file)."""
+    if not stored:
+        return None
+    here = Path(stored)
+    if here.exists():
+        return here
+    local = run_dir(db_path) / here.name
+    return local if local.exists() else None
+
+
 def save_atomic(obj: dict, path: Path) -> None:
     """Write to a temporary file, fsync, rename: a reader never sees a half-written checkpoint."""
-    tmp = path.with_name(path.name + ".tmp")
-    try:
+    def write(tmp: Path) -> None:
         with open(tmp, "wb") as f:
             torch.save(obj, f)
             f.flush()
             os.fsync(f.fileno())
+
+    _replace(path, write)
+
+
+def _replace(path: Path, write) -> None:
+    """`write` a temporary file beside `path`, then rename it over `path`; on failure (a full disk) the
+    temporary file goes and `path` stays as it was."""
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        write(tmp)
         os.replace(tmp, path)
     except OSError as e:
         if tmp.is_file():
             tmp.unlink()
-        raise SmashError(f"could not write {path.name} ({e.strerror or e}); the previous one is intact: "
-                         f"free space or fix permissions in {path.parent}, then `smash-tui resume`") from e
+        raise SmashError(f"could not write {path} ({e.strerror or e}); the previous one is intact: "
+                         f"free space or fix permissions in {path.parent}/, then `smash-tui resume`") from e
 
 
 def create_run(db_path: Path, cfg: RunConfig) -> int:
@@ -53,6 +140,7 @@ def create_run(db_path: Path, cfg: RunConfig) -> int:
     if db_path.exists():
         raise ResultsFileError(f"{db_path} already exists: resume it with `smash-tui resume {db_path}`, "
                                "or pick another --name or --db")
+    check_folder_free(db_path)
     resolve_device(cfg.device)  # fail before anything is written: device, then data
     _check_val_size(cfg.train.val_size, len(load_dataset(cfg.dataset, cfg.data_dir, cfg.download).train_y))
     db_path.parent.mkdir(parents=True, exist_ok=True)
@@ -84,11 +172,10 @@ def load_checkpoint(path: Path) -> dict | None:
     return torch.load(path, map_location="cpu", weights_only=True) if path.exists() else None
 
 
-def save_weights(net: torch.nn.Module, arch: Architecture, path: Path) -> None:
-    """safetensors: loads without unpickling code; the architecture travels in the metadata."""
+def save_weights(net: torch.nn.Module, arch: Architecture, path: Path, uid: str | None = None) -> None:
+    """safetensors: loads without unpickling code; the architecture and the run travel in the metadata."""
     from safetensors.torch import save_file
 
-    tmp = path.with_name(path.name + ".tmp")
     state = {k: v.detach().contiguous().cpu() for k, v in net.state_dict().items()}
-    save_file(state, str(tmp), metadata={"architecture": arch.to_json(), "format": "smash-tui FixedNet"})
-    os.replace(tmp, path)
+    meta = {"architecture": arch.to_json(), "format": "smash-tui FixedNet", **({"run_uid": uid} if uid else {})}
+    _replace(path, lambda tmp: save_file(state, str(tmp), metadata=meta))

@@ -13,11 +13,9 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-import torch
-
 from . import store
 from .data import dataset_info
-from .errors import ConfigError
+from .errors import ConfigError, ResultsFileError
 from .network import arch_cost
 from .runs import load_splits
 from .space import Architecture, validate
@@ -39,7 +37,7 @@ def rebuild(arch: Architecture, dataset: str) -> Architecture:
 def transfer_final(ctx: RunContext, db_dir: Path, arch_id: str, dataset: str, data_dir: str | None = None,
                    epochs: int | None = None, report=print, batch: int | None = None) -> int:
     """Train `arch_id` rebuilt for `dataset`; continue an unfinished transfer of the same pair."""
-    from .runs import save_atomic, save_weights
+    from .runs import load_owned, save_atomic, save_weights
 
     epochs = epochs or ctx.cfg.train.final_epochs
     if epochs < 1:
@@ -62,8 +60,11 @@ def transfer_final(ctx: RunContext, db_dir: Path, arch_id: str, dataset: str, da
     seed = rng(ctx.cfg.seed, NORMAL, 10_000 + fid).getrandbits(31)
     f = Final.create(arch, t, seed, ctx.device)
     ckpt, start, best = db_dir / f"final-{fid}.pt", 0, None
-    if resume and ckpt.exists():
-        sd = torch.load(ckpt, map_location=ctx.device, weights_only=True)
+    sd = load_owned(ckpt, ctx.uid) if resume else None
+    if sd is not None:
+        if sd.get("arch_id", arch.id) != arch.id:
+            raise ResultsFileError(f"{ckpt} holds architecture {sd['arch_id']}, not {arch.id}: move it out of "
+                                   f"{db_dir}/, then run the same `smash-tui final` again")
         f.net.load_state_dict(sd["net"])
         f.opt.load_state_dict(sd["opt"])
         start, best = int(sd["epoch"]), sd["best_val_error"]
@@ -74,8 +75,8 @@ def transfer_final(ctx: RunContext, db_dir: Path, arch_id: str, dataset: str, da
         best = m["val_error"] if best is None else min(best, m["val_error"])
         ctx.w.add_final_step(fid, **m)
         ctx.w.update_final(fid, epoch=epoch, best_val_error=best, test_error=m["test_error"])
-        save_atomic({"net": f.net.state_dict(), "opt": f.opt.state_dict(), "epoch": epoch, "best_val_error": best},
-                    ckpt)
+        save_atomic({"net": f.net.state_dict(), "opt": f.opt.state_dict(), "epoch": epoch, "best_val_error": best,
+                     "run_uid": ctx.uid, "arch_id": arch.id}, ckpt)
         report(f"{dataset} epoch {epoch}/{epochs}: train loss {m['train_loss']:.3f}, val error "
                f"{m['val_error']:.4f}, test error {m['test_error']:.4f}")
 
@@ -86,6 +87,6 @@ def transfer_final(ctx: RunContext, db_dir: Path, arch_id: str, dataset: str, da
                                                          "`smash-tui final` again to continue")
         raise
     weights = db_dir / f"final-{fid}.safetensors"
-    save_weights(f.net, arch, weights)
+    save_weights(f.net, arch, weights, ctx.uid)
     ctx.w.update_final(fid, status="done", weights_path=str(weights))
     return fid

@@ -128,8 +128,10 @@ def _check_nproc(n: int) -> None:
 
 
 def _unique_db(name: str) -> Path:
+    """runs/NAME.db, or NAME-2, -3...: a name whose results file or run folder (left by a deleted results
+    file) exists is taken."""
     path, n = RUNS_DIR / f"{name}.db", 1
-    while path.exists():
+    while path.exists() or path.with_suffix("").exists():
         n += 1
         path = RUNS_DIR / f"{name}-{n}.db"
     return path
@@ -313,8 +315,15 @@ def export(
         if not done:
             raise ResultsFileError(f"architecture {row['id']} has no finished final training; "
                                    f"start one with `smash-tui control {db} final {row['id']}`")
+        from smash_engine.runs import run_dir, weights_file
+
+        src = weights_file(db, done[-1]["weights_path"])
+        if src is None:
+            raise ResultsFileError(f"the weights of final #{done[-1]['id']} are gone ({done[-1]['weights_path']}, "
+                                   f"and not in {run_dir(db)}/): train it again with `smash-tui control {db} "
+                                   f"final {row['id']}`")
         dest = output.with_suffix(".safetensors")
-        _write_atomic(dest, Path(done[-1]["weights_path"]).read_bytes())
+        _write_atomic(dest, src.read_bytes())
         typer.echo(f"wrote {dest}", err=True)
 
 

@@ -263,7 +263,22 @@ def m003_ranking_quality(conn: sqlite3.Connection) -> None:
         conn.execute(statement)
 
 
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [m001_initial, m002_studies, m003_ranking_quality]
+_M004 = (
+    # The run's identity: every checkpoint and weights file in its folder records it, so a file of another
+    # run (a folder left by a deleted results file, a renamed results file) is recognised and never loaded.
+    # Runs from before get one now; their older files carry none and are checked by their config instead.
+    "ALTER TABLE runs ADD COLUMN uid TEXT",
+    "UPDATE runs SET uid = lower(hex(randomblob(16))) WHERE uid IS NULL",
+)
+
+
+def m004_run_identity(conn: sqlite3.Connection) -> None:
+    for statement in _M004:
+        conn.execute(statement)
+
+
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [m001_initial, m002_studies, m003_ranking_quality,
+                                                          m004_run_identity]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import socket
 import sqlite3
+import uuid
 from collections.abc import Mapping
 from contextlib import AbstractContextManager
 from typing import Any
@@ -109,8 +110,8 @@ class Writer:
         now = now_iso()
         return self._insert(
             "INSERT INTO runs (name, created_at, updated_at, config_json, dataset, preset, device,"
-            " seed, total_steps) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (name, now, now, _json(config), dataset, preset, device, seed, total_steps),
+            " seed, total_steps, uid) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (name, now, now, _json(config), dataset, preset, device, seed, total_steps, uuid.uuid4().hex),
         )
 
     def update_run(self, run_id: int, **fields: Any) -> None:
@@ -322,6 +323,10 @@ class Writer:
         )
 
     def close(self) -> None:
-        for run_id in list(self._held):
-            self.release_engine(run_id)
-        self.conn.close()
+        try:
+            for run_id in list(self._held):
+                self.release_engine(run_id)
+        except sqlite3.OperationalError:
+            pass  # a full disk or a lock: the run stays marked with our pid, which reads as dead once we exit
+        finally:
+            self.conn.close()

@@ -44,6 +44,7 @@ class RunContext:
     val: DeviceData
     test: DeviceData
     calib: list[torch.Tensor] | None = None  # the run's BatchNorm calibration batches (train.bn_calibration)
+    uid: str | None = None  # the run's identity: checkpoints of other runs are refused (runs.load_owned)
 
     def close(self) -> None:
         self.w.close()
@@ -72,15 +73,19 @@ def open_run(db: Path, device: str | None = None) -> RunContext:
     except BaseException:
         w.close()
         raise
-    return RunContext(w, run["id"], cfg, run_dir(Path(db)), dev, train, val, test, bn_calibration(cfg, train))
+    return RunContext(w, run["id"], cfg, run_dir(Path(db)), dev, train, val, test, bn_calibration(cfg, train),
+                      run["uid"])
 
 
 def load_smash(ctx: RunContext, cfg: RunConfig | None = None, path: Path | None = None) -> Smash:
     cfg, path = cfg or ctx.cfg, path or ctx.dir / "checkpoint.pt"
-    if not path.exists():
+    from ..runs import load_owned
+
+    sd = load_owned(path, ctx.uid, cfg.to_dict())
+    if sd is None:
         raise ResultsFileError(f"no SMASH checkpoint at {path}: the study needs the run's trained HyperNet")
     s = Smash.create(cfg, ctx.device)
-    s.load_state_dict(torch.load(path, map_location=ctx.device, weights_only=True))
+    s.load_state_dict(sd)
     return s
 
 

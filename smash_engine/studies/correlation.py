@@ -134,13 +134,13 @@ def capacity(ctx: RunContext, hyper: str | None = None, epochs: int | None = Non
 
 def smash_train(ctx: RunContext, cfg: RunConfig, ckpt: Path, report: Report) -> Smash:
     """SMASH training as the engine does it (same seeds, schedule, batches), checkpointed per epoch."""
-    from ..runs import save_atomic
+    from ..runs import load_owned, save_atomic
 
     s, t, step = Smash.create(cfg, ctx.device), cfg.train, 0
     spe = ctx.train.num_batches(t.batch_size)
     T = t.epochs * spe
-    if ckpt.exists():
-        sd = torch.load(ckpt, map_location=ctx.device, weights_only=True)
+    sd = load_owned(ckpt, ctx.uid, cfg.to_dict())
+    if sd is not None:
         s.load_state_dict(sd)
         step = int(sd["step"])
     while step < T:
@@ -149,7 +149,7 @@ def smash_train(ctx: RunContext, cfg: RunConfig, ckpt: Path, report: Report) -> 
                   for b, (x, y) in enumerate(ctx.train.epoch_batches(t.batch_size, torch_gen(cfg.seed, 1, epoch)))]
         step += len(losses)
         ctx.dir.mkdir(parents=True, exist_ok=True)
-        save_atomic({**s.state_dict(), "step": step, "config": cfg.to_dict()}, ckpt)
+        save_atomic({**s.state_dict(), "step": step, "config": cfg.to_dict(), "run_uid": ctx.uid}, ckpt)
         loss, err, _ = torch.stack(losses).mean(0).tolist()
         report(f"capacity SMASH epoch {epoch + 1}/{t.epochs}: loss {loss:.3f}, error {err:.3f}")
     return s

@@ -48,7 +48,8 @@ def _kill_and_resume(tmp_path, kills, seed, **size):
         run = store.get_run(store.connect_reader(db))
         if run["status"] == "done":
             break
-        assert store.engine_state(run) == "crashed"
+        # "created": on a loaded machine the kill can land before the engine has even started
+        assert store.engine_state(run) in ("crashed", "created")
         ckpt = db.with_suffix("") / "checkpoint.pt"
         if ckpt.exists():
             torch.load(ckpt, weights_only=True)  # never half-written
@@ -108,6 +109,6 @@ def test_a_failing_checkpoint_write_keeps_the_previous_one(tmp_path):
     path = tmp_path / "checkpoint.pt"
     save_atomic({"step": 1}, path)
     (tmp_path / "checkpoint.pt.tmp").mkdir()  # the temporary file cannot be written, as on a full disk
-    with pytest.raises(SmashError, match="could not write checkpoint.pt .*the previous one is intact"):
+    with pytest.raises(SmashError, match="could not write .*checkpoint.pt .*the previous one is intact"):
         save_atomic({"step": 2, "big": torch.zeros(10)}, path)
     assert torch.load(path, weights_only=True) == {"step": 1}

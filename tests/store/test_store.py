@@ -53,6 +53,7 @@ TABLE_COLUMNS = {
         "heartbeat_at",
         "images_per_s",
         "message",
+        "uid",
     ],
     "archs": [
         "id",
@@ -207,8 +208,8 @@ def test_writer_pragmas(writer: store.Writer) -> None:
     assert c.execute("PRAGMA foreign_keys").fetchone()[0] == 1
     assert c.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
     assert c.execute("PRAGMA busy_timeout").fetchone()[0] == 10_000
-    assert [tuple(r) for r in c.execute("SELECT version FROM schema_version")] == [(1,), (2,), (3,)]
-    assert SCHEMA_VERSION == len(store.MIGRATIONS) == 3
+    assert [tuple(r) for r in c.execute("SELECT version FROM schema_version")] == [(1,), (2,), (3,), (4,)]
+    assert SCHEMA_VERSION == len(store.MIGRATIONS) == 4
 
 
 def test_reader_is_read_only_patient_and_holds_no_snapshot(writer: store.Writer, db: Path) -> None:
@@ -233,18 +234,24 @@ def test_migrations_idempotent_on_reopen(db: Path) -> None:
         ddl = store.schema_sql(w.conn)
     with connect_writer(db) as w:
         assert store.schema_sql(w.conn) == ddl
-        assert [r[0] for r in w.conn.execute("SELECT version FROM schema_version")] == [1, 2, 3]
+        assert [r[0] for r in w.conn.execute("SELECT version FROM schema_version")] == [1, 2, 3, 4]
         assert w.conn.execute("SELECT name FROM runs WHERE id = ?", (run_id,)).fetchone()[0] == "quick"
+
+
+def _old_file(path: Path, version: int) -> sqlite3.Connection:
+    """A results file as a smash-tui of schema `version` wrote it (open, for the test to fill)."""
+    raw = sqlite3.connect(path)
+    raw.execute("CREATE TABLE schema_version (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)")
+    for v, migrate in enumerate(store.MIGRATIONS[:version], 1):
+        migrate(raw)
+        raw.execute("INSERT INTO schema_version VALUES (?, '2026-11-01T00:00:00.000Z')", (v,))
+    return raw
 
 
 def test_schema_2_file_gains_the_intervals_and_the_ranking_view(tmp_path: Path) -> None:
     """A results file written before schema 3 keeps its studies and gets the new columns and view."""
     path = tmp_path / "old.db"
-    raw = sqlite3.connect(path)
-    raw.execute("CREATE TABLE schema_version (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)")
-    for version, migrate in enumerate(store.MIGRATIONS[:2], 1):
-        migrate(raw)
-        raw.execute("INSERT INTO schema_version VALUES (?, '2026-11-01T00:00:00.000Z')", (version,))
+    raw = _old_file(path, 2)
     raw.execute("INSERT INTO runs (name, created_at, updated_at, config_json) VALUES ('old', 'x', 'x', '{}')")
     raw.execute("INSERT INTO studies (run_id, kind, options_json, created_at, updated_at) "
                 "VALUES (1, 'correlation', '{}', 'x', 'x')")
@@ -259,6 +266,20 @@ def test_schema_2_file_gains_the_intervals_and_the_ranking_view(tmp_path: Path) 
     assert [tuple(r) for r in rows] == [("params", None, 0.0), ("run", -0.5, pytest.approx(-0.5))]
 
 
+def test_runs_from_before_identities_get_one(tmp_path: Path) -> None:
+    """Schema 4: a run created by an older smash-tui gets its identity when the file is first opened."""
+    path = tmp_path / "old.db"
+    raw = _old_file(path, 3)
+    for name in ("a", "b"):
+        raw.execute("INSERT INTO runs (name, created_at, updated_at, config_json) VALUES (?, 'x', 'x', '{}')", (name,))
+    raw.commit()
+    raw.close()
+    connect_writer(path).close()
+    with connect_reader(path) as conn:
+        uids = [r[0] for r in conn.execute("SELECT uid FROM runs")]
+    assert len(set(uids)) == 2 and all(len(u) == 32 for u in uids)
+
+
 def test_creates_missing_folder(tmp_path: Path) -> None:
     path = tmp_path / "a" / "b" / "r.db"
     connect_writer(path).close()
@@ -271,14 +292,14 @@ def test_creates_missing_folder(tmp_path: Path) -> None:
 def test_newer_schema_refused_without_modification(db: Path) -> None:
     connect_writer(db).close()
     raw = sqlite3.connect(db)
-    raw.execute("INSERT INTO schema_version VALUES (4, '2030-01-01T00:00:00.000Z')")
+    raw.execute("INSERT INTO schema_version VALUES (5, '2030-01-01T00:00:00.000Z')")
     raw.commit()
     raw.close()
     before = db.read_bytes()
     with pytest.raises(ResultsFileError) as e:
         connect_writer(db)
     msg = str(e.value)
-    assert "newer smash-tui (schema 4, this one reads 3): upgrade smash-tui" in msg
+    assert "newer smash-tui (schema 5, this one reads 4): upgrade smash-tui" in msg
     assert "\n" not in msg
     with pytest.raises(ResultsFileError, match="newer smash-tui"):
         connect_reader(db)
