@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
@@ -225,17 +226,34 @@ class FixedNet(nn.Module):
         return self.fc(x.flatten(2).mean(2))
 
 
-def arch_cost(arch: Architecture, norm: str = "bn") -> tuple[int, int]:
-    """Exact (parameters, forward FLOPs per image) of `FixedNet(arch, norm)`.
+@dataclass(frozen=True)
+class Part:
+    """One row of a model summary: a part of `FixedNet(arch)` in forward order."""
+
+    name: str  # "stem", "block 0", "transition 0", "block 1", ..., "head" (blocks numbered as in the diagram)
+    params: int
+    flops: int  # forward FLOPs per image (2 per multiply-add)
+    out_shape: tuple[int, ...]  # per image: (channels, height, width) (or with depth), (classes,) for the head
+    ops: int = 0  # ops in a block
+
+
+def summary(arch: Architecture, norm: str = "bn") -> list[Part]:
+    """Parameters, FLOPs and output shape of each part of `FixedNet(arch, norm)`: stem, each block and
+    the transition after it, head. Exact: they sum to `arch_cost`, and the shapes are the forward's.
 
     FLOPs count 2 per multiply-add of every convolution and the classifier (BN, ReLU and pooling are
     left out, as usual; the original counted multiply-adds of ops only, so its figures are ~half).
     """
     bn, dims = (2 if norm == "bn" else 0), arch.spatial_dims
     c0, size = arch.blocks[0].in_channels, arch.image_size
-    params = arch.image_channels * c0 * arch.stem_kernel**dims
-    macs = params * size**dims
+
+    def shape(c: int) -> tuple[int, ...]:
+        return (c, *(size,) * dims)
+
+    stem = arch.image_channels * c0 * arch.stem_kernel**dims
+    parts = [Part("stem", stem, 2 * stem * size**dims, shape(c0))]
     for i, b in enumerate(arch.blocks):
+        params = macs = 0
         for op in b.ops:
             n_in = len(op.reads) * b.bank_size
             w = n_in * op.bottleneck + sum(
@@ -243,14 +261,22 @@ def arch_cost(arch: Architecture, norm: str = "bn") -> tuple[int, int]:
                 for n, c in enumerate(op.convs) if c is not None)
             params += w + bn * (n_in + op.bottleneck)
             macs += w * size**dims
+        parts.append(Part(f"block {i}", params, 2 * macs, shape(b.width), len(b.ops)))
         if i + 1 < len(arch.blocks):
-            params += 2 * b.width + b.width * b.out_channels
-            macs += b.width * b.out_channels * size**dims
+            w = b.width * b.out_channels
+            macs = w * size**dims
             size //= 2
+            parts.append(Part(f"transition {i}", 2 * b.width + w, 2 * macs, shape(b.out_channels)))
     width = arch.blocks[-1].width
-    params += 2 * width + width * arch.num_classes + arch.num_classes
-    macs += width * arch.num_classes
-    return params, 2 * macs
+    head = width * arch.num_classes
+    parts.append(Part("head", 2 * width + head + arch.num_classes, 2 * head, (arch.num_classes,)))
+    return parts
+
+
+def arch_cost(arch: Architecture, norm: str = "bn") -> tuple[int, int]:
+    """Exact (parameters, forward FLOPs per image) of `FixedNet(arch, norm)` (see `summary`)."""
+    parts = summary(arch, norm)
+    return sum(p.params for p in parts), sum(p.flops for p in parts)
 
 
 @torch.no_grad()

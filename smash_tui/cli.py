@@ -22,7 +22,7 @@ from smash_engine import store
 from smash_engine.errors import ConfigError, ResultsFileError, SmashError
 from smash_engine.space import Architecture
 
-from .diagram import LEGEND, diagram
+from .diagram import LEGEND, diagram, summary_lines
 from .launch import engine_command, spawn_engine
 
 app = typer.Typer(add_completion=False, no_args_is_help=False, pretty_exceptions_enable=False,
@@ -231,14 +231,22 @@ def show(
         row = store.get_arch(conn, arch)
         if row is None:
             raise ResultsFileError(f"no architecture {arch!r} in {db}; see `smash-tui show {db}` for ids")
-        if as_json:
-            typer.echo(json.dumps({**row, "spec": json.loads(row["spec_json"])}, indent=2))
-            return
         a = Architecture.from_json(row["spec_json"])
+        if as_json:
+            from dataclasses import asdict
+
+            from smash_engine.network import summary
+
+            typer.echo(json.dumps({**row, "spec": json.loads(row["spec_json"]),
+                                   "summary": [asdict(p) for p in summary(a)]}, indent=2))
+            return
         typer.echo(f"{row['id']}  source {row['source']}  params {row['params']:,}  FLOPs {row['flops']:,}")
         for line in diagram(a, width=max(80, _term_width()), ascii_only=ascii_only):
             typer.echo(line)
         typer.echo(LEGEND)
+        typer.echo("")
+        for line in summary_lines(a):
+            typer.echo(line)
         return
     rows = store.leaderboard(conn, run["id"], limit=top)
     if as_json:
@@ -293,16 +301,33 @@ def query(
 @app.command()
 def export(
     db: Path,
-    arch: Annotated[str, typer.Option(help="architecture id or unique prefix")],
-    output: Annotated[Path | None, typer.Option("-o", "--output", help="file (default: stdout)")] = None,
-    weights: Annotated[bool, typer.Option(help="also copy its final-trained weights (.safetensors) beside -o")] = False,
+    arch: Annotated[str, typer.Option(help="architecture id or unique prefix, or 'best' (the best finished final "
+                                           "by validation error, else the leaderboard's first)")],
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="file (default: stdout, for json)")] = None,
+    fmt: Annotated[str | None, typer.Option("--format", help="json (the architecture), onnx or pt2 (the trained "
+                                                              "network); default: from -o's suffix, else json")] = None,
+    weights: Annotated[bool, typer.Option(help="json: also copy its final-trained weights (.safetensors) beside -o")
+                       ] = False,
 ) -> None:
-    """Write an architecture's JSON (and, with --weights, its trained weights)."""
-    conn = _reader(db)
-    row = store.get_arch(conn, arch)
-    if row is None:
-        raise ResultsFileError(f"no architecture {arch!r} in {db}; see `smash-tui show {db}` for ids")
-    text = Architecture.from_json(row["spec_json"]).to_json(indent=2) + "\n"
+    """Write an architecture's JSON (with --weights, its trained weights), or the trained network as ONNX or .pt2."""
+    from smash_engine import api
+
+    _require_db(db)
+    fmt = fmt or {".onnx": "onnx", ".pt2": "pt2"}.get(output.suffix if output else "", "json")
+    if fmt not in ("json", "onnx", "pt2"):
+        raise ConfigError(f"unknown --format {fmt!r}; choose json, onnx or pt2")
+    a = api.load_architecture(db, arch)
+    if fmt != "json":
+        if output is None:
+            raise ConfigError(f"--format {fmt} needs -o FILE")
+        if weights:
+            raise ConfigError(f"--weights is for json: a .{fmt} file holds the weights already")
+        from smash_engine.export import export_model
+
+        export_model(api.load_model(db, a.id), a, output, fmt)
+        typer.echo(f"wrote {output} ({a.id}, trained weights, batch size free)", err=True)
+        return
+    text = a.to_json(indent=2) + "\n"
     if output is None:
         if weights:
             raise ConfigError("--weights needs -o FILE (the weights go beside it)")
@@ -311,17 +336,18 @@ def export(
     _write_atomic(output, text.encode())
     typer.echo(f"wrote {output}", err=True)
     if weights:
-        done = [f for f in store.finals(conn, _run(conn, db)["id"]) if f["arch_id"] == row["id"] and f["weights_path"]]
+        conn = _reader(db)
+        done = [f for f in store.finals(conn, _run(conn, db)["id"]) if f["arch_id"] == a.id and f["weights_path"]]
         if not done:
-            raise ResultsFileError(f"architecture {row['id']} has no finished final training; "
-                                   f"start one with `smash-tui control {db} final {row['id']}`")
+            raise ResultsFileError(f"architecture {a.id} has no finished final training; "
+                                   f"start one with `smash-tui control {db} final {a.id}`")
         from smash_engine.runs import run_dir, weights_file
 
         src = weights_file(db, done[-1]["weights_path"])
         if src is None:
             raise ResultsFileError(f"the weights of final #{done[-1]['id']} are gone ({done[-1]['weights_path']}, "
                                    f"and not in {run_dir(db)}/): train it again with `smash-tui control {db} "
-                                   f"final {row['id']}`")
+                                   f"final {a.id}`")
         dest = output.with_suffix(".safetensors")
         _write_atomic(dest, src.read_bytes())
         typer.echo(f"wrote {dest}", err=True)

@@ -52,3 +52,18 @@ def diagram(arch: Architecture, width: int = 80, ascii_only: bool = False) -> li
                     f"{n_in}>{op.bottleneck}>{op.out_channels} {op_text(op)}")
             lines.append(text if len(text) <= width else text[:width - len(ell)] + ell)
     return [line[:width] for line in lines]
+
+
+def summary_lines(arch: Architecture) -> list[str]:
+    """A model summary (torchinfo's shape): parameters, FLOPs and output shape of each part, then totals."""
+    from smash_engine.network import summary
+
+    parts = summary(arch)
+    lines = [f"{'part':<13}{'ops':>4}{'params':>10}{'MFLOPs':>9}  output"]
+    for p in parts:
+        ops = str(p.ops) if p.name.startswith("block") else ""
+        shape = "x".join(map(str, p.out_shape))
+        lines.append(f"{p.name:<13}{ops:>4}{p.params:>10,}{p.flops / 1e6:>9.2f}  {shape}")
+    total_p, total_f = sum(p.params for p in parts), sum(p.flops for p in parts)
+    lines.append(f"{'total':<13}{arch.n_ops:>4}{total_p:>10,}{total_f / 1e6:>9.2f}")
+    return lines

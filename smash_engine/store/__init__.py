@@ -25,6 +25,7 @@ from smash_engine.store.readers import (
     get_study,
     insert_command,
     leaderboard,
+    loss_curve,
     next_queued_final,
     run_readonly_query,
     run_summary,
@@ -58,7 +59,7 @@ __all__ = [
     "PHASES", "RUN_STATUSES", "SCHEMA_VERSION", "STALE_AFTER", "STUDY_KINDS", "STUDY_STATUSES", "VERIFY_STATUSES",
     "Writer",
     "best_score", "commands", "connect_reader", "connect_writer", "count_scores", "engine_state", "events_since",
-    "final_steps", "finals", "get_arch", "get_run", "get_study", "insert_command", "leaderboard",
+    "final_steps", "finals", "get_arch", "get_run", "get_study", "insert_command", "leaderboard", "loss_curve",
     "next_queued_final", "now_iso", "run_readonly_query", "run_summary", "schema_sql", "scores_since",
     "steps_since", "studies", "study_archs", "study_stats", "transfer_final", "verifications",
 ]

@@ -64,6 +64,11 @@ def steps_since(conn: sqlite3.Connection, run_id: int, after_step: int, phase: s
     return _rows(conn, sql, run_id, phase, after_step)
 
 
+def loss_curve(conn: sqlite3.Connection, run_id: int) -> list[dict[str, Any]]:
+    """The `loss_curve` view's rows of one run, oldest first."""
+    return _rows(conn, "SELECT * FROM loss_curve WHERE run_id = ? ORDER BY step", run_id)
+
+
 def scores_since(conn: sqlite3.Connection, run_id: int, after_id: int) -> list[dict[str, Any]]:
     """Scores with id > after_id, oldest first, with the arch's params, flops, n_ops, depth,
     source and parent_id."""

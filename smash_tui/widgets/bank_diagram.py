@@ -13,7 +13,7 @@ from textual.widgets import Static
 from smash_engine.errors import SmashError
 from smash_engine.space import Architecture
 
-from ..diagram import LEGEND, diagram
+from ..diagram import LEGEND, diagram, summary_lines
 
 
 def wants_ascii() -> bool:
@@ -66,7 +66,8 @@ class BankDiagram(VerticalScroll):
         r = self.row
         head = (f"{r['id']}  {r['source']}  params {r['params'] or 0:,}  MFLOPs {(r['flops'] or 0) / 1e6:.2f}"
                 + (f"  parent {r['parent_id']}" if r.get("parent_id") else ""))
-        return [head[:width], *diagram(self.arch, width=width, ascii_only=self.ascii_only), LEGEND[:width]]
+        return [head[:width], *diagram(self.arch, width=width, ascii_only=self.ascii_only), LEGEND[:width], "",
+                *(line[:width] for line in summary_lines(self.arch))]
 
     def on_resize(self) -> None:
         width = self.scrollable_content_region.width

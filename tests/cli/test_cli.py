@@ -69,6 +69,13 @@ def test_show_query_export(run_copy, tmp_path):
     assert lines[2].split()[:2] == ["1", top[0]] and len(lines) == 5
     arch = cli("show", run_copy, "--arch", top[0][:6], check=0).stdout
     assert f"architecture {top[0]}" in arch and "block 0:" in arch and "block 2:" in arch
+    table = arch[arch.index("part "):].splitlines()  # the model summary under the diagram
+    assert [line.split()[0] for line in table[1:]] == ["stem", "block", "transition", "block", "transition",
+                                                        "block", "head", "total"]
+    total = int(table[-1].split()[2].replace(",", ""))
+    assert total == sqlite3.connect(run_copy).execute("select params from archs where id = ?", top[:1]).fetchone()[0]
+    summary = json.loads(cli("show", run_copy, "--arch", top[0], "--json", check=0).stdout)["summary"]
+    assert summary[-1]["name"] == "head" and summary[-1]["out_shape"] == [10]
     data = json.loads(cli("show", run_copy, "--json", check=0).stdout)
     assert data["leaderboard"][0]["arch_id"] == top[0] and data["run"]["config"]["preset"] == "quick"
     csv = cli("query", run_copy, "select arch_id, smash_error from leaderboard limit 1", "--csv", check=0).stdout

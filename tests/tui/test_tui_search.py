@@ -13,7 +13,7 @@ from conftest import drive, until
 from smash_engine import store
 from smash_engine.space import Architecture
 from smash_tui.app import SmashApp
-from smash_tui.diagram import diagram
+from smash_tui.diagram import diagram, summary_lines
 from smash_tui.screens.help import HelpScreen, key_rows
 from smash_tui.screens.search import SearchScreen
 from smash_tui.widgets.bank_diagram import BankDiagram
@@ -190,6 +190,7 @@ def test_diagram_shows_the_highlighted_architecture(db):
         expected = diagram(arch, width=d._width, ascii_only=d.ascii_only)
         assert d.lines()[1 : 1 + len(expected)] == expected
         assert any(line.startswith("block 0:") for line in d.lines())
+        assert d.lines()[-len(summary_lines(arch)):] == [line[:d._width] for line in summary_lines(arch)]
         await pilot.press("a")
         assert d.ascii_only and all(line.isascii() for line in d.lines())
 
