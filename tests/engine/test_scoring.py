@@ -104,3 +104,28 @@ def test_an_architecture_without_ops_trains_and_scores(trained):
     loss, err, skipped = smash_step(s, arch, x, y, 1e-3).tolist()
     assert skipped == 0 and loss == loss
     assert 0.0 <= smash_score(s, arch, val, 100, "recal", [x])[0] <= 1.0
+
+
+def test_a_recal_score_does_not_depend_on_what_ran_before(trained):
+    """Order independence: the shared BN statistics that the last training steps left (here: train-mode
+    forwards of other architectures, which move them and nothing else) change a `shared` score, never a
+    `recal` one; and scoring itself leaves nothing behind."""
+    import copy
+
+    cfg, s, train, val = trained
+    calib = bn_calibration(cfg, train)
+    a = sample_architecture(cfg.space, random.Random(11), 1.0)
+    others = [sample_architecture(cfg.space, random.Random(i), 1.0) for i in (12, 13, 14)]
+    first = {mode: smash_score(s, a, val, 100, mode, calib) for mode in ("recal", "shared")}
+    for b in others:  # scoring other architectures in between changes nothing
+        smash_score(s, b, val, 100, "recal", calib)
+        smash_score(s, b, val, 100, "shared", calib)
+    assert {mode: smash_score(s, a, val, 100, mode, calib) for mode in first} == first
+    moved = copy.deepcopy(s)
+    moved.net.train()
+    with torch.no_grad():
+        for b, x in zip(others, calib * 2, strict=False):
+            plan = moved.plan(b)
+            moved.net(x * 3 + 1, plan, moved.hyper.op_weights(plan))  # shifted images: other statistics
+    assert smash_score(moved, a, val, 100, "recal", calib) == first["recal"]
+    assert smash_score(moved, a, val, 100, "shared", calib) != first["shared"]
