@@ -1,5 +1,7 @@
 """SMASH engine: search space, encoding, HyperNet, networks, training, results file.
 
+Users of a finished search start at `smash_engine.api` (docs/api.md): the found network as a PyTorch module.
+
 Never imports Textual or plotext: the UI and the engine meet only at the SQLite results file.
 """
 
