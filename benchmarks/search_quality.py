@@ -179,9 +179,15 @@ def _trained_by(cfg: dict) -> dict:
 
 
 def quality_table(pred: dict[str, list[float]], true: list[float], top_k: int = 5) -> dict[str, dict]:
-    from smash_engine.studies import rank_stats
+    """rank_stats per predictor; SMASH's row also gets `tau_minus`: its tau minus each baseline's, with a
+    paired bootstrap interval (the test of "SMASH beats counting parameters")."""
+    from smash_engine.studies import rank_stats, tau_difference
 
-    return {name: rank_stats(values, true, top_k) for name, values in pred.items()}
+    rows = {name: rank_stats(values, true, top_k) for name, values in pred.items()}
+    if "smash" in pred and len(true) >= 3:
+        rows["smash"]["tau_minus"] = {name: tau_difference(pred["smash"], values, true)
+                                      for name, values in pred.items() if name != "smash"}
+    return rows
 
 
 def baselines(archs, train) -> dict[str, list[float]]:
@@ -205,6 +211,8 @@ def print_table(rows: dict[str, dict], ceiling: dict | None, head: str) -> None:
         regret = f(100 * r["regret"] if "regret" in r else None, ".2f")
         print(f"{name:<10} {f(r.get('kendall_tau'), '+.3f'):>7} {tau_ci:>16} {f(r.get('spearman_rho'), '+.3f'):>7} "
               f"{rho_ci:>16} {f(r.get('top_k_overlap'), '.2f'):>6} {regret:>6}p")
+    for name, d in (rows.get("smash", {}).get("tau_minus") or {}).items():
+        print(f"  smash - {name:<8} tau {f(d['diff'], '+.3f')}  paired 95% {f(d['lo'], '+.2f')}..{f(d['hi'], '+.2f')}")
     if ceiling:
         lo, hi = ceiling["kendall_tau_ci95"]
         print(f"{'ceiling':<10} {ceiling['kendall_tau_seed_vs_seed']:>+7.3f} {lo:+.2f}..{hi:+.2f}   "

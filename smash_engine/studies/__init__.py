@@ -30,6 +30,7 @@ from .common import (
     rank_stats,
     score_plan,
     subset,
+    tau_difference,
 )
 from .correlation import baseline_stats, capacity, correlation, correlation_stats, smash_train
 from .corrupt import corrupt, corrupt_plan, corrupt_stats
@@ -39,4 +40,5 @@ __all__ = [
     "bootstrap_ci", "candidate_edits",
     "capacity", "correlation", "correlation_stats", "corrupt", "corrupt_plan", "corrupt_stats", "encoding_grad",
     "fit", "guided", "load_smash", "open_run", "picks", "rank_stats", "score_plan", "smash_train", "subset",
+    "tau_difference",
 ]

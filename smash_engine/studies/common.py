@@ -150,6 +150,21 @@ def bootstrap_ci(stat: Callable[[np.ndarray], float], n: int, reps: int = 2000, 
     return float(np.quantile(values, q)), float(np.quantile(values, 1 - q))
 
 
+def tau_difference(a: list[float], b: list[float], true: list[float]) -> dict:
+    """Kendall tau of predictor `a` minus that of `b` (both against `true`), with a paired bootstrap 95%
+    interval: the same resampled architectures for both, so "a ranks better than b" is judged on the
+    difference, which is far less noisy than comparing two separate intervals."""
+    from scipy import stats
+
+    a_, b_, t_ = np.asarray(a), np.asarray(b), np.asarray(true)
+
+    def diff(idx: np.ndarray) -> float:
+        return float(stats.kendalltau(a_[idx], t_[idx]).statistic - stats.kendalltau(b_[idx], t_[idx]).statistic)
+
+    lo, hi = bootstrap_ci(diff, len(a_))
+    return dict(diff=diff(np.arange(len(a_))) if len(a_) >= 2 else None, lo=lo, hi=hi)
+
+
 def rank_stats(smash: list[float], true: list[float], top_k: int, ci: bool = True) -> dict:
     """Kendall tau-b and Spearman rho (scipy.stats) of SMASH (or any predicted) error vs true error, each
     with a bootstrap 95% interval over architectures (`kendall_lo`..`kendall_hi`), top-k overlap, regret."""

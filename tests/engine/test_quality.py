@@ -128,3 +128,16 @@ def test_score_cost_smoke(tmp_path):
     (path,) = tmp_path.glob("score-cost-smoke-*.json")
     doc = json.loads(path.read_text())
     assert set(doc["seconds_per_arch"]) == {"shared", "recal", "batch"} and doc["ratio_to_shared"]["shared"] == 1.0
+
+
+def test_paired_tau_difference_and_its_interval():
+    from smash_engine.studies import tau_difference
+
+    rng = random.Random(3)
+    true = [rng.random() for _ in range(30)]
+    noisy = [t + rng.gauss(0, 0.15) for t in true]
+    same = tau_difference(noisy, noisy, true)
+    assert same["diff"] == 0 and same["lo"] == 0 and same["hi"] == 0
+    better = tau_difference(true, noisy, true)
+    assert better["diff"] > 0 and 0 < better["lo"] <= better["diff"] <= better["hi"]
+    assert tau_difference(noisy, true, true)["hi"] < 0

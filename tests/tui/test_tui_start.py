@@ -95,7 +95,7 @@ def test_final_training_from_the_ui_is_queued_resumed_and_finishes(tiny_run, tmp
         await until(pilot, lambda: any("press r to resume" in x for x in s.log_view.lines_written), what="queued")
         await pilot.press("r")
         try:
-            await until(pilot, lambda: s.board.model.entries[second].final_status == "done", timeout=240,
+            await until(pilot, lambda: s.board.model.entries[second].final_status == "done", timeout=480,
                         what="the final training to finish")
             row = s.board.get_row_at(s.board.shown.index(second))
             assert row[7] == "done" and row[8].endswith("%")
@@ -126,7 +126,7 @@ def test_new_search_form_starts_an_engine_that_answers_pause_and_stop(tmp_path, 
         db = s.db
         assert db == runs / "quick.db"
         try:
-            await until(pilot, lambda: s.state == "running", timeout=240, what="the engine to start")
+            await until(pilot, lambda: s.state == "running", timeout=480, what="the engine to start")
             for key, answer, state in (("p", "paused", "paused"), ("p", "continuing", "running")):
                 await pilot.press(key)
                 await until(pilot, lambda a=answer: any(f"done: {a}" in x for x in s.log_view.lines_written),
