@@ -109,6 +109,7 @@ class Engine:
         self.skipped = 0  # SMASH steps skipped for non-finite gradients or out of memory
         self._fail_streak = 0
         self._score_failures = 0
+        self._no_hyper: str | None = None  # why the trained HyperNet is missing (runs without it can only train finals)
 
     # -- the run -------------------------------------------------------------------------------
     def run(self) -> str:
@@ -125,6 +126,8 @@ class Engine:
             self._set(status="running", message=None, device=where)
             self._event("info", f"engine started (pid {os.getpid()} on {socket.gethostname()}, {where})")
             self._prepare()
+            if self._no_hyper and self.phase in ("smash", "rank", "refine", "verify"):
+                raise ResultsFileError(self._no_hyper)
             phases = {"smash": self._smash, "rank": self._rank, "refine": self._refine, "verify": self._verify,
                       "final": self._final}
             while self.phase != "done":
@@ -189,7 +192,9 @@ class Engine:
             self.step = int(sd["step"])
             self._event("info", f"resumed from checkpoint at step {self.step}")
         elif self.world.main and (self.phase != "smash" or self._run_row["epoch"] >= 2):
-            self._missing_folder()
+            # the trained HyperNet is not where it should be; final training can go on without it, nothing
+            # that scores can (and no untrained HyperNet is ever checkpointed in its place)
+            self._no_hyper = self._missing_folder()
         self._set(total_steps=self.total_steps)
 
     # -- phases --------------------------------------------------------------------------------
@@ -214,17 +219,18 @@ class Engine:
         self._checkpoint()
         self._enter("rank")
 
-    def _missing_folder(self) -> None:
+    def _missing_folder(self) -> str:
         """The run trained past a checkpoint, but its folder holds none: the results file was moved or
-        renamed away from its folder. Say where the folder is rather than silently train from scratch."""
+        renamed away from its folder. Say where the folder is rather than silently score with (or train
+        from) an untrained HyperNet."""
         where = self.dir
         found = find_run_folder(self.db_path, self.uid) if self.uid else None
         if found is not None:
-            raise ResultsFileError(f"this run's files are in {found}/ but {self.db_path} looks for them in "
-                                   f"{where}/ (the results file was renamed): rename {found.name}/ to {where.name}/, "
-                                   f"or the results file back to {found.name}.db, then resume")
-        raise ResultsFileError(f"{where}/checkpoint.pt is missing, but this run trained past it: put the run "
-                               f"folder back beside {self.db_path} as {where.name}/, or start a new run")
+            return (f"this run's files are in {found}/ but {self.db_path} looks for them in {where}/ (the results "
+                    f"file was renamed): rename {found.name}/ to {where.name}/, or the results file back to "
+                    f"{found.name}.db, then resume")
+        return (f"{where}/checkpoint.pt is missing, but this run trained past it: put the run folder back beside "
+                f"{self.db_path} as {where.name}/ to score or search again (final training works without it)")
 
     def _guarded_step(self, arch: Architecture, x: torch.Tensor, y: torch.Tensor, lr: float) -> torch.Tensor:
         try:
@@ -537,6 +543,8 @@ class Engine:
         self._event("info", f"command {kind}: {message}")
 
     def _do(self, kind: str, args: dict) -> str:
+        if kind in ("sample", "score") and self._no_hyper:
+            raise ResultsFileError(self._no_hyper)
         if kind == "pause":
             if self._paused:
                 return "already paused"
@@ -602,7 +610,7 @@ class Engine:
         return dist.agree(self.world, read() if self.world.main else None)
 
     def _checkpoint(self) -> None:
-        if hasattr(self, "smash") and self.world.main:
+        if hasattr(self, "smash") and self.world.main and not self._no_hyper:
             save_atomic({**self.smash.state_dict(), "step": self.step, "config": self.cfg.to_dict(),
                          "run_uid": self.uid}, self.dir / "checkpoint.pt")
 

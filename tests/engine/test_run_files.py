@@ -1,5 +1,6 @@
 """A run's files belong to it: stale folders, foreign checkpoints, renamed or copied runs, a full disk."""
 
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -117,9 +118,22 @@ def test_a_final_already_at_its_last_epoch_finishes_without_training(run_db):
 def test_a_renamed_results_file_names_its_folder(run_db):
     moved = run_db.with_name("renamed.db")
     run_db.rename(moved)
+    # mid-search: scoring needs the trained HyperNet, so the engine refuses and says where it is
+    _q(moved, "update runs set phase = 'refine'")
     with pytest.raises(ResultsFileError, match=r"files are in .*tiny/ .*rename tiny/ to renamed/"):
         Engine(moved).run()
-    run_db.with_suffix("").rename(moved.with_suffix(""))
+    assert not moved.with_suffix("").joinpath("checkpoint.pt").exists()  # no untrained HyperNet saved
+    # a finished search: final training needs no HyperNet and goes on; scoring commands say why they cannot
+    _q(moved, "update runs set phase = 'done'")
+    store.insert_command(moved, 1, "sample", {"n": 1})
+    _q(moved, "update finals set status = 'queued'")
+    assert Engine(moved).run() == "done"
+    (status, message), = _q(moved, "select status, message from commands")
+    assert status == "error" and "rename tiny/ to renamed/" in message
+    assert not moved.with_suffix("").joinpath("checkpoint.pt").exists()
+    shutil.rmtree(moved.with_suffix(""))  # what the finished engine wrote there (its final's files)
+    run_db.with_suffix("").rename(moved.with_suffix(""))  # the fix the message gives
+    _q(moved, "update runs set phase = 'refine'")
     assert Engine(moved).run() == "done"
 
 
