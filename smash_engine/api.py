@@ -28,7 +28,7 @@ import torch
 from . import store
 from .errors import ConfigError, ResultsFileError
 from .network import FixedNet, Part, summary
-from .space import Architecture, validate
+from .space import Architecture, reshaped
 
 __all__ = [
     "Architecture", "FinalRow", "LeaderboardRow", "LossPoint", "Part", "build_model", "finals",
@@ -102,7 +102,7 @@ def build_model(arch: Architecture, *, channels: int | None = None, size: int | 
                 classes: int | None = None) -> FixedNet:
     """A freshly initialised network of `arch`, rebuilt for other images when asked (same blocks and ops:
     the stem takes `channels`, the classifier `classes`, and the global average pool makes `size` free)."""
-    return FixedNet(_reshaped(arch, channels, size, classes))
+    return FixedNet(reshaped(arch, channels, size, classes))
 
 
 def load_model(source: str | Path, which: str | int = "best", *, pretrained: bool = True,
@@ -133,7 +133,7 @@ def load_images(db: str | Path, split: str = "test") -> tuple[torch.Tensor, torc
     """The run's dataset, `split` "test" or "train" (all of it: the held-out images are carved from it), as
     the networks take it: float32 (N, C, H, W) normalised with the dataset's mean and std, and int64 labels."""
     from .config import RunConfig
-    from .data import load_dataset
+    from .data import device_data, load_dataset
 
     if split not in ("test", "train"):
         raise ConfigError(f"split must be 'test' or 'train', not {split!r}")
@@ -144,9 +144,8 @@ def load_images(db: str | Path, split: str = "test") -> tuple[torch.Tensor, torc
     cfg = RunConfig.from_dict(json.loads(run["config_json"]))
     ds = load_dataset(cfg.dataset, cfg.data_dir)
     x, y = (ds.test_x, ds.test_y) if split == "test" else (ds.train_x, ds.train_y)
-    mean = torch.tensor(ds.info.mean).view(1, -1, *(1,) * (x.dim() - 2))
-    std = torch.tensor(ds.info.std).view(1, -1, *(1,) * (x.dim() - 2))
-    return (x.float() / 255 - mean) / std, y.long()
+    data = device_data(x, y, ds.info, torch.device("cpu"))
+    return data.normalize(data.x), data.y
 
 
 def model_summary(arch: Architecture) -> list[Part]:
@@ -195,13 +194,17 @@ def _run_id(conn, db) -> int:
     return int(run["id"])
 
 
+def _done_finals(conn, run_id: int) -> list[dict]:
+    """Finished final trainings on the run's own dataset (transfers have other image shapes)."""
+    return [f for f in store.finals(conn, run_id) if f["status"] == "done" and f["dataset"] is None]
+
+
 def _pick(conn, db: Path, which: str | int) -> dict:
     run_id = _run_id(conn, db)
     if isinstance(which, bool) or not isinstance(which, (int, str)):
         raise ConfigError(f"which must be 'best', a leaderboard rank or an architecture id, not {which!r}")
     if which == "best":
-        done = [f for f in store.finals(conn, run_id)
-                if f["status"] == "done" and f["dataset"] is None and f["best_val_error"] is not None]
+        done = [f for f in _done_finals(conn, run_id) if f["best_val_error"] is not None]
         if done:
             return store.get_arch(conn, min(done, key=lambda f: f["best_val_error"])["arch_id"])  # type: ignore
         which = 1
@@ -230,8 +233,7 @@ def _weights_of(path: Path, arch: Architecture) -> Path:
     from .runs import run_dir, weights_file
 
     with _reader(path) as conn:
-        done = [f for f in store.finals(conn, _run_id(conn, path))
-                if f["arch_id"] == arch.id and f["status"] == "done" and f["dataset"] is None]
+        done = [f for f in _done_finals(conn, _run_id(conn, path)) if f["arch_id"] == arch.id]
     if not done:
         raise ResultsFileError(f"architecture {arch.id} of {path} has no finished final training: start one with "
                                f"`smash-tui control {path} final {arch.id}`, or pass pretrained=False")
@@ -254,14 +256,3 @@ def _arch_of_weights(path: Path) -> Architecture:
     if "architecture" not in meta:
         raise ResultsFileError(f"{path} records no architecture: it was not written by smash-tui")
     return Architecture.from_json(meta["architecture"])
-
-
-def _reshaped(arch: Architecture, channels: int | None, size: int | None, classes: int | None) -> Architecture:
-    import dataclasses
-
-    new = dataclasses.replace(arch, image_channels=channels or arch.image_channels,
-                              image_size=size or arch.image_size, num_classes=classes or arch.num_classes)
-    if new.image_size >> (len(new.blocks) - 1) < 1:
-        raise ConfigError(f"{new.image_size} px images are too small for {len(new.blocks)} blocks")
-    validate(new)
-    return new

@@ -14,6 +14,7 @@ Where we differ from the authors' code (see the README, "Faithful, with fixes"):
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -332,3 +333,17 @@ def space_preset(name: str, **overrides) -> SpaceConfig:
     if name not in SPACE_PRESETS:
         raise ConfigError(f"unknown search-space preset {name!r}; choose one of {', '.join(SPACE_PRESETS)}")
     return SpaceConfig(**{**SPACE_PRESETS[name], **overrides})
+
+
+def reshaped(arch: Architecture, channels: int | None = None, size: int | None = None, classes: int | None = None,
+             spatial_dims: int | None = None, label: str = "") -> Architecture:
+    """`arch` for other images: same blocks and ops, the stem takes `channels`, the classifier `classes`
+    (the global average pool makes `size` free; only the transitions halve it). `label` names the images
+    in the error (transfer: "cifar10's ")."""
+    new = dataclasses.replace(arch, image_channels=channels or arch.image_channels,
+                              image_size=size or arch.image_size, num_classes=classes or arch.num_classes,
+                              spatial_dims=spatial_dims or arch.spatial_dims)
+    if new.image_size >> (len(new.blocks) - 1) < 1:
+        raise ConfigError(f"{label}{new.image_size} px images are too small for {len(new.blocks)} blocks")
+    validate(new)
+    return new

@@ -18,7 +18,7 @@ from .data import dataset_info
 from .errors import ConfigError, ResultsFileError
 from .network import arch_cost
 from .runs import load_splits
-from .space import Architecture, validate
+from .space import Architecture, reshaped
 from .studies import NORMAL, RunContext, arch_of, fit
 from .train import Final, rng
 
@@ -26,12 +26,7 @@ from .train import Final, rng
 def rebuild(arch: Architecture, dataset: str) -> Architecture:
     """`arch` for `dataset`'s image channels, size and classes; same blocks and ops."""
     info = dataset_info(dataset)
-    if info.image_size >> (len(arch.blocks) - 1) < 1:
-        raise ConfigError(f"{dataset}'s {info.image_size} px images are too small for {len(arch.blocks)} blocks")
-    new = dataclasses.replace(arch, image_channels=info.channels, image_size=info.image_size,
-                              num_classes=info.num_classes, spatial_dims=info.spatial_dims)
-    validate(new)
-    return new
+    return reshaped(arch, info.channels, info.image_size, info.num_classes, info.spatial_dims, f"{dataset}'s ")
 
 
 def transfer_final(ctx: RunContext, db_dir: Path, arch_id: str, dataset: str, data_dir: str | None = None,
