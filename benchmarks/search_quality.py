@@ -11,7 +11,9 @@ those held-out images (`train.smash_score`: the rank phase's score). Reports, ag
 error (`benchmarks/truth/<panel>/truth.json`):
 - Kendall tau and Spearman rho, each with a bootstrap 95% interval over architectures, top-5 overlap, and the
   regret of the pick (its true error minus the panel's best), for SMASH and for the free baselines
-  (parameter count, FLOPs, synflow and NASWOT at initialisation: `smash_engine.proxies`);
+  (parameter count, FLOPs, synflow and NASWOT at initialisation: `smash_engine.proxies`), and for SMASH's
+  held-out loss (`smash_loss`) beside its error;
+- each predictor's partial tau with FLOPs held fixed (`tau|FLOPs`): what it knows beyond the network's size;
 - the truth ceiling (seed vs seed tau of the panel's two trainings).
 The JSON lands in `benchmarks/results/quality-<variant>-<stamp>.json` with the settings, the commit, the
 machine and its load. SMASH's checkpoint is kept per epoch under `--work`, so an interrupted run resumes.
@@ -33,7 +35,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import truth_panel  # noqa: E402  (benchmarks/ is not a package)
 
-PREDICTORS = ("smash", "params", "flops", "synflow", "naswot")
+PREDICTORS = ("smash", "smash_loss", "params", "flops", "synflow", "naswot")
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -61,6 +63,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                          "count) briefly and take the best; reports the regret of each pick")
     ap.add_argument("--verify-images", type=int, default=4000, help="training images of each short training")
     ap.add_argument("--verify-epochs", type=int, default=1)
+    ap.add_argument("--corrupt", type=int, default=0, metavar="N",
+                    help="also run the corrupted-encoding study on the first N panel architectures after the last "
+                         "epoch: does the HyperNet use c? (each field of c shuffled across ops, as `study corrupt`)")
+    ap.add_argument("--corrupt-images", type=int, default=2000, help="held-out images per corrupted score")
     ap.add_argument("--restat", type=Path, default=None, metavar="RESULT.json",
                     help="recompute a stored result's statistics against the panel's current truth (no training)")
     ap.add_argument("--smoke", action="store_true",
@@ -139,7 +145,7 @@ def smash_epochs(cfg, train, ckpt: Path, stops: list[int], on_stop, report=print
             step = int(sd["step"])
         else:
             report(f"{ckpt} was trained with other settings: training from scratch")
-    seconds, scored = 0.0, set()
+    seconds, scored, images = 0.0, set(), 0
     while step < total:
         epoch = step // spe
         t0 = time.perf_counter()
@@ -147,11 +153,12 @@ def smash_epochs(cfg, train, ckpt: Path, stops: list[int], on_stop, report=print
                for b, (x, y) in enumerate(train.epoch_batches(t.batch_size, torch_gen(cfg.seed, DATA, epoch)))]
         seconds += time.perf_counter() - t0
         step += len(out)
+        images += len(out) * t.batch_size
         ckpt.parent.mkdir(parents=True, exist_ok=True)
         save_atomic({**s.state_dict(), "step": step, "config": cfg.to_dict()}, ckpt)
         loss, err, _ = torch.stack(out).mean(0).tolist()
         report(f"SMASH epoch {epoch + 1}/{t.epochs}: train loss {loss:.3f}, error {err:.3f} "
-               f"({len(out) * t.batch_size / max(seconds, 1e-9):.0f} img/s so far)")
+               f"({images / max(seconds, 1e-9):.0f} img/s so far)")
         if epoch + 1 in stops:
             on_stop(s, epoch + 1)
             scored.add(epoch + 1)
@@ -180,13 +187,18 @@ def _trained_by(cfg: dict) -> dict:
 
 def quality_table(pred: dict[str, list[float]], true: list[float], top_k: int = 5) -> dict[str, dict]:
     """rank_stats per predictor; SMASH's row also gets `tau_minus`: its tau minus each baseline's, with a
-    paired bootstrap interval (the test of "SMASH beats counting parameters")."""
-    from smash_engine.studies import rank_stats, tau_difference
+    paired bootstrap interval (the test of "SMASH beats counting parameters"). Every predictor but FLOPs gets
+    `tau_given_flops`, its partial tau with FLOPs held fixed: what it knows that FLOPs does not."""
+    from smash_engine.studies import partial_tau, rank_stats, tau_difference
 
     rows = {name: rank_stats(values, true, top_k) for name, values in pred.items()}
     if "smash" in pred and len(true) >= 3:
         rows["smash"]["tau_minus"] = {name: tau_difference(pred["smash"], values, true)
-                                      for name, values in pred.items() if name != "smash"}
+                                      for name, values in pred.items() if name not in ("smash", "smash_loss")}
+    if "flops" in pred and len(true) >= 3:
+        for name, values in pred.items():
+            if name != "flops":
+                rows[name]["tau_given_flops"] = partial_tau(values, true, pred["flops"])
     return rows
 
 
@@ -204,13 +216,17 @@ def print_table(rows: dict[str, dict], ceiling: dict | None, head: str) -> None:
         return "   n/a" if v is None else format(v, spec)
 
     print(head)
-    print(f"{'predictor':<10} {'tau':>7} {'tau 95%':>16} {'rho':>7} {'rho 95%':>16} {'top-5':>6} {'regret':>7}")
+    print(f"{'predictor':<10} {'tau':>7} {'tau 95%':>16} {'rho':>7} {'rho 95%':>16} {'top-5':>6} {'regret':>7} "
+          f"{'tau|FLOPs':>9} {'95%':>12}")
     for name, r in rows.items():
         tau_ci = f"{f(r.get('kendall_lo'), '+.2f')}..{f(r.get('kendall_hi'), '+.2f')}"
         rho_ci = f"{f(r.get('spearman_lo'), '+.2f')}..{f(r.get('spearman_hi'), '+.2f')}"
         regret = f(100 * r["regret"] if "regret" in r else None, ".2f")
+        given = r.get("tau_given_flops") or {}
+        given_ci = f"{f(given.get('lo'), '+.2f')}..{f(given.get('hi'), '+.2f')}" if given else ""
         print(f"{name:<10} {f(r.get('kendall_tau'), '+.3f'):>7} {tau_ci:>16} {f(r.get('spearman_rho'), '+.3f'):>7} "
-              f"{rho_ci:>16} {f(r.get('top_k_overlap'), '.2f'):>6} {regret:>6}p")
+              f"{rho_ci:>16} {f(r.get('top_k_overlap'), '.2f'):>6} {regret:>6}p "
+              f"{f(given.get('tau'), '+.3f') if given else '':>9} {given_ci:>12}")
     for name, d in (rows.get("smash", {}).get("tau_minus") or {}).items():
         print(f"  smash - {name:<8} tau {f(d['diff'], '+.3f')}  paired 95% {f(d['lo'], '+.2f')}..{f(d['hi'], '+.2f')}")
     if ceiling:
@@ -226,7 +242,8 @@ def restat(path: Path, truth: dict) -> int:
     ids = [i for i in doc["by_epoch"][-1]["smash_errors"] if i in true_of]
     true = [true_of[i] for i in ids]
     for entry in doc["by_epoch"]:
-        pred = {"smash": [entry["smash_errors"][i] for i in ids],
+        losses = {"smash_loss": [entry["smash_losses"][i] for i in ids]} if "smash_losses" in entry else {}
+        pred = {"smash": [entry["smash_errors"][i] for i in ids], **losses,
                 **{k: [v[i] for i in ids] for k, v in doc["baselines_by_arch"].items()}}
         entry["stats"] = quality_table(pred, true)
         if "verified" in entry or entry is doc["by_epoch"][-1]:
@@ -262,6 +279,37 @@ def verify(a: argparse.Namespace, archs, pred_all: dict[str, list[float]], train
             candidates=[i for _, i, _ in tried], short_errors=[e for e, _, _ in tried], picked=min(tried)[1],
             seconds=round(sum(s for _, _, s in tried), 1), images=len(sub), epochs=a.verify_epochs)
     return out
+
+
+def corrupt_panel(a: argparse.Namespace, cfg, s, archs, val, calib) -> dict:
+    """`study corrupt` on the panel's trained HyperNet: each of the first N panel architectures scored with
+    its true encoding and with each field of c shuffled across ops (the network run stays the true one), on
+    the first `--corrupt-images` held-out images, BatchNorm as the scores above. If the HyperNet uses a
+    field, the true c scores better (win rate above 50%, positive gap)."""
+    from smash_engine.studies import FIELDS, corrupt_plan, corrupt_summary
+    from smash_engine.studies.common import CORRUPT
+    from smash_engine.train import rng, score_plan
+
+    n = min(a.corrupt_images, len(val))
+    sub = type(val)(val.x[:n], val.y[:n], val.info, val.device)
+    t = cfg.train
+    true: dict[int, float] = {}
+    shuffled: dict[str, list[tuple[int, float | None]]] = {f: [] for f in FIELDS}
+    t0 = time.perf_counter()
+    for i, arch in enumerate(archs[:a.corrupt]):
+        plan = s.plan(arch)
+        true[i] = score_plan(s, plan, sub, t.score_batch, t.score_bn, calib)[0]
+        for field in FIELDS:
+            p = corrupt_plan(plan, cfg.space, field, rng(cfg.seed, CORRUPT, 16 * i + FIELDS.index(field)))
+            shuffled[field].append((i, None if p is None else score_plan(s, p, sub, t.score_batch, t.score_bn,
+                                                                           calib)[0]))
+    rows = corrupt_summary(true, shuffled)
+    for r in rows:
+        if r["n"]:
+            print(f"corrupt {r['variant']:<9} true c wins {r['win_rate']:.0%} of {r['n']}, gap "
+                  f"{100 * r['mean_gap']:+.2f} pts, Wilcoxon p {r['extra_json'].get('wilcoxon_p')}", flush=True)
+    return dict(archs=[x.id for x in archs[:a.corrupt]], images=n, stats=rows,
+                seconds=round(time.perf_counter() - t0, 1), true=true, shuffled=shuffled)
 
 
 def pick_regrets(ids: list[str], pred_all: dict[str, list[float]], true_of: dict[str, float],
@@ -352,16 +400,22 @@ def main(argv: list[str] | None = None) -> int:
         t1 = time.perf_counter()
         t = cfg.train
         calib = bn_calibration(cfg, train)
-        errs = [smash_score(s, arch, val, t.score_batch, t.score_bn, calib)[0] for arch in archs]
+        scores = [smash_score(s, arch, val, t.score_batch, t.score_bn, calib) for arch in archs]
+        errs, losses = [e for e, _ in scores], [loss for _, loss in scores]
         secs = time.perf_counter() - t1
-        pred = {"smash": [errs[i] for i in kept], **{k: [v[i] for i in kept] for k, v in base.items()}}
+        pred = {"smash": [errs[i] for i in kept], "smash_loss": [losses[i] for i in kept],
+                **{k: [v[i] for i in kept] for k, v in base.items()}}
         rows = quality_table(pred, true) if len(kept) >= 3 else {}
         results[epoch] = dict(epoch=epoch, smash_errors=dict(zip([x.id for x in archs], errs, strict=True)),
+                              smash_losses=dict(zip([x.id for x in archs], losses, strict=True)),
                               score_seconds=round(secs, 1), score_seconds_per_arch=round(secs / len(archs), 2),
                               stats=rows)
         if epoch == a.epochs:
             save(results)  # the scores are safe before the verification trainings start
             pred_all = {"smash": errs, **base}
+            if a.corrupt:
+                results[epoch]["corrupt"] = corrupt_panel(a, cfg, s, archs, val, calib)
+                save(results)
             verified = verify(a, archs, pred_all, train, val) if a.verify else {}
             picks = pick_regrets([x.id for x in archs], pred_all, true_of, verified)
             results[epoch].update(verified=verified, picks=picks)

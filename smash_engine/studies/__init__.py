@@ -26,6 +26,7 @@ from .common import (
     fit,
     load_smash,
     open_run,
+    partial_tau,
     picks,
     rank_stats,
     score_plan,
@@ -33,12 +34,13 @@ from .common import (
     tau_difference,
 )
 from .correlation import baseline_stats, capacity, correlation, correlation_stats, smash_train
-from .corrupt import corrupt, corrupt_plan, corrupt_stats
+from .corrupt import corrupt, corrupt_plan, corrupt_stats, corrupt_summary
 
 __all__ = [
     "FIELDS", "LOW_CAPACITY", "NORMAL", "RunContext", "apply_edit", "arch_of", "archgrad", "baseline_stats",
     "bootstrap_ci", "candidate_edits",
-    "capacity", "correlation", "correlation_stats", "corrupt", "corrupt_plan", "corrupt_stats", "encoding_grad",
-    "fit", "guided", "load_smash", "open_run", "picks", "rank_stats", "score_plan", "smash_train", "subset",
-    "tau_difference",
+    "capacity", "correlation", "correlation_stats", "corrupt", "corrupt_plan", "corrupt_stats", "corrupt_summary",
+    "encoding_grad",
+    "fit", "guided", "load_smash", "open_run", "partial_tau", "picks", "rank_stats", "score_plan", "smash_train",
+    "subset", "tau_difference",
 ]

@@ -89,14 +89,21 @@ def corrupt(ctx: RunContext, every: int = 5, count: int = 20, fields: tuple[str,
 
 def corrupt_stats(conn, sid: int, fields: list[str]) -> list[dict]:
     """Per field: share of archs where the true c scores strictly better, mean gap, Wilcoxon p (scipy)."""
+    true = {r["trial"]: r["smash_error"] for r in store.study_archs(conn, sid, "true")}
+    return corrupt_summary(true, {field: [(r["trial"], r["smash_error"]) for r in store.study_archs(conn, sid, field)]
+                                  for field in fields})
+
+
+def corrupt_summary(true: dict[int, float], shuffled: dict[str, list[tuple[int, float | None]]]) -> list[dict]:
+    """`corrupt_stats` on plain values: `true[trial]` is the error with the true c, `shuffled[field]` the
+    (trial, error) pairs with that field shuffled (None where no shuffle changed c)."""
     from scipy import stats
 
-    true = {r["trial"]: r["smash_error"] for r in store.study_archs(conn, sid, "true")}
     out = []
-    for field in fields:
-        rows = [r for r in store.study_archs(conn, sid, field) if r["smash_error"] is not None and r["trial"] in true]
-        gaps = np.array([r["smash_error"] - true[r["trial"]] for r in rows])
-        extra = dict(unchanged=len(store.study_archs(conn, sid, field)) - len(rows), ties=int((gaps == 0).sum()))
+    for field, pairs in shuffled.items():
+        rows = [(t, e) for t, e in pairs if e is not None and t in true]
+        gaps = np.array([e - true[t] for t, e in rows])
+        extra = dict(unchanged=len(pairs) - len(rows), ties=int((gaps == 0).sum()))
         if len(gaps) and np.any(gaps != 0):
             extra["wilcoxon_p"] = _num(stats.wilcoxon(gaps).pvalue)
         out.append(dict(variant=field, n=len(rows), win_rate=float((gaps > 0).mean()) if len(rows) else None,

@@ -93,12 +93,15 @@ def test_truth_panel_build_train_and_summary(tmp_path, monkeypatch, archs, digit
 
 def test_search_quality_smoke_end_to_end(tmp_path):
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "search_quality.py"), "--smoke", "--out",
-                           str(tmp_path), "--threads", "2", "--verify", "2", "--verify-images", "100"],
+                           str(tmp_path), "--threads", "2", "--verify", "2", "--verify-images", "100",
+                           "--corrupt", "2", "--corrupt-images", "50"],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     (path,) = tmp_path.glob("quality-default-*.json")
     doc = json.loads(path.read_text())
-    assert set(doc["stats"]) == {"smash", "params", "flops", "synflow", "naswot"}
+    assert set(doc["stats"]) == {"smash", "smash_loss", "params", "flops", "synflow", "naswot"}
+    assert "tau_given_flops" in doc["stats"]["params"] and "tau_given_flops" not in doc["stats"]["flops"]
+    assert len(doc["by_epoch"][-1]["smash_losses"]) == 6 and "tau|FLOPs" in proc.stdout
     assert doc["n_with_truth"] == 6 and "ceiling" in proc.stdout
     smash = doc["stats"]["smash"]
     errs = list(doc["by_epoch"][-1]["smash_errors"].values())
@@ -113,6 +116,10 @@ def test_search_quality_smoke_end_to_end(tmp_path):
     assert detail["candidates"] == [ids[i] for i in np.argsort(errs, kind="stable")[:2]]
     assert detail["picked"] == detail["candidates"][int(np.argmin(detail["short_errors"]))]
     assert picks["smash_verify2"] == pytest.approx(true[ids.index(detail["picked"])] - min(true))
+    corrupt = doc["by_epoch"][-1]["corrupt"]
+    assert corrupt["images"] == 50 and len(corrupt["archs"]) == 2 and len(corrupt["true"]) == 2
+    assert {r["variant"] for r in corrupt["stats"]} == {"dilation", "kernel", "out", "groups", "read", "write"}
+    assert all(r["n"] + r["extra_json"]["unchanged"] == 2 for r in corrupt["stats"])
     # recomputing against the truth gives the same figures
     assert subprocess.run([sys.executable, str(ROOT / "benchmarks" / "search_quality.py"), "--smoke", "--restat",
                            str(path)], capture_output=True, text=True, timeout=300).returncode == 0
@@ -141,3 +148,22 @@ def test_paired_tau_difference_and_its_interval():
     better = tau_difference(true, noisy, true)
     assert better["diff"] > 0 and 0 < better["lo"] <= better["diff"] <= better["hi"]
     assert tau_difference(noisy, true, true)["hi"] < 0
+
+
+def test_partial_tau_removes_what_the_control_explains():
+    from smash_engine.studies import partial_tau
+
+    rng = random.Random(5)
+    size = [rng.random() for _ in range(60)]
+    extra = [rng.random() for _ in range(60)]
+    true = [s + e for s, e in zip(size, extra, strict=True)]
+    # knows only size: its plain tau is high, but nothing is left once size is held fixed
+    only_size = partial_tau(size, true, size)
+    assert only_size["tau"] is None or abs(only_size["tau"]) < 1e-9
+    assert stats.kendalltau(size, true).statistic > 0.3
+    # knows the part size does not explain: the partial tau is positive, its interval above 0
+    knows_extra = partial_tau(extra, true, size)
+    assert knows_extra["tau"] > stats.kendalltau(extra, true).statistic and knows_extra["lo"] > 0
+    # noise knows nothing either way
+    noise = partial_tau([rng.random() for _ in range(60)], true, size)
+    assert noise["lo"] < 0 < noise["hi"]
