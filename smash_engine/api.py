@@ -33,6 +33,7 @@ from .space import Architecture, reshaped
 __all__ = [
     "Architecture", "FinalRow", "LeaderboardRow", "LossPoint", "Part", "build_model", "finals",
     "leaderboard", "load_architecture", "load_images", "load_model", "loss_curve", "model_summary",
+    "weights_path",
 ]
 
 
@@ -127,6 +128,14 @@ def load_model(source: str | Path, which: str | int = "best", *, pretrained: boo
     model = FixedNet(arch)
     model.load_state_dict(load_file(str(weights)))
     return model.eval()
+
+
+def weights_path(source: str | Path, which: str | int = "best") -> Path:
+    """The trained weights file (`.safetensors`) that `load_model(source, which)` loads: for a results file,
+    that architecture's finished final on the run's own dataset with the lowest validation error (found beside
+    the results file when the run was copied); for an architecture JSON, the `.safetensors` beside it."""
+    path = _existing(source)
+    return _weights_of(path, load_architecture(path, which))
 
 
 def load_images(db: str | Path, split: str = "test") -> tuple[torch.Tensor, torch.Tensor]:
@@ -236,12 +245,14 @@ def _weights_of(path: Path, arch: Architecture) -> Path:
         done = [f for f in _done_finals(conn, _run_id(conn, path)) if f["arch_id"] == arch.id]
     if not done:
         raise ResultsFileError(f"architecture {arch.id} of {path} has no finished final training: start one with "
-                               f"`smash-tui control {path} final {arch.id}`, or pass pretrained=False")
+                               f"`smash-tui control {path} final {arch.id}` (the API's pretrained=False gives it "
+                               "untrained)")
     best = min(done, key=lambda f: f["best_val_error"] if f["best_val_error"] is not None else 1.0)
     found = weights_file(path, best["weights_path"])
     if found is None:
         raise ResultsFileError(f"the weights of final #{best['id']} are missing ({best['weights_path']}, and not "
-                               f"in {run_dir(path)}/)")
+                               f"in {run_dir(path)}/): train it again with `smash-tui control {path} final "
+                               f"{arch.id}`")
     return found
 
 

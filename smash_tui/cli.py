@@ -333,21 +333,12 @@ def export(
             raise ConfigError("--weights needs -o FILE (the weights go beside it)")
         sys.stdout.write(text)
         return
+    # the file load_model would load: the finished own-dataset final with the lowest validation error; found
+    # before anything is written, so a missing one leaves no JSON without its weights
+    src = api.weights_path(db, a.id) if weights else None
     _write_atomic(output, text.encode())
     typer.echo(f"wrote {output}", err=True)
-    if weights:
-        conn = _reader(db)
-        done = [f for f in store.finals(conn, _run(conn, db)["id"]) if f["arch_id"] == a.id and f["weights_path"]]
-        if not done:
-            raise ResultsFileError(f"architecture {a.id} has no finished final training; "
-                                   f"start one with `smash-tui control {db} final {a.id}`")
-        from smash_engine.runs import run_dir, weights_file
-
-        src = weights_file(db, done[-1]["weights_path"])
-        if src is None:
-            raise ResultsFileError(f"the weights of final #{done[-1]['id']} are gone ({done[-1]['weights_path']}, "
-                                   f"and not in {run_dir(db)}/): train it again with `smash-tui control {db} "
-                                   f"final {a.id}`")
+    if src is not None:
         dest = output.with_suffix(".safetensors")
         _write_atomic(dest, src.read_bytes())
         typer.echo(f"wrote {dest}", err=True)

@@ -72,6 +72,16 @@ def test_exported_json_and_weights_load_back(quick, tmp_path):
         want = api.load_model(quick)(x[:16])
         assert torch.equal(api.load_model(out)(x[:16]), want)
         assert torch.equal(api.load_model(out.with_suffix(".safetensors"))(x[:16]), want)
+    # the CLI copies exactly the file the API loads
+    assert out.with_suffix(".safetensors").read_bytes() == api.weights_path(quick).read_bytes()
+    assert api.weights_path(out) == out.with_suffix(".safetensors")
+    # an architecture with no trained weights: one line, and no JSON left without its weights
+    second = api.load_architecture(quick, 2)
+    lone = tmp_path / "second.json"
+    r = subprocess.run([EXE, "export", str(quick), "--arch", second.id, "-o", str(lone), "--weights"],
+                       capture_output=True, text=True)
+    assert r.returncode != 0 and "has no finished final training" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and not lone.exists()
 
 
 def test_a_model_for_other_images(quick):
