@@ -116,6 +116,19 @@ def count_scores(conn: sqlite3.Connection, run_id: int, source: str) -> int:
     return int(conn.execute(sql, (run_id, source)).fetchone()[0])
 
 
+def provisional_scores(conn: sqlite3.Connection, run_id: int, trained_step: int) -> list[dict[str, Any]]:
+    """Architectures whose latest ok score was taken with HyperNet weights from before `trained_step` (a
+    `sample` or `score` command during SMASH training), with their spec_json, oldest first: the rank phase
+    scores them again with the trained HyperNet."""
+    sql = (
+        "WITH latest AS (SELECT arch_id, hypernet_step, id, ROW_NUMBER() OVER (PARTITION BY arch_id"
+        " ORDER BY scored_at DESC, id DESC) AS nth FROM scores WHERE run_id = ? AND status = 'ok')"
+        " SELECT l.arch_id, a.spec_json FROM latest l JOIN archs a ON a.id = l.arch_id"
+        " WHERE l.nth = 1 AND l.hypernet_step < ? ORDER BY l.id"
+    )
+    return _rows(conn, sql, run_id, trained_step)
+
+
 def best_score(conn: sqlite3.Connection, run_id: int, sources: tuple[str, ...]) -> dict[str, Any] | None:
     """The lowest-error ok score among stages `sources`, the earliest winning a tie, with its spec_json.
 

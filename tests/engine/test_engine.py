@@ -126,6 +126,30 @@ def test_commands_round_trip(tmp_path):
     assert any("paused" in m for (m,) in _q(db, "select message from events"))
 
 
+def test_scores_taken_during_smash_training_are_taken_again_with_the_trained_hypernet(tmp_path):
+    db = tmp_path / "early.db"
+    create_run(db, tiny_config(name="early", epochs=2, n_random=2))
+    sent = {}
+
+    def reporter(info):
+        if info["phase"] == "smash" and info["done"] >= 2 and "sample" not in sent:
+            sent["sample"] = store.insert_command(db, 1, "sample", {"n": 2})
+
+    assert Engine(db, reporter=reporter).run() == "done"
+    trained = _q(db, "select step from runs")[0][0]
+    early = _q(db, "select arch_id, hypernet_step from scores where source = 'sample' order by id")
+    assert len(early) == 2 and all(step < trained for _, step in early)
+    again = dict(_q(db, "select arch_id, smash_error from scores where source = 'rescore' and hypernet_step = ?",
+                    trained))
+    assert sorted(again) == sorted(a for a, _ in early)
+    board = dict(_q(db, "select arch_id, smash_error from leaderboard"))
+    assert all(board[a] == again[a] for a in again)  # the leaderboard ranks them by the trained HyperNet's score
+    # nothing scored with the trained HyperNet is scored twice, and a resumed finished run rescores nothing
+    assert _q(db, "select count(*) from scores where hypernet_step = ? group by arch_id having count(*) > 1",
+              trained) == []
+    assert any("rescoring 2 architectures" in m for (m,) in _q(db, "select message from events"))
+
+
 def test_commands_queued_on_a_finished_run_run_on_resume(tmp_path, finished_run):
     db = tmp_path / "again.db"
     db.write_bytes(finished_run.read_bytes())
