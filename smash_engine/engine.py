@@ -297,7 +297,7 @@ class Engine:
         """Score again, with the trained HyperNet, what `sample`/`score` commands scored during SMASH training.
 
         Scores from mid-schedule weights rank badly: on the truth panel, Kendall tau 0.01-0.15 against
-        0.27-0.40 for the same runs's weights at the end of its schedule (README, search quality). A leaderboard
+        0.27-0.40 for the same runs' weights at the end of their schedules (README, search quality). A leaderboard
         mixing the two would judge those architectures by noise. The new score (source `rescore`) is their
         latest, so the leaderboard uses it; after a stop, only those still without one are scored."""
         rows = self._agreed(lambda: store.provisional_scores(self.w.conn, self.run_id, self.step))
