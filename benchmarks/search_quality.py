@@ -286,9 +286,8 @@ def corrupt_panel(a: argparse.Namespace, cfg, s, archs, val, calib) -> dict:
     its true encoding and with each field of c shuffled across ops (the network run stays the true one), on
     the first `--corrupt-images` held-out images, BatchNorm as the scores above. If the HyperNet uses a
     field, the true c scores better (win rate above 50%, positive gap)."""
-    from smash_engine.studies import FIELDS, corrupt_plan, corrupt_summary
-    from smash_engine.studies.common import CORRUPT
-    from smash_engine.train import rng, score_plan
+    from smash_engine.studies import FIELDS, corrupt_summary, variant_plan
+    from smash_engine.train import score_plan
 
     n = min(a.corrupt_images, len(val))
     sub = type(val)(val.x[:n], val.y[:n], val.info, val.device)
@@ -300,7 +299,7 @@ def corrupt_panel(a: argparse.Namespace, cfg, s, archs, val, calib) -> dict:
         plan = s.plan(arch)
         true[i] = score_plan(s, plan, sub, t.score_batch, t.score_bn, calib)[0]
         for field in FIELDS:
-            p = corrupt_plan(plan, cfg.space, field, rng(cfg.seed, CORRUPT, 16 * i + FIELDS.index(field)))
+            p = variant_plan(plan, cfg.space, field, cfg.seed, i)
             shuffled[field].append((i, None if p is None else score_plan(s, p, sub, t.score_batch, t.score_bn,
                                                                            calib)[0]))
     rows = corrupt_summary(true, shuffled)

@@ -120,11 +120,11 @@ def provisional_scores(conn: sqlite3.Connection, run_id: int, trained_step: int)
     """Architectures whose latest ok score was taken with HyperNet weights from before `trained_step` (a
     `sample` or `score` command during SMASH training), with their spec_json, oldest first: the rank phase
     scores them again with the trained HyperNet."""
+    # HyperNet steps only grow, so the latest score is the one with the highest step
     sql = (
-        "WITH latest AS (SELECT arch_id, hypernet_step, id, ROW_NUMBER() OVER (PARTITION BY arch_id"
-        " ORDER BY scored_at DESC, id DESC) AS nth FROM scores WHERE run_id = ? AND status = 'ok')"
-        " SELECT l.arch_id, a.spec_json FROM latest l JOIN archs a ON a.id = l.arch_id"
-        " WHERE l.nth = 1 AND l.hypernet_step < ? ORDER BY l.id"
+        "SELECT s.arch_id, a.spec_json FROM scores s JOIN archs a ON a.id = s.arch_id"
+        " WHERE s.run_id = ? AND s.status = 'ok' GROUP BY s.arch_id HAVING max(s.hypernet_step) < ?"
+        " ORDER BY min(s.id)"
     )
     return _rows(conn, sql, run_id, trained_step)
 

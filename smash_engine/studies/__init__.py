@@ -34,7 +34,7 @@ from .common import (
     tau_difference,
 )
 from .correlation import baseline_stats, capacity, correlation, correlation_stats, smash_train
-from .corrupt import corrupt, corrupt_plan, corrupt_stats, corrupt_summary
+from .corrupt import corrupt, corrupt_plan, corrupt_stats, corrupt_summary, variant_plan
 
 __all__ = [
     "FIELDS", "LOW_CAPACITY", "NORMAL", "RunContext", "apply_edit", "arch_of", "archgrad", "baseline_stats",
@@ -42,5 +42,5 @@ __all__ = [
     "capacity", "correlation", "correlation_stats", "corrupt", "corrupt_plan", "corrupt_stats", "corrupt_summary",
     "encoding_grad",
     "fit", "guided", "load_smash", "open_run", "partial_tau", "picks", "rank_stats", "score_plan", "smash_train",
-    "subset", "tau_difference",
+    "subset", "tau_difference", "variant_plan",
 ]

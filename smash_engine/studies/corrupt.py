@@ -62,6 +62,14 @@ def corrupt_plan(plan: ArchPlan, space, field: str, r: random.Random) -> ArchPla
     return out.to(plan.packed.device) if isinstance(plan.packed, torch.Tensor) else out
 
 
+def variant_plan(plan: ArchPlan, space, variant: str, seed: int, trial: int) -> ArchPlan | None:
+    """The plan scored as `variant` of trial `trial`: the true one, or with that field of c shuffled by the
+    seed `study corrupt` derives for it (None if no shuffle changes c); shared with the benchmark's panel run."""
+    if variant == "true":
+        return plan
+    return corrupt_plan(plan, space, variant, rng(seed, CORRUPT, 16 * trial + FIELDS.index(variant)))
+
+
 def corrupt(ctx: RunContext, every: int = 5, count: int = 20, fields: tuple[str, ...] = FIELDS,
             new: bool = False, report: Report = print) -> int:
     bad = sorted(set(fields) - set(FIELDS))
@@ -75,8 +83,7 @@ def corrupt(ctx: RunContext, every: int = 5, count: int = 20, fields: tuple[str,
         for variant in ("true", *opts["fields"]):
             if (variant, i) in done:
                 continue
-            p = plan if variant == "true" else corrupt_plan(plan, space, variant,
-                                                            rng(ctx.cfg.seed, CORRUPT, 16 * i + FIELDS.index(variant)))
+            p = variant_plan(plan, space, variant, ctx.cfg.seed, i)
             err, loss = (None, None) if p is None else ctx.score(s, p.to(ctx.device), batch)
             ctx.w.add_study_arch(sid, variant=variant, trial=i, arch_id=arch_id, smash_error=err, smash_loss=loss)
         report(f"scored {i + 1}/{len(opts['archs'])} {arch_id} with its true and {len(opts['fields'])} corrupted "

@@ -144,7 +144,7 @@ def test_scores_taken_during_smash_training_are_taken_again_with_the_trained_hyp
     assert sorted(again) == sorted(a for a, _ in early)
     board = dict(_q(db, "select arch_id, smash_error from leaderboard"))
     assert all(board[a] == again[a] for a in again)  # the leaderboard ranks them by the trained HyperNet's score
-    # nothing scored with the trained HyperNet is scored twice, and a resumed finished run rescores nothing
+    # nothing scored with the trained HyperNet is scored twice
     assert _q(db, "select count(*) from scores where hypernet_step = ? group by arch_id having count(*) > 1",
               trained) == []
     assert any("rescoring 2 architectures" in m for (m,) in _q(db, "select message from events"))
