@@ -28,10 +28,8 @@ import datetime
 import importlib.util
 import json
 import os
-import platform
 import pstats
 import re
-import subprocess
 import sys
 import time
 from collections import Counter, defaultdict
@@ -45,13 +43,17 @@ from torch.utils.flop_counter import FlopCounterMode
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+import common  # noqa: E402  (benchmarks/ is not a package)
 
 from smash_engine.config import make_config  # noqa: E402
 from smash_engine.data import DeviceData, dataset_info  # noqa: E402
 from smash_engine.encoding import encode  # noqa: E402
 from smash_engine.network import arch_cost, conv_in  # noqa: E402
 from smash_engine.sampler import sample_architecture  # noqa: E402
-from smash_engine.train import ARCH, RANK, Smash, rng, smash_score, smash_step  # noqa: E402
+from smash_engine.seeds import ARCH, RANK, rng  # noqa: E402
+from smash_engine.train import Smash, smash_score, smash_step  # noqa: E402
 
 # The authors' code on one H200 (shared/reference/anchors.md, section 1), and the static WRN-40-4 on the
 # same GPU and run, in images/s; scores in architectures/s on 5,000 images.
@@ -70,30 +72,6 @@ SPACES = {"start": 0.0, "full": 1.0}  # progress of SMASH training: budget <= 0.
 def sync(dev: torch.device) -> None:
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
-
-
-def device_name(dev: torch.device) -> str:
-    if dev.type == "cuda":
-        return torch.cuda.get_device_name(dev)
-    model = platform.processor() or "cpu"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{model} ({os.cpu_count()} cores, {torch.get_num_threads()} torch threads)"
-
-
-def git_sha() -> str:
-    try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
-                               capture_output=True, text=True, check=True)
-        return sha.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
-    except (OSError, subprocess.CalledProcessError):
-        return os.environ.get("GIT_SHA", "unknown")
 
 
 def random_data(cfg, n: int, dev: torch.device, seed: int) -> DeviceData:
@@ -491,8 +469,9 @@ def ratios(res: dict, dev: torch.device) -> dict:
 
 
 def summary(doc: dict) -> str:
-    lines = [f"SMASH benchmark: {doc['device']}, torch {doc['torch']}, git {doc['git_sha'][:12]}, "
-             f"preset {doc['preset']}"]
+    m = doc["machine"]
+    where = m["device"] if m["device"] != "cpu" else f"{m['cpu']} ({m['cores']} cores, {m['threads']} torch threads)"
+    lines = [f"SMASH benchmark: {where}, torch {m['torch']}, git {m['commit'][:12]}, preset {doc['preset']}"]
     for r in doc["results"]["train"]:
         lines.append(f"  train {r['space']:5} batch {r['batch']:4}: {r['images_per_s']:9.1f} img/s  "
                      f"{r['ms_per_step']:9.2f} ms/step ({r['process_cpu_ms_per_step']:.1f} CPU)  "
@@ -561,8 +540,7 @@ def main() -> None:
     notes = [] if dev.type == "cuda" else ["CPU: fp32 throughout (train.py autocasts to bf16 on CUDA only)"]
     load0 = os.getloadavg()[0]
     res: dict = {"train": [], "breakdown": []}
-    doc = {"benchmark": "smash", "date": datetime.datetime.now().isoformat(timespec="seconds"),
-           "device": device_name(dev), "device_type": dev.type, "torch": torch.__version__, "git_sha": git_sha(),
+    doc = {"benchmark": "smash", "machine": common.machine(dev), "device_type": dev.type,
            "preset": a.preset, "dataset_shape": cfg.dataset,
            "settings": {**vars(a), "cudnn_benchmark_smash": torch.backends.cudnn.benchmark,
                         "autocast_bf16": dev.type == "cuda", "spaces": spaces,
@@ -578,8 +556,7 @@ def main() -> None:
         if r is not None:
             print(json.dumps(r), flush=True)
         doc["ratios"] = ratios(res, dev)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(doc, indent=1) + "\n")
+        common.save_result(doc, out.name, out.parent)
 
     if a.baseline:
         run_baseline(a, dev, batches, res, notes, save)
@@ -631,7 +608,7 @@ def run_baseline(a, dev: torch.device, batches: list[int], res: dict, notes: lis
 def default_out(dev: torch.device) -> Path:
     name = "cpu" if dev.type == "cpu" else re.sub(r"[^a-z0-9]+", "-", torch.cuda.get_device_name(dev).lower())
     name = name.strip("-")
-    return REPO / "benchmarks" / "results" / f"smash-{name}-{datetime.date.today().isoformat()}.json"
+    return common.RESULTS / f"smash-{name}-{datetime.date.today().isoformat()}.json"
 
 
 if __name__ == "__main__":

@@ -8,21 +8,17 @@ Builds a synthetic but schema-correct results file with the engine's `Writer` (1
   - plot redraw: plotext build of 100,000 steps downsampled to the widget's width (80x9 and 200x25),
     and the incremental read of 20 new steps.
 The first load of the whole history is reported too (it happens once per opening). Medians over repeats,
-after a warm-up. Target: < 50 ms each. Writes benchmarks/results/ui-<date>.json.
+after a warm-up. Target: < 50 ms each. Writes benchmarks/results/ui-<date>.json (or under --out).
 
-    .venv/bin/python benchmarks/bench_ui.py [--archs 10000] [--steps 100000] [--repeats 20]
+    .venv/bin/python benchmarks/bench_ui.py [--archs 10000] [--steps 100000] [--repeats 20] [--out DIR]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import os
-import platform
 import random
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -30,14 +26,17 @@ from datetime import UTC, datetime
 from importlib.metadata import version
 from pathlib import Path
 
-from textual.app import App
-
-from smash_engine import store
-from smash_tui.widgets.board_model import parse_filter
-from smash_tui.widgets.leaderboard import Leaderboard
-from smash_tui.widgets.loss_plot import LossPlot
-
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import common  # noqa: E402  (benchmarks/ is not a package)
+from textual.app import App  # noqa: E402
+
+from smash_engine import store  # noqa: E402
+from smash_tui.widgets.board_model import parse_filter  # noqa: E402
+from smash_tui.widgets.leaderboard import Leaderboard  # noqa: E402
+from smash_tui.widgets.loss_plot import LossPlot  # noqa: E402
 
 
 def make_file(path: Path, n_archs: int, n_steps: int) -> int:
@@ -148,25 +147,12 @@ async def measure(path: Path, run: int, repeats: int) -> dict:
     return out
 
 
-def machine() -> dict:
-    try:
-        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                             text=True).stdout.strip()
-    except OSError:
-        sha = ""
-    cpu = ""
-    if os.path.exists("/proc/cpuinfo"):
-        cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), "")
-    return {"cpu": cpu or platform.processor(), "cores": os.cpu_count(), "python": platform.python_version(),
-            "platform": platform.platform(), "textual": version("textual"), "plotext": version("plotext"),
-            "git_sha": sha, "load_average": os.getloadavg()}
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--archs", type=int, default=10_000)
     p.add_argument("--steps", type=int, default=100_000)
     p.add_argument("--repeats", type=int, default=20)
+    p.add_argument("--out", type=Path, default=common.RESULTS, help="folder of the JSON")
     a = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "bench.db"
@@ -174,15 +160,14 @@ def main() -> None:
         run = make_file(path, a.archs, a.steps)
         print(f"built {path.name}: {a.archs} scored archs, {a.steps} steps in {ms(t0) / 1000:.1f} s", file=sys.stderr)
         results = asyncio.run(measure(path, run, a.repeats))
-    report = {"benchmark": "ui", "date": datetime.now(UTC).isoformat(timespec="seconds"), "machine": machine(),
-              "config": vars(a), "results_ms": {k: round(v, 2) if isinstance(v, float) else v
+    report = {"benchmark": "ui", "machine": common.machine(),
+              "versions": {"textual": version("textual"), "plotext": version("plotext")},
+              "config": {**vars(a), "out": str(a.out)}, "results_ms": {k: round(v, 2) if isinstance(v, float) else v
                                                 for k, v in results.items()}, "target_ms": 50}
-    out = ROOT / "benchmarks" / "results" / f"ui-{datetime.now(UTC):%Y-%m-%d}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
+    out = common.save_result(report, f"ui-{datetime.now(UTC):%Y-%m-%d}.json", a.out)
     for k, v in report["results_ms"].items():
         print(f"{k:<42} {v}")
-    print(f"wrote {out.relative_to(ROOT)}")
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":

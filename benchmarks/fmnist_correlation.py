@@ -18,7 +18,6 @@ afterwards with `smash-tui study correlation OUT/run.db --json` or from the pair
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import signal
@@ -30,6 +29,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import common  # noqa: E402  (benchmarks/ is not a package)
 
 
 def _stage(args: list[str], timeout_s: float) -> dict:
@@ -129,13 +131,11 @@ def main() -> int:
     study = _stage([__file__, "--stage-study", "--db", str(db), "--every", str(a.every), "--count", str(a.count),
                     "--epochs", str(a.study_epochs), "--train-size", str(a.train_size), "--top", str(a.top)],
                    a.study_timeout)
-    sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    result = dict(device=gpu, torch=torch.__version__, git=sha or None, preset=preset, dataset=dataset,
+    result = dict(machine=common.machine(a.device), preset=preset, dataset=dataset,
                   options={k: (str(v) if isinstance(v, Path) else v) for k, v in vars(a).items()},
                   search=search, study=study, **report(db, a.top))
     name = re.sub(r"[^a-z0-9]+", "-", gpu.lower()).strip("-")
-    out = a.out / f"fmnist-correlation-{name}-{stamp}.json"
-    out.write_text(json.dumps(result, indent=1))
+    out = common.save_result(result, f"fmnist-correlation-{name}-{stamp}.json", a.out)
     with sqlite3.connect(db) as src, sqlite3.connect(a.out / "run.db") as dst:
         src.backup(dst)  # one self-contained file, whatever is still in the WAL
     s = result["against_val"]

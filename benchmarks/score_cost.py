@@ -11,7 +11,6 @@ not depend on training). Writes `benchmarks/results/score-cost-<stamp>.json` wit
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -20,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-import truth_panel  # noqa: E402
+import common  # noqa: E402  (benchmarks/ is not a package)
 
 MODES = ("shared", "recal", "batch")
 
@@ -62,10 +61,8 @@ def main(argv: list[str] | None = None) -> int:
     doc = dict(what="seconds per scored architecture by score_bn mode", dataset=dataset, held_out=len(val),
                score_batch=cfg.train.score_batch, bn_batches=a.bn_batches, archs=len(archs),
                seconds_per_arch=per, ratio_to_shared={m: per[m] / per["shared"] for m in MODES},
-               machine=truth_panel.machine())
-    a.out.mkdir(parents=True, exist_ok=True)
-    path = a.out / f"score-cost-{'smoke-' if a.smoke else ''}{time.strftime('%Y-%m-%d-%H%M')}.json"
-    path.write_text(json.dumps(doc, indent=1) + "\n")
+               machine=common.machine("cpu"))
+    path = common.save_result(doc, f"score-cost-{'smoke-' if a.smoke else ''}{common.stamp()}.json", a.out)
     print(" ".join(f"{m} {per[m]:.2f} s ({per[m] / per['shared']:.2f}x)" for m in MODES), f"-> {path}")
     return 0
 

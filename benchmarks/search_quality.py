@@ -5,7 +5,7 @@
     python benchmarks/search_quality.py --variant e1-2-4 --epochs 4 --score-at 1,2,4   # tau against epochs
     python benchmarks/search_quality.py --smoke --out /tmp/q                  # every stage, tiny (the test)
 
-Trains SMASH as the engine does (`train.smash_step`, the run config's schedule and seeds) on the panel's
+Trains SMASH with the engine's own loop (`loops.smash_steps`: the run config's schedule and seeds) on the panel's
 dataset, on the training split *less* the truth's held-out images, then scores every panel architecture on
 those held-out images (`train.smash_score`: the rank phase's score). Reports, against the panel's mean true
 error (`benchmarks/truth/<panel>/truth.json`):
@@ -33,7 +33,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-import truth_panel  # noqa: E402  (benchmarks/ is not a package)
+import common  # noqa: E402  (benchmarks/ is not a package)
+import truth_panel  # noqa: E402
 
 PREDICTORS = ("smash", "smash_loss", "params", "flops", "synflow", "naswot")
 
@@ -45,7 +46,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--epochs", type=int, default=3, help="SMASH training epochs")
     ap.add_argument("--score-at", default="", help="also score the panel after these epochs, e.g. 1,2")
     ap.add_argument("--train-size", type=int, default=None, help="SMASH trains on a seeded subset of this size")
-    ap.add_argument("--hyper", default=None, help="HyperNet preset (small | paper); default: the preset's")
+    ap.add_argument("--hyper", default=None, help="HyperNet size (paper | small | tiny); default: the preset's")
     ap.add_argument("--preset", default="quick", help="run preset whose settings are measured")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="TrainConfig override, e.g. --set lr=0.002 --set batch_size=64 (repeatable)")
@@ -90,7 +91,7 @@ def make_cfg(a: argparse.Namespace, dataset: str, val_size: int, base_space=None
     (`base_space`), with `--space-set` on top."""
     from smash_engine.config import make_config
     from smash_engine.errors import ConfigError
-    from smash_engine.hypernet import HYPER_PRESETS
+    from smash_engine.hypernet import hyper_preset
 
     def pairs(items: list[str], flag: str) -> dict:
         out = {}
@@ -106,9 +107,7 @@ def make_cfg(a: argparse.Namespace, dataset: str, val_size: int, base_space=None
     space = pairs(a.space_set, "--space-set")
     cfg = dataclasses.replace(cfg, space=dataclasses.replace(base_space or cfg.space, **space))
     if a.hyper:
-        if a.hyper not in HYPER_PRESETS:
-            raise ConfigError(f"unknown --hyper {a.hyper!r}; choose one of {', '.join(HYPER_PRESETS)}")
-        cfg = dataclasses.replace(cfg, hyper=HYPER_PRESETS[a.hyper])
+        cfg = dataclasses.replace(cfg, hyper=hyper_preset(a.hyper))
     return cfg
 
 
@@ -120,24 +119,24 @@ def data(dataset: str, val_size: int, split_seed: int, train_size: int | None, s
 
     ds = load_dataset(dataset)
     tr, va = holdout_split(len(ds.train_y), val_size, split_seed)
-    if train_size is not None:
-        tr = tr[torch.randperm(len(tr), generator=torch.Generator().manual_seed(seed))[:train_size]].sort().values
     cpu = torch.device("cpu")
-    return (device_data(ds.train_x[tr], ds.train_y[tr], ds.info, cpu),
-            device_data(ds.train_x[va], ds.train_y[va], ds.info, cpu))
+    train = device_data(ds.train_x[tr], ds.train_y[tr], ds.info, cpu)
+    if train_size is not None:
+        train = train.subset(train_size, torch.Generator().manual_seed(seed))
+    return train, device_data(ds.train_x[va], ds.train_y[va], ds.info, cpu)
 
 
 def smash_epochs(cfg, train, ckpt: Path, stops: list[int], on_stop, report=print) -> float:
-    """SMASH training as the engine does it, checkpointed per epoch; `on_stop(s, epoch)` after each epoch in
-    `stops`. Returns the seconds spent training in this call."""
+    """SMASH training by the engine's own loop (`loops.smash_steps`), checkpointed per epoch (resumed from
+    `ckpt` when it was trained with the same settings); `on_stop(s, epoch)` after each epoch in `stops`, and
+    after the last one. Returns the seconds spent training in this call."""
     import torch
 
+    from smash_engine.loops import smash_steps
     from smash_engine.runs import save_atomic
-    from smash_engine.train import DATA, Smash, cosine_lr, smash_arch, smash_step, torch_gen
+    from smash_engine.train import Smash
 
     s, t, step = Smash.create(cfg, torch.device("cpu")), cfg.train, 0
-    spe = train.num_batches(t.batch_size)
-    total = t.epochs * spe
     if ckpt.exists():
         sd = torch.load(ckpt, map_location="cpu", weights_only=True)
         if _trained_by(sd.get("config") or {}) == _trained_by(cfg.to_dict()):
@@ -145,23 +144,24 @@ def smash_epochs(cfg, train, ckpt: Path, stops: list[int], on_stop, report=print
             step = int(sd["step"])
         else:
             report(f"{ckpt} was trained with other settings: training from scratch")
-    seconds, scored, images = 0.0, set(), 0
-    while step < total:
-        epoch = step // spe
-        t0 = time.perf_counter()
-        out = [smash_step(s, smash_arch(cfg, step + b, total), x, y, cosine_lr(t.lr, step + b, total))
-               for b, (x, y) in enumerate(train.epoch_batches(t.batch_size, torch_gen(cfg.seed, DATA, epoch)))]
+    seconds, scored, images, out = 0.0, set(), 0, []
+    t0 = time.perf_counter()
+    for st in smash_steps(s, cfg, train, step):
+        out.append(st.metrics)
+        if not st.epoch_end:
+            continue
         seconds += time.perf_counter() - t0
-        step += len(out)
         images += len(out) * t.batch_size
         ckpt.parent.mkdir(parents=True, exist_ok=True)
-        save_atomic({**s.state_dict(), "step": step, "config": cfg.to_dict()}, ckpt)
+        save_atomic({**s.state_dict(), "step": st.step, "config": cfg.to_dict()}, ckpt)
         loss, err, _ = torch.stack(out).mean(0).tolist()
-        report(f"SMASH epoch {epoch + 1}/{t.epochs}: train loss {loss:.3f}, error {err:.3f} "
+        report(f"SMASH epoch {st.epoch + 1}/{t.epochs}: train loss {loss:.3f}, error {err:.3f} "
                f"({images / max(seconds, 1e-9):.0f} img/s so far)")
-        if epoch + 1 in stops:
-            on_stop(s, epoch + 1)
-            scored.add(epoch + 1)
+        if st.epoch + 1 in stops:
+            on_stop(s, st.epoch + 1)
+            scored.add(st.epoch + 1)
+        out = []
+        t0 = time.perf_counter()
     if t.epochs not in scored:  # resumed from a finished checkpoint: score it
         on_stop(s, t.epochs)
     return seconds
@@ -255,8 +255,7 @@ def restat(path: Path, truth: dict) -> int:
                                                           f"(n = {len(ids)} with truth)")
     doc.update(stats=doc["by_epoch"][-1]["stats"], n_with_truth=len(ids), ceiling=truth.get("ceiling"),
                truth_complete=truth.get("n_complete"))
-    path.write_text(json.dumps(doc, indent=1) + "\n")
-    print(f"rewrote {path}")
+    print(f"rewrote {common.save_result(doc, path.name, path.parent)}")
     return 0
 
 
@@ -267,8 +266,7 @@ def verify(a: argparse.Namespace, archs, pred_all: dict[str, list[float]], train
     import numpy as np
     import torch
 
-    idx = torch.randperm(len(train), generator=torch.Generator().manual_seed(7))[:a.verify_images]
-    sub = type(train)(train.x[idx], train.y[idx], train.info, train.device)
+    sub = train.take(torch.randperm(len(train), generator=torch.Generator().manual_seed(7))[:a.verify_images])
     out = {}
     for name in ("smash", "params"):
         tried = []
@@ -286,11 +284,13 @@ def corrupt_panel(a: argparse.Namespace, cfg, s, archs, val, calib) -> dict:
     its true encoding and with each field of c shuffled across ops (the network run stays the true one), on
     the first `--corrupt-images` held-out images, BatchNorm as the scores above. If the HyperNet uses a
     field, the true c scores better (win rate above 50%, positive gap)."""
+    import torch
+
     from smash_engine.studies import FIELDS, corrupt_summary, variant_plan
     from smash_engine.train import score_plan
 
     n = min(a.corrupt_images, len(val))
-    sub = type(val)(val.x[:n], val.y[:n], val.info, val.device)
+    sub = val.take(torch.arange(n))
     t = cfg.train
     true: dict[int, float] = {}
     shuffled: dict[str, list[tuple[int, float | None]]] = {f: [] for f in FIELDS}
@@ -378,7 +378,7 @@ def main(argv: list[str] | None = None) -> int:
     true = [true_of[archs[i].id] for i in kept]
     results: dict[int, dict] = {}
     timing: dict = {"baseline_seconds": round(t_base, 1)}
-    path = a.out / f"quality-{a.variant}-{time.strftime('%Y-%m-%d-%H%M')}.json"
+    name = f"quality-{a.variant}-{common.stamp()}.json"
 
     def save(results: dict[int, dict]) -> Path:
         last = results[max(results)]
@@ -388,10 +388,8 @@ def main(argv: list[str] | None = None) -> int:
                    ceiling=truth.get("ceiling"), truth_complete=truth.get("n_complete"), **timing,
                    baselines_by_arch={k: dict(zip([x.id for x in archs], v, strict=True)) for k, v in base.items()},
                    by_epoch=[results[e] for e in sorted(results)], stats=last["stats"], picks=last.get("picks"),
-                   machine=truth_panel.machine())
-        a.out.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(doc, indent=1) + "\n")
-        return path
+                   machine=common.machine("cpu"))
+        return common.save_result(doc, name, a.out)
 
     def on_stop(s, epoch: int) -> None:
         from smash_engine.train import bn_calibration, smash_score

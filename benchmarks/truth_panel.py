@@ -21,21 +21,22 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import random
-import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import common  # noqa: E402  (benchmarks/ is not a package)
 
 PANEL_DIR = ROOT / "benchmarks" / "truth" / "fmnist16-wide-e2"
 N_ARCHS = 40
+# Architecture i of the panel is drawn from the derived seed (PANEL_SEED, seeds.PANEL, i), the batches of epoch
+# e of a truth training in the order (seed, seeds.PANEL_TRAIN, e) draws; the truth's training subset is a
+# permutation seeded with PANEL_SEED.
 PANEL_SEED = 2026
-PANEL_PURPOSE = 201  # derived-seed purpose, clear of the engine's and the studies'
 # The default recipe of `build`; each panel folder keeps its own in panel.json, and `train` and `summary` read
 # it from there: changing a recipe means a new panel folder, never an edit of a trained one.
 RECIPE = dict(dataset="fashion-mnist16", space="quick", val_size=10000, split_seed=0, train_size=12000,
@@ -59,19 +60,6 @@ def load_space(panel_dir: Path = PANEL_DIR):
     return SpaceConfig.from_dict(json.loads((panel_dir / "panel.json").read_text())["space"])
 
 
-def machine() -> dict:
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                                text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        commit = "unknown"
-    import torch
-
-    return dict(commit=commit, host=socket.gethostname(), cpu=platform.processor() or platform.machine(),
-                cores=os.cpu_count(), torch=torch.__version__, threads=torch.get_num_threads(),
-                load=os.getloadavg()[0])
-
-
 def draw_panel(n: int | None = None, seed: int = PANEL_SEED, sp=None, pool: int = 0) -> list:
     """`n` distinct architectures from the sampler at progress 1.0 (what the rank phase scores).
 
@@ -84,7 +72,7 @@ def draw_panel(n: int | None = None, seed: int = PANEL_SEED, sp=None, pool: int 
 
     from smash_engine.network import arch_cost
     from smash_engine.sampler import sample_architecture
-    from smash_engine.train import _derived
+    from smash_engine.seeds import PANEL, rng
 
     n = N_ARCHS if n is None else n
     sp = sp or space()
@@ -92,7 +80,7 @@ def draw_panel(n: int | None = None, seed: int = PANEL_SEED, sp=None, pool: int 
     seen: set[str] = set()
     i = 0
     while len(archs) < max(n, pool):
-        a = sample_architecture(sp, random.Random(_derived(seed, PANEL_PURPOSE, i)), progress=1.0)
+        a = sample_architecture(sp, rng(seed, PANEL, i), progress=1.0)
         i += 1
         if a.id not in seen:
             seen.add(a.id)
@@ -120,12 +108,9 @@ def load_recipe(panel_dir: Path = PANEL_DIR) -> dict:
     return json.loads((panel_dir / "panel.json").read_text())["recipe"]
 
 
-def load_truth(panel_dir: Path = PANEL_DIR) -> dict:
-    return json.loads((panel_dir / "truth.json").read_text())
-
-
 def cmd_build(a) -> int:
     from smash_engine.network import arch_cost
+    from smash_engine.seeds import PANEL
 
     path = a.dir / "panel.json"
     if path.exists():
@@ -147,9 +132,8 @@ def cmd_build(a) -> int:
     what = "truth panel: architectures drawn by the engine's sampler at progress 1.0"
     if a.pool > N_ARCHS:
         what += f", {N_ARCHS} of {a.pool} draws kept log-evenly spread over parameter count"
-    doc = dict(what=what, seed=PANEL_SEED, purpose=PANEL_PURPOSE, pool=a.pool, recipe=recipe,
-               space=sp.to_dict(), archs=rows,
-               **{"built_on": machine()})
+    doc = dict(what=what, seed=PANEL_SEED, purpose=PANEL, pool=a.pool, recipe=recipe,
+               space=sp.to_dict(), archs=rows, built_on=common.machine("cpu"))
     path.write_text(_dumps(doc))
     print(f"wrote {path}: {len(rows)} architectures, params {min(r['params'] for r in rows)}.."
           f"{max(r['params'] for r in rows)}")
@@ -176,27 +160,25 @@ def _done(path: Path) -> set[tuple[str, int]]:
 
 
 def train_one(arch, seed: int, train, val, epochs: int | None = None, recipe: dict | None = None) -> dict:
-    """A panel recipe on one architecture: (val error, val loss, train loss, seconds). `epochs` other than
-    the recipe's is for shorter trainings (search_quality's verification), never for the truth."""
+    """A panel recipe on one architecture: (val error, val loss, train loss, seconds), trained by the engine's
+    own loop (`loops.fit`), epoch e's batches in the order `(seed, PANEL_TRAIN, e)` draws; the train loss is
+    the last epoch's mean. `epochs` other than the recipe's is for shorter trainings (search_quality's
+    verification), never for the truth."""
     import torch
 
     from smash_engine.config import TrainConfig
-    from smash_engine.train import Final, cosine_lr, torch_gen
+    from smash_engine.loops import fit
+    from smash_engine.seeds import PANEL_TRAIN, torch_gen
+    from smash_engine.train import Final
 
     r = recipe or RECIPE
     epochs = r["epochs"] if epochs is None else epochs
     t = TrainConfig(final_lr=r["lr"], final_batch=r["batch"], final_weight_decay=r["weight_decay"])
     t0 = time.perf_counter()
     f = Final.create(arch, t, seed, torch.device("cpu"))
-    spe = train.num_batches(t.final_batch)
-    total = epochs * spe
-    losses = []
-    for epoch in range(epochs):
-        for b, (x, y) in enumerate(train.epoch_batches(t.final_batch, torch_gen(seed, 301, epoch))):
-            losses.append(f.step(x, y, cosine_lr(t.final_lr, epoch * spe + b, total)))
+    last = fit(f, train, epochs, t.final_batch, t.final_lr, lambda epoch: torch_gen(seed, PANEL_TRAIN, epoch))
     err, loss = f.evaluate(val, 1000)
-    train_loss = torch.stack(losses[-spe:]).mean(0)[0].item()
-    return dict(val_error=err, val_loss=loss, train_loss=train_loss, seconds=round(time.perf_counter() - t0, 1))
+    return dict(val_error=err, val_loss=loss, train_loss=last.loss, seconds=round(time.perf_counter() - t0, 1))
 
 
 def splits(recipe: dict | None = None):
@@ -245,7 +227,7 @@ def summarize(panel_dir: Path = PANEL_DIR) -> dict:
     import numpy as np
     from scipy import stats
 
-    from smash_engine.studies.common import bootstrap_ci
+    from smash_engine.studies.stats import bootstrap_ci
 
     panel = json.loads((panel_dir / "panel.json").read_text())
     runs: dict[str, dict[int, dict]] = {}

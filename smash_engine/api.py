@@ -218,7 +218,7 @@ def _pick(conn, db: Path, which: str | int) -> dict:
             return store.get_arch(conn, min(done, key=lambda f: f["best_val_error"])["arch_id"])  # type: ignore
         which = 1
     if isinstance(which, int):
-        rows = store.leaderboard(conn, run_id, where_sql=f"rank = {int(which)}")
+        rows = store.leaderboard(conn, run_id, rank=which)
         if not rows:
             raise ResultsFileError(f"{db} has no leaderboard rank {which}: see `smash-tui show {db}`")
         which = rows[0]["arch_id"]

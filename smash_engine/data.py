@@ -23,7 +23,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from smash_engine.errors import ConfigError, DatasetError
+from smash_engine.batching import OnDevice
+from smash_engine.errors import ConfigError, DatasetError, one_line
+from smash_engine.voxels import VoxelData, read_modelnet10
 
 Tensor = torch.Tensor
 Array = np.ndarray
@@ -123,9 +125,7 @@ def load_dataset(name: str, data_dir: str | Path | None = None, download: bool =
     elif name == "stl10":
         arrays = _read_stl10(dirs)
     elif name == "modelnet10":
-        from smash_engine.voxels import read_modelnet10
-
-        arrays = read_modelnet10(root)
+        arrays = read_modelnet10(root, default_data_dir)
     else:
         arrays = _read_imagenet32(root)
     return _to_dataset(info, *arrays)
@@ -134,8 +134,6 @@ def load_dataset(name: str, data_dir: str | Path | None = None, download: bool =
 def device_data(x_uint8: torch.Tensor, y: torch.Tensor, info: DatasetInfo, device: torch.device):
     """DeviceData for images, voxels.VoxelData for voxel grids: the same batching interface."""
     if info.spatial_dims == 3:
-        from smash_engine.voxels import VoxelData
-
         return VoxelData(x_uint8, y, info, device)
     return DeviceData(x_uint8, y, info, device)
 
@@ -148,32 +146,23 @@ def holdout_split(n_train: int, n_val: int, seed: int) -> tuple[torch.Tensor, to
     return perm[n_val:].sort().values, perm[:n_val].sort().values
 
 
-class DeviceData:
+class DeviceData(OnDevice):
     """Images on the device as uint8; batches are slices of an on-device permutation.
 
     Augmentation (random crop of the zero-padded image, horizontal flip) runs batched on the device.
     """
 
+    info: DatasetInfo
+
     def __init__(self, x_uint8: torch.Tensor, y: torch.Tensor, info: DatasetInfo, device: torch.device) -> None:
-        assert x_uint8.dtype == torch.uint8 and x_uint8.dim() == 4 and len(x_uint8) == len(y)
-        self.info = info
-        self.device = torch.device(device)
-        self.x = x_uint8.to(self.device).contiguous()
-        self.y = y.to(self.device, torch.int64)
+        assert x_uint8.dim() == 4
+        super().__init__(x_uint8, y, info, device)
         std = torch.tensor(info.std, device=self.device).view(1, -1, 1, 1)
         mean = torch.tensor(info.mean, device=self.device).view(1, -1, 1, 1)
         self._scale, self._shift = 1 / (255 * std), -mean / std  # (x/255 - mean)/std in one op
 
-    def __len__(self) -> int:
-        return len(self.y)
-
     def normalize(self, x_uint8: torch.Tensor) -> torch.Tensor:
         return torch.addcmul(self._shift, x_uint8.float(), self._scale)
-
-    def num_batches(self, batch_size: int, drop_last: bool = True) -> int:
-        if batch_size <= 0:
-            raise ConfigError(f"batch size must be positive, got {batch_size}; pass one >= 1")
-        return len(self) // batch_size if drop_last else -(-len(self) // batch_size)
 
     def epoch_batches(
         self,
@@ -273,27 +262,19 @@ def _pick(d: Path, file: str) -> Path | None:
     return _first_file(d, file, f"{file}.gz")
 
 
-def _corrupt(path: Path, what: str) -> DatasetError:
-    return DatasetError(f"{path} is corrupt ({what}); delete it and fetch the dataset again")
-
-
-def _one_line(e: BaseException) -> str:
-    return f"{type(e).__name__}: {' '.join(str(e).split())}"
-
-
 def _read_idx(path: Path, ndim: int) -> np.ndarray:
     """An idx file (magic 0x0000 0x08 ndim, big-endian int32 dims, uint8 data), gzipped or not."""
     try:
         with (gzip.open if path.suffix == ".gz" else open)(path, "rb") as f:
             raw = f.read()
     except (OSError, EOFError, zlib.error) as e:
-        raise _corrupt(path, _one_line(e)) from e
+        raise DatasetError.corrupt(path, one_line(e)) from e
     if len(raw) < 4 + 4 * ndim or raw[:4] != bytes((0, 0, 8, ndim)):
-        raise _corrupt(path, f"not an idx file of {ndim}-d uint8: bad header")
+        raise DatasetError.corrupt(path, f"not an idx file of {ndim}-d uint8: bad header")
     dims = tuple(int(d) for d in np.frombuffer(raw, ">i4", ndim, 4))
     body = np.frombuffer(raw, np.uint8, offset=4 + 4 * ndim)
     if body.size != np.prod(dims):
-        raise _corrupt(path, f"{body.size} data bytes, header says {int(np.prod(dims))}")
+        raise DatasetError.corrupt(path, f"{body.size} data bytes, header says {int(np.prod(dims))}")
     return body.reshape(dims)
 
 
@@ -322,7 +303,7 @@ def _unpickle(path: Path, label_key: bytes) -> tuple[np.ndarray, np.ndarray]:
         x = np.asarray(batch[b"data"], np.uint8).reshape(-1, 3, 32, 32)
         y = np.asarray(batch[label_key], np.int64)
     except Exception as e:  # a damaged pickle can raise almost any exception type
-        raise _corrupt(path, _one_line(e)) from e
+        raise DatasetError.corrupt(path, one_line(e)) from e
     return x, y
 
 
@@ -337,7 +318,7 @@ def _read_cifar(name: str, dirs: Sequence[Path]) -> Arrays:
 def _stl10_images(path: Path) -> Array:
     raw = np.fromfile(path, np.uint8)
     if raw.size % (3 * 96 * 96):
-        raise _corrupt(path, f"{raw.size} bytes is not a whole number of 3x96x96 images")
+        raise DatasetError.corrupt(path, f"{raw.size} bytes is not a whole number of 3x96x96 images")
     return raw.reshape(-1, 3, 96, 96).transpose(0, 1, 3, 2)  # stored column-major
 
 
@@ -354,7 +335,7 @@ def _npz(path: Path, key: str) -> np.ndarray:
         with np.load(path) as z:
             return np.asarray(z[key])
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error) as e:
-        raise _corrupt(path, _one_line(e)) from e
+        raise DatasetError.corrupt(path, one_line(e)) from e
 
 
 def _read_npz_batches(paths: list[Path]) -> tuple[np.ndarray, np.ndarray]:
@@ -365,7 +346,7 @@ def _read_npz_batches(paths: list[Path]) -> tuple[np.ndarray, np.ndarray]:
     for path, y in zip(paths, labels, strict=True):
         data = _npz(path, "data")
         if data.shape != (len(y), 3 * 32 * 32):
-            raise _corrupt(path, f"data is {data.shape}, expected ({len(y)}, 3072)")
+            raise DatasetError.corrupt(path, f"data is {data.shape}, expected ({len(y)}, 3072)")
         x[at : at + len(y)] = data.reshape(-1, 3, 32, 32)
         at += len(y)
     return x, np.concatenate(labels)
@@ -415,5 +396,5 @@ def _download(name: str, root: Path) -> None:
     try:
         cls(root=str(root), download=True, **kwargs)
     except (OSError, RuntimeError) as e:
-        why = _one_line(e)
+        why = one_line(e)
         raise DatasetError(f"could not download {name!r} into {root} ({why}); fetch it and pass --data-dir DIR") from e

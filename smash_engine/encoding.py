@@ -41,6 +41,9 @@ import torch
 from .errors import InvalidArchitecture
 from .space import Architecture, SpaceConfig
 
+# the fields of an op in c that a corrupted-encoding study shuffles across ops (`studies/corrupt.py`, `probes.py`)
+FIELDS = ("dilation", "kernel", "out", "groups", "read", "write")
+
 
 @dataclass(frozen=True)
 class Layout:
@@ -116,6 +119,16 @@ class ArchPlan:
             eye = torch.eye(self.rows, dtype=torch.bool, device=p.device)[:, :, None]  # (R, R, 1)
             c = torch.cat([c, torch.where(eye & rows[None], 1.0, -1.0).to(c.dtype)])
         return c[None]
+
+    @cached_property
+    def slice_op(self) -> torch.Tensor:
+        """(S,) op index of every column of c."""
+        return self._packed[:, -1].long()
+
+    @cached_property
+    def slice_rows(self) -> torch.Tensor:
+        """(S,) rows of c the op owning each column fills (its bottleneck / N)."""
+        return self._packed[:, -2]
 
     @cached_property
     def col_op(self) -> torch.Tensor:

@@ -4,6 +4,10 @@
 bug and keeps its traceback.
 """
 
+from __future__ import annotations
+
+import os
+
 
 class SmashError(Exception):
     """A mistake a user can fix; the message is shown as is."""
@@ -22,6 +26,11 @@ class ConfigError(SmashError):
 class DatasetError(SmashError):
     """A dataset that is missing, incomplete or corrupt on disk."""
 
+    @classmethod
+    def corrupt(cls, path: str | os.PathLike[str], what: str) -> DatasetError:
+        """A file that is there but cannot be read; `what` says how (see `one_line`)."""
+        return cls(f"{path} is corrupt ({what}); delete it and fetch the dataset again")
+
 
 class ResultsFileError(SmashError):
     """A path that is not a results file, a newer schema, a read-only file, an unknown id."""
@@ -31,3 +40,8 @@ class EngineBusy(SmashError):
     """Another engine is already writing this results file."""
 
     exit_code = 3
+
+
+def one_line(e: BaseException) -> str:
+    """`Type: message` with the message's whitespace collapsed, to quote an exception in a one-line error."""
+    return f"{type(e).__name__}: {' '.join(str(e).split())}"

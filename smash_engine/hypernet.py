@@ -19,6 +19,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .encoding import ArchPlan, Layout
+from .errors import ConfigError
 from .space import SpaceConfig
 
 
@@ -33,7 +34,16 @@ class HyperConfig:
         return asdict(self)
 
 
-HYPER_PRESETS = {"paper": HyperConfig(), "small": HyperConfig(stem=4, growth=4, dense=(2, 2), compression=0.5)}
+# every HyperNet size by name: the presets use paper and small; tiny is for the capacity study on a run that
+# already uses small
+HYPER_PRESETS = {"paper": HyperConfig(), "small": HyperConfig(stem=4, growth=4, dense=(2, 2), compression=0.5),
+                 "tiny": HyperConfig(stem=2, growth=2, dense=(1, 1), compression=0.5)}
+
+
+def hyper_preset(name: str) -> HyperConfig:
+    if name not in HYPER_PRESETS:
+        raise ConfigError(f"unknown HyperNet preset {name!r}; choose one of {', '.join(HYPER_PRESETS)}")
+    return HYPER_PRESETS[name]
 
 
 class WNConv(nn.Conv2d):

@@ -1,5 +1,6 @@
 """A run's files and inputs: creating its results file, its directory, atomic checkpoints and weights,
-the device it runs on, and its data splits. The engine, the studies and transfer share these.
+the device it runs on, its data splits, and a finished run opened for a study or a transfer (`open_run`). The
+engine, the studies and transfer share these.
 
 Files of a run `runs/NAME.db`: the run directory `runs/NAME/` holds checkpoint.pt, final-ID.pt (final
 training checkpoints), final-ID.safetensors (trained weights), study checkpoints and engine.log (detached
@@ -11,8 +12,10 @@ results file renamed away from its folder, ends in one line that says which file
 from __future__ import annotations
 
 import errno
+import json
 import os
 import sqlite3
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -20,8 +23,10 @@ import torch
 from . import store
 from .config import RunConfig
 from .data import DeviceData, device_data, holdout_split, load_dataset
-from .errors import ConfigError, ResultsFileError, SmashError
+from .encoding import ArchPlan
+from .errors import ConfigError, EngineBusy, ResultsFileError, SmashError
 from .space import Architecture
+from .train import Smash, bn_calibration, score_plan
 
 
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:
@@ -96,6 +101,20 @@ def find_run_folder(db_path: Path, uid: str) -> Path | None:
         if sd.get("run_uid") == uid:
             return ckpt.parent
     return None
+
+
+def missing_folder(db_path: Path, uid: str | None) -> str:
+    """Why a run that trained past a checkpoint has none in its folder (the results file was moved or renamed
+    away from it), and what to do: said rather than silently scoring with (or training from) an untrained
+    HyperNet."""
+    where = run_dir(db_path)
+    found = find_run_folder(db_path, uid) if uid else None
+    if found is not None:
+        return (f"this run's files are in {found}/ but {db_path} looks for them in {where}/ (the results "
+                f"file was renamed): rename {found.name}/ to {where.name}/, or the results file back to "
+                f"{found.name}.db, then resume")
+    return (f"{where}/checkpoint.pt is missing, but this run trained past it: put the run folder back beside "
+            f"{db_path} as {where.name}/ to score or search again (final training works without it)")
 
 
 def weights_file(db_path: Path, stored: str | None) -> Path | None:
@@ -179,3 +198,66 @@ def save_weights(net: torch.nn.Module, arch: Architecture, path: Path, uid: str 
     state = {k: v.detach().contiguous().cpu() for k, v in net.state_dict().items()}
     meta = {"architecture": arch.to_json(), "format": "smash-tui FixedNet", **({"run_uid": uid} if uid else {})}
     _replace(path, lambda tmp: save_file(state, str(tmp), metadata=meta))
+
+
+# -- a finished run, opened for a study or a transfer ---------------------------------------------------
+@dataclass
+class RunContext:
+    """A finished run opened for a study or a transfer: its writer, config, directory, device and data splits."""
+
+    w: store.Writer
+    run_id: int
+    cfg: RunConfig
+    dir: Path
+    device: torch.device
+    train: DeviceData
+    val: DeviceData
+    test: DeviceData
+    calib: list[torch.Tensor] | None = None  # the run's BatchNorm calibration batches (train.bn_calibration)
+    uid: str | None = None  # the run's identity: checkpoints of other runs are refused (runs.load_owned)
+
+    def close(self) -> None:
+        self.w.close()
+
+    def score(self, s: Smash, plan: ArchPlan, batch: int | None = None) -> tuple[float, float]:
+        """SMASH (error, loss) on the held-out split, scored as the run's rank phase scores."""
+        t = self.cfg.train
+        return score_plan(s, plan, self.val, batch or t.score_batch, t.score_bn, self.calib)
+
+
+def open_run(db: Path, device: str | None = None) -> RunContext:
+    """Open (and migrate) the results file; refuse while its engine still runs."""
+    w = store.connect_writer(db)
+    try:
+        run = store.get_run(w.conn)
+        if run is None:
+            raise ResultsFileError(f"{db} holds no run; start one with `smash-tui run`")
+        if store.engine_state(run) in ("running", "paused"):
+            raise EngineBusy(f"the search in {db} is still running: wait for it or stop it "
+                             f"(`smash-tui control {db} stop`), then run the study")
+        cfg = RunConfig.from_dict(json.loads(run["config_json"]))
+        dev = resolve_device(device or cfg.device)
+        train, val, test = load_splits(cfg, dev)
+    except BaseException:
+        w.close()
+        raise
+    return RunContext(w, run["id"], cfg, run_dir(Path(db)), dev, train, val, test, bn_calibration(cfg, train),
+                      run["uid"])
+
+
+def load_smash(ctx: RunContext, cfg: RunConfig | None = None, path: Path | None = None) -> Smash:
+    """The run's trained SMASH (HyperNet and SmashNet), or the one at `path` trained with `cfg`."""
+    cfg, path = cfg or ctx.cfg, path or ctx.dir / "checkpoint.pt"
+    sd = load_owned(path, ctx.uid, cfg.to_dict())
+    if sd is None:
+        raise ResultsFileError(f"no SMASH checkpoint at {path}: the study needs the run's trained HyperNet")
+    s = Smash.create(cfg, ctx.device)
+    s.load_state_dict(sd)
+    return s
+
+
+def arch_of(conn, arch_id: str) -> Architecture:
+    row = store.get_arch(conn, arch_id)
+    if row is None:
+        raise ResultsFileError(f"no architecture {arch_id!r} in this run; pick an id from the leaderboard")
+    return Architecture.from_json(row["spec_json"])

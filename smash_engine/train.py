@@ -3,15 +3,13 @@
 Nothing here writes files or the database: `engine.py` owns the loop, the hooks, checkpoints and commands.
 Metrics come back as device tensors so the loop can batch its host syncs (no `.item()` per step).
 
-Randomness is derived from (seed, purpose, index) rather than carried in generator state: architecture
-t of SMASH training is `sample_architecture(space, rng(seed, ARCH, t), t / T)` whatever happened before,
-which makes stop + resume give exactly the run that never stopped.
+Randomness is derived from (seed, purpose, index) rather than carried in generator state (`seeds.py`); the
+loops that call these steps are in `loops.py`.
 """
 
 from __future__ import annotations
 
 import math
-import random
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -27,22 +25,8 @@ from .encoding import ArchPlan, encode
 from .hypernet import HyperNet
 from .network import FixedNet, SmashNet
 from .sampler import perturb, sample_architecture
+from .seeds import ARCH, BN_STATS, VALIDATE, rng, torch_gen
 from .space import Architecture, SpaceConfig
-
-# purposes for derived seeds
-ARCH, DATA, RANK, PERTURB, HILLCLIMB, SAMPLE, FINAL, BN_STATS, VALIDATE, VERIFY = range(10)
-
-
-def _derived(seed: int, purpose: int, index: int) -> int:
-    return int(np.random.SeedSequence([seed, purpose, index]).generate_state(1)[0])
-
-
-def rng(seed: int, purpose: int, index: int) -> random.Random:
-    return random.Random(_derived(seed, purpose, index))
-
-
-def torch_gen(seed: int, purpose: int, index: int) -> torch.Generator:
-    return torch.Generator().manual_seed(_derived(seed, purpose, index))
 
 
 def cosine_lr(lr0: float, step: int, total: int) -> float:

@@ -15,12 +15,14 @@ from pathlib import Path
 
 from . import store
 from .data import dataset_info
-from .errors import ConfigError, ResultsFileError
+from .errors import ConfigError
+from .finals import FinalRecord
+from .loops import EpochEnd, fit
 from .network import arch_cost
-from .runs import load_splits
+from .runs import RunContext, arch_of, load_owned, load_splits
+from .seeds import NORMAL, rng, torch_gen
 from .space import Architecture, reshaped
-from .studies import NORMAL, RunContext, arch_of, fit
-from .train import Final, rng
+from .train import Final
 
 
 def rebuild(arch: Architecture, dataset: str) -> Architecture:
@@ -32,8 +34,6 @@ def rebuild(arch: Architecture, dataset: str) -> Architecture:
 def transfer_final(ctx: RunContext, db_dir: Path, arch_id: str, dataset: str, data_dir: str | None = None,
                    epochs: int | None = None, report=print, batch: int | None = None) -> int:
     """Train `arch_id` rebuilt for `dataset`; continue an unfinished transfer of the same pair."""
-    from .runs import load_owned, save_atomic, save_weights
-
     epochs = epochs or ctx.cfg.train.final_epochs
     if epochs < 1:
         raise ConfigError(f"--epochs must be positive, got {epochs}")
@@ -54,34 +54,23 @@ def transfer_final(ctx: RunContext, db_dir: Path, arch_id: str, dataset: str, da
     ctx.w.update_final(fid, status="running", message=f"transfer of {orig.id} to {dataset}")
     seed = rng(ctx.cfg.seed, NORMAL, 10_000 + fid).getrandbits(31)
     f = Final.create(arch, t, seed, ctx.device)
-    ckpt, start, best = db_dir / f"final-{fid}.pt", 0, None
-    sd = load_owned(ckpt, ctx.uid) if resume else None
-    if sd is not None:
-        if sd.get("arch_id", arch.id) != arch.id:
-            raise ResultsFileError(f"{ckpt} holds architecture {sd['arch_id']}, not {arch.id}: move it out of "
-                                   f"{db_dir}/, then run the same `smash-tui final` again")
-        f.net.load_state_dict(sd["net"])
-        f.opt.load_state_dict(sd["opt"])
-        start, best = int(sd["epoch"]), sd["best_val_error"]
+    rec = FinalRecord(ctx.w, fid, arch, f, db_dir, ctx.uid)
+    start = rec.resume(load_owned(rec.checkpoint, ctx.uid) if resume else None, "",
+                       "run the same `smash-tui final` again")
     db_dir.mkdir(parents=True, exist_ok=True)
 
-    def on_epoch(epoch: int, m: dict) -> None:
-        nonlocal best
-        best = m["val_error"] if best is None else min(best, m["val_error"])
-        ctx.w.add_final_step(fid, **m)
-        ctx.w.update_final(fid, epoch=epoch, best_val_error=best, test_error=m["test_error"])
-        save_atomic({"net": f.net.state_dict(), "opt": f.opt.state_dict(), "epoch": epoch, "best_val_error": best,
-                     "run_uid": ctx.uid, "arch_id": arch.id}, ckpt)
-        report(f"{dataset} epoch {epoch}/{epochs}: train loss {m['train_loss']:.3f}, val error "
+    def on_epoch(e: EpochEnd) -> None:
+        m = rec.evaluate(e, val, test, t.score_batch)
+        rec.commit(m)
+        report(f"{dataset} epoch {e.epoch}/{epochs}: train loss {e.loss:.3f}, val error "
                f"{m['val_error']:.4f}, test error {m['test_error']:.4f}")
 
     try:
-        fit(f, t, epochs, seed, train, val, test, start, on_epoch)
+        fit(f, train, epochs, min(t.final_batch, len(train)), t.final_lr, lambda e: torch_gen(seed, NORMAL, e), start,
+            on_epoch=on_epoch)
     except BaseException as e:  # a `smash-tui final` run again continues from the last epoch
         ctx.w.update_final(fid, status="failed", message=f"interrupted ({type(e).__name__}); run the same "
                                                          "`smash-tui final` again to continue")
         raise
-    weights = db_dir / f"final-{fid}.safetensors"
-    save_weights(f.net, arch, weights, ctx.uid)
-    ctx.w.update_final(fid, status="done", weights_path=str(weights))
+    rec.finish()
     return fid

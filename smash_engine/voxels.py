@@ -22,16 +22,15 @@ import os
 import sys
 import zipfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-# data.py imports this module only inside functions, so importing it at the top here is not circular
-from smash_engine.data import DeviceData, _corrupt, _one_line, default_data_dir
-from smash_engine.errors import ConfigError, DatasetError
+from smash_engine.batching import OnDevice
+from smash_engine.errors import ConfigError, DatasetError, one_line
 
 GRID = 32  # voxels per side, as in every ModelNet voxel release
 VIEWS = 12  # orientations trained on and averaged over at test time
@@ -44,8 +43,11 @@ _POINTS_PER_VOXEL = 8  # surface samples per voxel face of area, so thin parts s
 Arrays = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 
 
-def read_modelnet10(root: Path) -> Arrays:
-    """(train_x, train_y, test_x, test_y), x uint8 0/1 (N, V, 32, 32, 32), from `root` or a folder under it."""
+def read_modelnet10(root: Path, cache_home: Callable[[], Path]) -> Arrays:
+    """(train_x, train_y, test_x, test_y), x uint8 0/1 (N, V, 32, 32, 32), from `root` or a folder under it.
+
+    Meshes in a read-only folder are voxelised into `cache_home()`/modelnet10 (`data.default_data_dir`).
+    """
     found = _find_npz(root)
     if found is None:
         meshes = _find_meshes(root)
@@ -54,7 +56,7 @@ def read_modelnet10(root: Path) -> Arrays:
                 f"dataset 'modelnet10' not found in {root} or its subfolders (looked for "
                 "modelnet10_rot24_{train,test}.npz, or the ModelNet10/CLASS/{train,test}/*.off meshes); "
                 "pass --data-dir DIR holding them")
-        found = _voxelise_release(meshes)
+        found = _voxelise_release(meshes, cache_home)
     (tx, ty), (vx, vy) = (_read_npz(p) for p in found)
     return tx, ty, vx, vy
 
@@ -73,14 +75,14 @@ def _read_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
         with np.load(path) as z:
             x, y = z["data"], np.asarray(z["labels"]).astype(np.int64).reshape(-1)
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error) as e:
-        raise _corrupt(path, _one_line(e)) from e
+        raise DatasetError.corrupt(path, one_line(e)) from e
     if x.ndim == 6 and x.shape[2] == 1:  # (N, R, 1, D, H, W): a channel axis of one
         x = x[:, :, 0]
     if x.ndim == 4:
         x = x[:, None]
     if x.ndim != 5 or x.shape[2:] != (GRID,) * 3 or len(x) != len(y):
-        raise _corrupt(path, f"data is {x.shape} with {len(y)} labels, expected (N, R, {GRID}, {GRID}, {GRID}) "
-                             "and N labels")
+        raise DatasetError.corrupt(path, f"data is {x.shape} with {len(y)} labels, expected "
+                                         f"(N, R, {GRID}, {GRID}, {GRID}) and N labels")
     step = max(1, x.shape[1] // VIEWS)  # the authors' files hold 24 rotations, of which they use every 2nd
     return np.ascontiguousarray(x[:, ::step] != 0).view(np.uint8), y
 
@@ -93,9 +95,9 @@ def _find_meshes(root: Path) -> Path | None:
     return None
 
 
-def _voxelise_release(d: Path) -> tuple[Path, Path]:
+def _voxelise_release(d: Path, cache_home: Callable[[], Path]) -> tuple[Path, Path]:
     """Voxelise every mesh once; the cache goes beside the meshes, or in the user cache if that is read-only."""
-    out_dir = d if os.access(d, os.W_OK) else default_data_dir() / "modelnet10"
+    out_dir = d if os.access(d, os.W_OK) else cache_home() / "modelnet10"
     out_dir.mkdir(parents=True, exist_ok=True)
     # minutes of silence would look like a hang; this happens once per copy of the meshes
     print(f"voxelising the ModelNet10 meshes in {d} once (a few minutes); the grids go to {out_dir}",
@@ -146,7 +148,7 @@ def read_off(path: Path) -> tuple[np.ndarray, np.ndarray]:
         if len(verts) != n_v or at > len(body) or (tris.size and (tris.min() < 0 or tris.max() >= n_v)):
             raise ValueError("counts do not match the body")
     except (OSError, UnicodeDecodeError, ValueError, IndexError) as e:
-        raise _corrupt(path, f"not a readable OFF mesh: {e}") from e
+        raise DatasetError.corrupt(path, f"not a readable OFF mesh: {e}") from e
     return verts, tris
 
 
@@ -186,7 +188,7 @@ def voxelise(mesh: tuple[np.ndarray, np.ndarray], views: int = VIEWS) -> np.ndar
 
 
 # -- on the device ---------------------------------------------------------------------------------------
-class VoxelData:
+class VoxelData(OnDevice):
     """Occupancy grids (N, V, D, H, W) uint8 on the device; the same interface as `data.DeviceData`.
 
     Training batches are (B, 1, D, H, W), one random orientation per object; evaluation batches are
@@ -194,22 +196,14 @@ class VoxelData:
     """
 
     def __init__(self, x_uint8: torch.Tensor, y: torch.Tensor, info, device: torch.device) -> None:
-        assert x_uint8.dtype == torch.uint8 and x_uint8.dim() == 5 and len(x_uint8) == len(y)
-        self.info = info
-        self.device = torch.device(device)
-        self.x = x_uint8.to(self.device).contiguous()
-        self.y = y.to(self.device, torch.int64)
+        assert x_uint8.dim() == 5
+        super().__init__(x_uint8, y, info, device)
         self.views = self.x.shape[1]
         # occupancy is 0/1, not 0..255: (x - mean) / std; with the default 1/6, 1/6 that is the authors' 6x - 1
         self._scale, self._shift = 1 / info.std[0], -info.mean[0] / info.std[0]
 
-    def __len__(self) -> int:
-        return len(self.y)
-
     def normalize(self, x_uint8: torch.Tensor) -> torch.Tensor:
         return x_uint8.float() * self._scale + self._shift
-
-    num_batches = DeviceData.num_batches  # it only needs len(self)
 
     def epoch_batches(self, batch_size: int, generator: torch.Generator, start: int = 0, augment: bool = True,
                       drop_last: bool = True) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:

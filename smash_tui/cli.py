@@ -22,6 +22,8 @@ from smash_engine import store
 from smash_engine.errors import ConfigError, ResultsFileError, SmashError
 from smash_engine.space import Architecture
 
+from . import cli_studies
+from .cli_common import pct, require_db, term_width
 from .diagram import LEGEND, diagram, summary_lines
 from .launch import engine_command, spawn_engine
 
@@ -118,7 +120,7 @@ def resume(
 ) -> None:
     """Continue a stopped, paused or crashed search (or answer commands queued on a finished one)."""
     _check_nproc(nproc_per_node)
-    _require_db(db)
+    require_db(db)
     _start(db, headless, nproc_per_node)
 
 
@@ -170,13 +172,8 @@ def _start(db: Path, headless: bool, nproc: int = 1) -> None:
 
 
 # -- plain-text tools --------------------------------------------------------------------------------
-def _require_db(db: Path) -> None:
-    if not db.exists():
-        raise ResultsFileError(f"{db} does not exist; list runs with `smash-tui ls`")
-
-
 def _reader(db: Path):
-    _require_db(db)
+    require_db(db)
     return store.connect_reader(db)
 
 
@@ -207,13 +204,9 @@ def ls_(directory: Annotated[Path, typer.Argument(help="folder of results files"
         if s is None:
             continue
         step = f"{s['step']:>5}/{s['total_steps'] or 0:<5}"
-        best = f"{_pct(s['best_smash']):>10} {_pct(s['best_test']):>9}"
+        best = f"{pct(s['best_smash']):>10} {pct(s['best_test']):>9}"
         name = f"{path.stem[:20]:<20} {s['state']:<8} {s['phase']:<7}"
         typer.echo(f"{name} {step} {s['n_scored']:>6} {best}  {s['updated_at'][:19]}")
-
-
-def _pct(x: float | None) -> str:
-    return "-" if x is None else f"{100 * x:.2f}%"
 
 
 @app.command()
@@ -241,7 +234,7 @@ def show(
                                    "summary": [asdict(p) for p in summary(a)]}, indent=2))
             return
         typer.echo(f"{row['id']}  source {row['source']}  params {row['params']:,}  FLOPs {row['flops']:,}")
-        for line in diagram(a, width=max(80, _term_width()), ascii_only=ascii_only):
+        for line in diagram(a, width=max(80, term_width()), ascii_only=ascii_only):
             typer.echo(line)
         typer.echo(LEGEND)
         typer.echo("")
@@ -259,18 +252,14 @@ def show(
     typer.echo(f"{'rank':>4} {'arch':<16} {'smash err':>9} {'params':>9} {'MFLOPs':>8} {'ops':>4} {'verify':>7} "
                f"{'source':<9} final")
     for r in rows:
-        final = "" if r["final_status"] is None else f"{r['final_status']} {_pct(r['final_test_error'])}"
-        verify = "-" if r.get("verify_error") is None else _pct(r["verify_error"])
-        typer.echo(f"{r['rank']:>4} {r['arch_id']:<16} {_pct(r['smash_error']):>9} {r['params'] or 0:>9,} "
+        final = "" if r["final_status"] is None else f"{r['final_status']} {pct(r['final_test_error'])}"
+        verify = "-" if r.get("verify_error") is None else pct(r["verify_error"])
+        typer.echo(f"{r['rank']:>4} {r['arch_id']:<16} {pct(r['smash_error']):>9} {r['params'] or 0:>9,} "
                    f"{(r['flops'] or 0) / 1e6:>8.1f} {r['n_ops'] or 0:>4} {verify:>7} {r['source']:<9} {final}")
 
 
 def _public_run(run: dict) -> dict:
     return {k: v for k, v in run.items() if k != "config_json"} | {"config": json.loads(run["config_json"])}
-
-
-def _term_width() -> int:
-    return os.get_terminal_size().columns if sys.stdout.isatty() else 80
 
 
 @app.command()
@@ -282,7 +271,7 @@ def query(
     table: Annotated[bool, typer.Option("--table", help="aligned columns (default)")] = False,
 ) -> None:
     """Run a read-only SQL statement on a results file."""
-    _require_db(db)
+    require_db(db)
     cols, rows = store.run_readonly_query(db, sql)
     if as_json:
         typer.echo(json.dumps([dict(zip(cols, r, strict=True)) for r in rows], indent=2, default=str))
@@ -312,7 +301,7 @@ def export(
     """Write an architecture's JSON (with --weights, its trained weights), or the trained network as ONNX or .pt2."""
     from smash_engine import api
 
-    _require_db(db)
+    require_db(db)
     fmt = fmt or {".onnx": "onnx", ".pt2": "pt2"}.get(output.suffix if output else "", "json")
     if fmt not in ("json", "onnx", "pt2"):
         raise ConfigError(f"unknown --format {fmt!r}; choose json, onnx or pt2")
@@ -416,8 +405,7 @@ def watch(db: Annotated[Path | None, typer.Argument(help="results file (default:
     _open_ui(db)
 
 
-# the study and final commands register on `app` when their module loads
-from . import cli_studies  # noqa: E402, F401
+cli_studies.register(app)  # `study` and `final`, listed after the commands above
 
 if __name__ == "__main__":
     main()

@@ -14,13 +14,18 @@ import typer
 from smash_engine import store
 from smash_engine.errors import ConfigError, ResultsFileError
 
-from .cli import _pct, _require_db, _term_width, app
+from .cli_common import pct, require_db, term_width
 
 # -- studies and transfer (smash_engine.studies) --------------------------------------------------------
 STUDY_KINDS = ("correlation", "capacity", "corrupt", "archgrad")
 
 
-@app.command()
+def register(app: typer.Typer) -> None:
+    """Add `study` and `final` to the command line `app` (cli.py's)."""
+    app.command()(study)
+    app.command()(final)
+
+
 def study(
     kind: Annotated[str, typer.Argument(help="correlation | capacity | corrupt | archgrad")],
     db: Path,
@@ -48,7 +53,7 @@ def study(
     """Run one of the paper's experiments on a finished run; results go to the results file (docs/studies.md)."""
     if kind not in STUDY_KINDS:
         raise ConfigError(f"unknown study {kind!r}; choose one of {', '.join(STUDY_KINDS)}")
-    _require_db(db)
+    require_db(db)
     from smash_engine import studies
 
     ctx = studies.open_run(db, device)
@@ -127,11 +132,10 @@ def _scatter(rows: list[dict]) -> str:
             sig.label(f"{variant} ({len(pts)} archs)")
             f.draw(sig)
     f.title("SMASH error (x) vs true validation error after normal training (y)")
-    f.plot_size(min(_term_width(), 100), 20)
+    f.plot_size(min(term_width(), 100), 20)
     return str(f.build())
 
 
-@app.command()
 def final(
     db: Path,
     arch: Annotated[str, typer.Option(help="architecture id (or unique prefix) from this run")],
@@ -143,7 +147,7 @@ def final(
     device: Annotated[str | None, typer.Option(help="cpu | cuda | cuda:N (default: the run's)")] = None,
 ) -> None:
     """Final-train an architecture of this run on another dataset (transfer), here and now; resumable."""
-    _require_db(db)
+    require_db(db)
     from smash_engine import studies
     from smash_engine.runs import run_dir
     from smash_engine.transfer import transfer_final
@@ -155,5 +159,5 @@ def final(
         row = next(r for r in store.finals(ctx.w.conn, ctx.run_id) if r["id"] == fid)
     finally:
         ctx.close()
-    typer.echo(f"final #{fid} of {row['arch_id']} on {row['dataset']}: test error {_pct(row['test_error'])}, "
-               f"best val error {_pct(row['best_val_error'])} after {row['epoch']} epochs")
+    typer.echo(f"final #{fid} of {row['arch_id']} on {row['dataset']}: test error {pct(row['test_error'])}, "
+               f"best val error {pct(row['best_val_error'])} after {row['epoch']} epochs")

@@ -9,14 +9,14 @@ import sys
 from pathlib import Path
 
 from smash_engine.errors import ResultsFileError
-from smash_engine.store.files import _migrate
+from smash_engine.store.files import migrate
 from smash_engine.store.schema import DOCS_END, DOCS_START, schema_sql
 
 
 def render_docs(text: str) -> str:
     """`text` with the DDL between the schema markers regenerated from a fresh database."""
     conn = sqlite3.connect(":memory:", isolation_level=None)
-    _migrate(conn, ":memory:")
+    migrate(conn, ":memory:")
     ddl = schema_sql(conn)
     conn.close()
     head, sep, rest = text.partition(DOCS_START)

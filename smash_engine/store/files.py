@@ -20,7 +20,7 @@ def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def _age_s(stamp: str | None, now: datetime | str | None = None) -> float:
+def age_s(stamp: str | None, now: datetime | str | None = None) -> float:
     """Seconds since an ISO-8601 time (infinite when there is none)."""
     if not stamp:
         return float("inf")
@@ -36,7 +36,7 @@ def _refuse_newer(path: str, version: int) -> None:
         )
 
 
-def _file_version(path: str) -> int:
+def file_version(path: str) -> int:
     """Schema version of the file (0: absent or empty); refuses what is not ours, writes nothing."""
     if not os.path.exists(path):
         return 0
@@ -48,7 +48,7 @@ def _file_version(path: str) -> int:
         return 0
     if head != SQLITE_HEADER:
         raise ResultsFileError(f"{path} is not a SQLite file: give the path of a results file")
-    conn = _connect(path, readonly=True)
+    conn = connect_file(path, readonly=True)
     try:
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         if tables and "schema_version" not in tables:
@@ -76,7 +76,7 @@ def _check_writable(path: str) -> None:
             )
 
 
-def _connect(path: str, readonly: bool) -> sqlite3.Connection:
+def connect_file(path: str, readonly: bool) -> sqlite3.Connection:
     try:
         if readonly:
             uri = Path(path).absolute().as_uri() + "?mode=ro"
@@ -90,8 +90,8 @@ def _connect(path: str, readonly: bool) -> sqlite3.Connection:
     return conn
 
 
-def _open_writable(path: str, create: bool) -> sqlite3.Connection:
-    version = _file_version(path)  # checks before anything is written
+def open_writable(path: str, create: bool) -> sqlite3.Connection:
+    version = file_version(path)  # checks before anything is written
     if not create and version == 0:
         raise ResultsFileError(f"no results in {path}: check the path, or start a run first")
     _check_writable(path)
@@ -99,13 +99,13 @@ def _open_writable(path: str, create: bool) -> sqlite3.Connection:
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     except OSError as e:
         raise ResultsFileError(f"cannot create the folder for {path}: {e}") from e
-    conn = _connect(path, readonly=False)
+    conn = connect_file(path, readonly=False)
     conn.execute("PRAGMA foreign_keys = ON")
     return conn
 
 
 @contextmanager
-def _immediate(conn: sqlite3.Connection, path: str) -> Iterator[sqlite3.Connection]:
+def immediate(conn: sqlite3.Connection, path: str) -> Iterator[sqlite3.Connection]:
     """BEGIN IMMEDIATE ... COMMIT (ROLLBACK on error); joins a transaction already open."""
     if conn.in_transaction:
         yield conn
@@ -126,23 +126,23 @@ def _immediate(conn: sqlite3.Connection, path: str) -> Iterator[sqlite3.Connecti
     conn.execute("COMMIT")
 
 
-def _choice(what: str, value: str, allowed: tuple[str, ...], error: type[Exception]) -> None:
+def check_choice(what: str, value: str, allowed: tuple[str, ...], error: type[Exception]) -> None:
     if value not in allowed:
         raise error(f"unknown {what} {value!r}: use one of {', '.join(allowed)}")
 
 
-def _rows(conn: sqlite3.Connection, sql: str, *params: Any) -> list[dict[str, Any]]:
+def as_dicts(conn: sqlite3.Connection, sql: str, *params: Any) -> list[dict[str, Any]]:
     """One statement, fetched whole (no read transaction stays open), as dicts."""
     cur = conn.execute(sql, params)
     names = [d[0] for d in cur.description]
     return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
 
 
-def _json(value: Any) -> str:
+def dumps_json(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value, sort_keys=True)
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     if pid <= 0:
         return False
     try:
@@ -154,15 +154,15 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def _engine_alive(pid: int | None, host: str | None, heartbeat_at: str | None) -> bool:
-    if pid is None or _age_s(heartbeat_at) > STALE_AFTER:
+def engine_alive(pid: int | None, host: str | None, heartbeat_at: str | None) -> bool:
+    if pid is None or age_s(heartbeat_at) > STALE_AFTER:
         return False
-    return host != socket.gethostname() or _pid_alive(pid)
+    return host != socket.gethostname() or pid_alive(pid)
 
 
-def _migrate(conn: sqlite3.Connection, path: str) -> None:
+def migrate(conn: sqlite3.Connection, path: str) -> None:
     """Apply the migrations the file lacks, all in one write transaction."""
-    with _immediate(conn, path):
+    with immediate(conn, path):
         conn.execute(
             "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)"
         )

@@ -12,16 +12,16 @@ from typing import Any
 
 from smash_engine.errors import ConfigError, ResultsFileError
 from smash_engine.store.files import (
-    _age_s,
-    _choice,
-    _connect,
-    _file_version,
-    _immediate,
-    _json,
-    _open_writable,
-    _pid_alive,
-    _rows,
+    age_s,
+    as_dicts,
+    check_choice,
+    connect_file,
+    dumps_json,
+    file_version,
+    immediate,
     now_iso,
+    open_writable,
+    pid_alive,
 )
 from smash_engine.store.schema import COMMAND_KINDS, SCHEMA_VERSION, STALE_AFTER
 
@@ -31,42 +31,42 @@ def connect_reader(path: str | os.PathLike[str]) -> sqlite3.Connection:
     path = os.fspath(path)
     if not os.path.exists(path):
         raise ResultsFileError(f"no results file at {path}: check the path, or start a run first")
-    version = _file_version(path)
+    version = file_version(path)
     if version < SCHEMA_VERSION:
         raise ResultsFileError(
             f"{path} holds no results yet, or an older schema ({version}; this smash-tui reads "
             f"{SCHEMA_VERSION}): resume its run once with this smash-tui to upgrade it"
         )
-    return _connect(path, readonly=True)
+    return connect_file(path, readonly=True)
 
 
 def get_run(conn: sqlite3.Connection, run_id: int | None = None) -> dict[str, Any] | None:
     """The run with this id, or the latest one."""
     if run_id is None:
-        rows = _rows(conn, "SELECT * FROM runs ORDER BY id DESC LIMIT 1")
+        rows = as_dicts(conn, "SELECT * FROM runs ORDER BY id DESC LIMIT 1")
     else:
-        rows = _rows(conn, "SELECT * FROM runs WHERE id = ?", run_id)
+        rows = as_dicts(conn, "SELECT * FROM runs WHERE id = ?", run_id)
     return rows[0] if rows else None
 
 
 def leaderboard(
-    conn: sqlite3.Connection, run_id: int, limit: int | None = None, where_sql: str | None = None
+    conn: sqlite3.Connection, run_id: int, limit: int | None = None, rank: int | None = None
 ) -> list[dict[str, Any]]:
-    """Best first. `where_sql` is a trusted SQL condition on the view's columns (ranks stay
-    the ranks among all scored archs)."""
-    where = f" AND ({where_sql})" if where_sql else ""
+    """Best first. `rank` keeps only the row of that rank (ranks stay the ranks among all scored
+    archs)."""
+    where, args = ("", ()) if rank is None else (" AND rank = ?", (rank,))
     sql = f"SELECT * FROM leaderboard WHERE run_id = ?{where} ORDER BY rank LIMIT ?"
-    return _rows(conn, sql, run_id, -1 if limit is None else limit)
+    return as_dicts(conn, sql, run_id, *args, -1 if limit is None else limit)
 
 
 def steps_since(conn: sqlite3.Connection, run_id: int, after_step: int, phase: str = "train") -> list[dict[str, Any]]:
     sql = "SELECT * FROM steps WHERE run_id = ? AND phase = ? AND step > ? ORDER BY step"
-    return _rows(conn, sql, run_id, phase, after_step)
+    return as_dicts(conn, sql, run_id, phase, after_step)
 
 
 def loss_curve(conn: sqlite3.Connection, run_id: int) -> list[dict[str, Any]]:
     """The `loss_curve` view's rows of one run, oldest first."""
-    return _rows(conn, "SELECT * FROM loss_curve WHERE run_id = ? ORDER BY step", run_id)
+    return as_dicts(conn, "SELECT * FROM loss_curve WHERE run_id = ? ORDER BY step", run_id)
 
 
 def scores_since(conn: sqlite3.Connection, run_id: int, after_id: int) -> list[dict[str, Any]]:
@@ -76,34 +76,34 @@ def scores_since(conn: sqlite3.Connection, run_id: int, after_id: int) -> list[d
         "SELECT s.*, a.params, a.flops, a.n_ops, a.depth, a.source, a.parent_id FROM scores s"
         " LEFT JOIN archs a ON a.id = s.arch_id WHERE s.run_id = ? AND s.id > ? ORDER BY s.id"
     )
-    return _rows(conn, sql, run_id, after_id)
+    return as_dicts(conn, sql, run_id, after_id)
 
 
 def events_since(conn: sqlite3.Connection, run_id: int, after_id: int) -> list[dict[str, Any]]:
     sql = "SELECT * FROM events WHERE run_id = ? AND id > ? ORDER BY id"
-    return _rows(conn, sql, run_id, after_id)
+    return as_dicts(conn, sql, run_id, after_id)
 
 
 def commands(conn: sqlite3.Connection, run_id: int, limit: int = 50) -> list[dict[str, Any]]:
     """The latest commands, newest first."""
     sql = "SELECT * FROM commands WHERE run_id = ? ORDER BY id DESC LIMIT ?"
-    return _rows(conn, sql, run_id, limit)
+    return as_dicts(conn, sql, run_id, limit)
 
 
 def finals(conn: sqlite3.Connection, run_id: int) -> list[dict[str, Any]]:
-    return _rows(conn, "SELECT * FROM finals WHERE run_id = ? ORDER BY id", run_id)
+    return as_dicts(conn, "SELECT * FROM finals WHERE run_id = ? ORDER BY id", run_id)
 
 
 def final_steps(conn: sqlite3.Connection, final_id: int) -> list[dict[str, Any]]:
-    return _rows(conn, "SELECT * FROM final_steps WHERE final_id = ? ORDER BY epoch", final_id)
+    return as_dicts(conn, "SELECT * FROM final_steps WHERE final_id = ? ORDER BY epoch", final_id)
 
 
 def get_arch(conn: sqlite3.Connection, arch_id: str) -> dict[str, Any] | None:
     """The arch with this id, or with this unique id prefix (at least 4 characters)."""
-    rows = _rows(conn, "SELECT * FROM archs WHERE id = ?", arch_id)
+    rows = as_dicts(conn, "SELECT * FROM archs WHERE id = ?", arch_id)
     if not rows and len(arch_id) >= 4:
         sql = "SELECT * FROM archs WHERE substr(id, 1, ?) = ? ORDER BY id LIMIT 3"
-        rows = _rows(conn, sql, len(arch_id), arch_id)
+        rows = as_dicts(conn, sql, len(arch_id), arch_id)
     if len(rows) > 1:
         ids = ", ".join(r["id"] for r in rows[:2])
         raise ResultsFileError(f"arch id {arch_id!r} is ambiguous ({ids}, ...): give more of it")
@@ -126,7 +126,7 @@ def provisional_scores(conn: sqlite3.Connection, run_id: int, trained_step: int)
         " WHERE s.run_id = ? AND s.status = 'ok' GROUP BY s.arch_id HAVING max(s.hypernet_step) < ?"
         " ORDER BY min(s.id)"
     )
-    return _rows(conn, sql, run_id, trained_step)
+    return as_dicts(conn, sql, run_id, trained_step)
 
 
 def best_score(conn: sqlite3.Connection, run_id: int, sources: tuple[str, ...]) -> dict[str, Any] | None:
@@ -139,7 +139,7 @@ def best_score(conn: sqlite3.Connection, run_id: int, sources: tuple[str, ...]) 
         "SELECT s.arch_id, s.smash_error, s.source, a.spec_json FROM scores s JOIN archs a ON a.id = s.arch_id"
         f" WHERE s.run_id = ? AND s.status = 'ok' AND s.source IN ({marks}) ORDER BY s.smash_error, s.id LIMIT 1"
     )
-    rows = _rows(conn, sql, run_id, *sources)
+    rows = as_dicts(conn, sql, run_id, *sources)
     return rows[0] if rows else None
 
 
@@ -149,7 +149,7 @@ def next_queued_final(conn: sqlite3.Connection, run_id: int) -> dict[str, Any] |
         "SELECT f.*, a.spec_json FROM finals f JOIN archs a ON a.id = f.arch_id"
         " WHERE f.run_id = ? AND f.status = 'queued' ORDER BY f.id LIMIT 1"
     )
-    rows = _rows(conn, sql, run_id)
+    rows = as_dicts(conn, sql, run_id)
     return rows[0] if rows else None
 
 
@@ -169,15 +169,15 @@ def run_summary(conn: sqlite3.Connection, run_id: int | None = None) -> dict[str
 
 def insert_command(path: str | os.PathLike[str], run_id: int, kind: str, args: dict[str, Any] | None = None) -> int:
     """Queue a command for the engine: the one write a UI or CLI makes."""
-    _choice("command", kind, COMMAND_KINDS, ConfigError)
+    check_choice("command", kind, COMMAND_KINDS, ConfigError)
     path = os.fspath(path)
-    conn = _open_writable(path, create=False)
+    conn = open_writable(path, create=False)
     try:
-        with _immediate(conn, path) as c:
+        with immediate(conn, path) as c:
             if c.execute("SELECT 1 FROM runs WHERE id = ?", (run_id,)).fetchone() is None:
                 raise ResultsFileError(f"no run {run_id} in {path}")
             sql = "INSERT INTO commands (run_id, kind, args_json, created_at) VALUES (?, ?, ?, ?)"
-            cur = c.execute(sql, (run_id, kind, _json(args or {}), now_iso()))
+            cur = c.execute(sql, (run_id, kind, dumps_json(args or {}), now_iso()))
             return int(cur.lastrowid or 0)
     finally:
         conn.close()
@@ -188,10 +188,10 @@ def engine_state(run: Mapping[str, Any] | sqlite3.Row, now: datetime | str | Non
     STALE_AFTER, or whose engine process on this host is gone (known at once, without waiting)."""
     status = str(run["status"])
     if status in ("running", "paused"):
-        if _age_s(run["heartbeat_at"], now) > STALE_AFTER:
+        if age_s(run["heartbeat_at"], now) > STALE_AFTER:
             return "crashed"
         pid, host = run["pid"], run["host"]
-        if pid is None or (host == socket.gethostname() and not _pid_alive(pid)):
+        if pid is None or (host == socket.gethostname() and not pid_alive(pid)):
             return "crashed"
     return status
 
@@ -229,34 +229,34 @@ def run_readonly_query(path: str | os.PathLike[str], sql: str) -> tuple[list[str
 def studies(conn: sqlite3.Connection, run_id: int, kind: str | None = None) -> list[dict[str, Any]]:
     """The run's studies (of one kind), oldest first."""
     if kind is None:
-        return _rows(conn, "SELECT * FROM studies WHERE run_id = ? ORDER BY id", run_id)
-    return _rows(conn, "SELECT * FROM studies WHERE run_id = ? AND kind = ? ORDER BY id", run_id, kind)
+        return as_dicts(conn, "SELECT * FROM studies WHERE run_id = ? ORDER BY id", run_id)
+    return as_dicts(conn, "SELECT * FROM studies WHERE run_id = ? AND kind = ? ORDER BY id", run_id, kind)
 
 
 def get_study(conn: sqlite3.Connection, study_id: int) -> dict[str, Any] | None:
-    rows = _rows(conn, "SELECT * FROM studies WHERE id = ?", study_id)
+    rows = as_dicts(conn, "SELECT * FROM studies WHERE id = ?", study_id)
     return rows[0] if rows else None
 
 
 def study_archs(conn: sqlite3.Connection, study_id: int, variant: str | None = None) -> list[dict[str, Any]]:
     """A study's measurements in (variant, trial) order."""
     if variant is None:
-        return _rows(conn, "SELECT * FROM study_archs WHERE study_id = ? ORDER BY variant, trial", study_id)
+        return as_dicts(conn, "SELECT * FROM study_archs WHERE study_id = ? ORDER BY variant, trial", study_id)
     sql = "SELECT * FROM study_archs WHERE study_id = ? AND variant = ? ORDER BY trial"
-    return _rows(conn, sql, study_id, variant)
+    return as_dicts(conn, sql, study_id, variant)
 
 
 def verifications(conn: sqlite3.Connection, run_id: int) -> list[dict[str, Any]]:
     """The verify phase's candidates in leaderboard order: status, and the held-out error once trained."""
-    return _rows(conn, "SELECT * FROM verifications WHERE run_id = ? ORDER BY smash_rank", run_id)
+    return as_dicts(conn, "SELECT * FROM verifications WHERE run_id = ? ORDER BY smash_rank", run_id)
 
 
 def study_stats(conn: sqlite3.Connection, study_id: int) -> list[dict[str, Any]]:
-    return _rows(conn, "SELECT * FROM study_stats WHERE study_id = ? ORDER BY variant", study_id)
+    return as_dicts(conn, "SELECT * FROM study_stats WHERE study_id = ? ORDER BY variant", study_id)
 
 
 def transfer_final(conn: sqlite3.Connection, run_id: int, arch_id: str, dataset: str) -> dict[str, Any] | None:
     """The latest final of this (rebuilt) architecture on `dataset` (to resume or report it)."""
     sql = "SELECT * FROM finals WHERE run_id = ? AND arch_id = ? AND dataset = ? ORDER BY id DESC LIMIT 1"
-    rows = _rows(conn, sql, run_id, arch_id, dataset)
+    rows = as_dicts(conn, sql, run_id, arch_id, dataset)
     return rows[0] if rows else None

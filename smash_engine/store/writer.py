@@ -11,7 +11,7 @@ from contextlib import AbstractContextManager
 from typing import Any
 
 from smash_engine.errors import EngineBusy, ResultsFileError
-from smash_engine.store.files import _choice, _engine_alive, _immediate, _json, _migrate, _open_writable, now_iso
+from smash_engine.store.files import check_choice, dumps_json, engine_alive, immediate, migrate, now_iso, open_writable
 from smash_engine.store.schema import (
     COMMAND_STATUSES,
     EVENT_LEVELS,
@@ -46,11 +46,11 @@ _FINAL_STEP_COLUMNS = tuple("final_id epoch train_loss train_error val_error tes
 def connect_writer(path: str | os.PathLike[str]) -> Writer:
     """Open the results file for the one engine that writes it, creating and migrating it."""
     path = os.fspath(path)
-    conn = _open_writable(path, create=True)
+    conn = open_writable(path, create=True)
     try:
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("PRAGMA synchronous = NORMAL")
-        _migrate(conn, path)
+        migrate(conn, path)
     except BaseException:
         conn.close()
         raise
@@ -72,7 +72,7 @@ class Writer:
         self.close()
 
     def transaction(self) -> AbstractContextManager[sqlite3.Connection]:
-        return _immediate(self.conn, self.path)
+        return immediate(self.conn, self.path)
 
     def _insert(self, sql: str, params: Mapping[str, Any] | tuple[Any, ...]) -> int:
         with self.transaction() as c:
@@ -82,7 +82,7 @@ class Writer:
         unknown = sorted(set(fields) - allowed)
         if unknown:
             raise ValueError(f"{table} has no writable column(s) {', '.join(unknown)}")
-        fields = {k: _json(v) if k.endswith("_json") else v for k, v in fields.items()}
+        fields = {k: dumps_json(v) if k.endswith("dumps_json") else v for k, v in fields.items()}
         sets = ", ".join(f"{k} = :{k}" for k in fields)
         with self.transaction() as c:
             cur = c.execute(f"UPDATE {table} SET {sets} WHERE id = :_key", {**fields, "_key": key})
@@ -111,14 +111,14 @@ class Writer:
         return self._insert(
             "INSERT INTO runs (name, created_at, updated_at, config_json, dataset, preset, device,"
             " seed, total_steps, uid) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (name, now, now, _json(config), dataset, preset, device, seed, total_steps, uuid.uuid4().hex),
+            (name, now, now, dumps_json(config), dataset, preset, device, seed, total_steps, uuid.uuid4().hex),
         )
 
     def update_run(self, run_id: int, **fields: Any) -> None:
         if "status" in fields:
-            _choice("run status", fields["status"], RUN_STATUSES, ValueError)
+            check_choice("run status", fields["status"], RUN_STATUSES, ValueError)
         if "phase" in fields:
-            _choice("run phase", fields["phase"], PHASES, ValueError)
+            check_choice("run phase", fields["phase"], PHASES, ValueError)
         fields["updated_at"] = now_iso()
         self._update("runs", run_id, fields, _RUN_COLUMNS)
 
@@ -135,7 +135,7 @@ class Writer:
                 raise ResultsFileError(f"no run {run_id} in {self.path}")
             held_by = (run["pid"], run["host"])
             if run["pid"] is not None and held_by != (pid, host):
-                if _engine_alive(run["pid"], run["host"], run["heartbeat_at"]):
+                if engine_alive(run["pid"], run["host"], run["heartbeat_at"]):
                     raise EngineBusy(
                         f"{self.path} is being written by another engine (pid {run['pid']} on "
                         f"host {run['host']}, last heartbeat {run['heartbeat_at']}): stop it "
@@ -176,7 +176,7 @@ class Writer:
         n_ops: int | None,
         depth: int | None,
     ) -> None:
-        spec, now = _json(spec_json), now_iso()
+        spec, now = dumps_json(spec_json), now_iso()
         row = (arch_id, run_id, spec, source, parent_id, params, flops, n_ops, depth, now)
         with self.transaction() as c:
             c.execute("INSERT OR IGNORE INTO archs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", row)
@@ -193,7 +193,7 @@ class Writer:
         reason: str | None = None,
         source: str | None = None,
     ) -> int:
-        _choice("score status", status, ("ok", "failed"), ValueError)
+        check_choice("score status", status, ("ok", "failed"), ValueError)
         row = (run_id, arch_id, smash_error, smash_loss, n_images, hypernet_step, status, reason, source)
         return self._insert(
             "INSERT INTO scores (run_id, arch_id, smash_error, smash_loss, n_images, "
@@ -210,7 +210,7 @@ class Writer:
         flops: int | None,
         status: str = "queued",
     ) -> int:
-        _choice("final status", status, FINAL_STATUSES, ValueError)
+        check_choice("final status", status, FINAL_STATUSES, ValueError)
         started = now_iso() if status == "running" else None
         return self._insert(
             "INSERT INTO finals (run_id, arch_id, status, epochs, params, flops, started_at) "
@@ -222,7 +222,7 @@ class Writer:
         """Also stamps started_at on 'running' and finished_at on done/failed/stopped."""
         status = fields.get("status")
         if status is not None:
-            _choice("final status", status, FINAL_STATUSES, ValueError)
+            check_choice("final status", status, FINAL_STATUSES, ValueError)
         if status == "running":
             fields.setdefault("started_at", now_iso())
         elif status in ("done", "failed", "stopped"):
@@ -239,7 +239,7 @@ class Writer:
 
     def set_verification(self, run_id: int, arch_id: str, status: str, val_error: float | None = None,
                          seconds: float | None = None) -> None:
-        _choice("verification status", status, VERIFY_STATUSES, ValueError)
+        check_choice("verification status", status, VERIFY_STATUSES, ValueError)
         with self.transaction() as c:
             c.execute("UPDATE verifications SET status = ?, val_error = ?, seconds = ?, at = ? "
                       "WHERE run_id = ? AND arch_id = ?", (status, val_error, seconds, now_iso(), run_id, arch_id))
@@ -248,7 +248,7 @@ class Writer:
         self._replace("final_steps", _FINAL_STEP_COLUMNS, [{**row, "final_id": final_id}])
 
     def add_event(self, run_id: int, level: str, message: str) -> int:
-        _choice("event level", level, EVENT_LEVELS, ValueError)
+        check_choice("event level", level, EVENT_LEVELS, ValueError)
         return self._insert(
             "INSERT INTO events (run_id, at, level, message) VALUES (?, ?, ?, ?)",
             (run_id, now_iso(), level, message),
@@ -260,7 +260,7 @@ class Writer:
         ).fetchall()
 
     def mark_command(self, command_id: int, status: str, message: str | None = None) -> None:
-        _choice("command status", status, COMMAND_STATUSES[1:], ValueError)
+        check_choice("command status", status, COMMAND_STATUSES[1:], ValueError)
         with self.transaction() as c:
             cur = c.execute(
                 "UPDATE commands SET status = ?, message = ?, handled_at = ? WHERE id = ?",
@@ -291,16 +291,16 @@ class Writer:
 
     # -- studies and transfer finals (smash_engine.studies) --------------------------------------
     def create_study(self, run_id: int, kind: str, options: dict[str, Any]) -> int:
-        _choice("study kind", kind, STUDY_KINDS, ValueError)
+        check_choice("study kind", kind, STUDY_KINDS, ValueError)
         now = now_iso()
         return self._insert(
             "INSERT INTO studies (run_id, kind, options_json, created_at, updated_at) VALUES (?, ?, ?, ?, ?)",
-            (run_id, kind, _json(options), now, now),
+            (run_id, kind, dumps_json(options), now, now),
         )
 
     def update_study(self, study_id: int, **fields: Any) -> None:
         if fields.get("status") is not None:
-            _choice("study status", fields["status"], STUDY_STATUSES, ValueError)
+            check_choice("study status", fields["status"], STUDY_STATUSES, ValueError)
         self._update("studies", study_id, {**fields, "updated_at": now_iso()}, _STUDY_COLUMNS)
 
     def add_study_arch(self, study_id: int, **row: Any) -> None:
@@ -309,7 +309,7 @@ class Writer:
 
     def set_study_stats(self, study_id: int, rows: list[dict[str, Any]]) -> None:
         """Replace the statistics rows of a study (one per variant) in one transaction."""
-        rows = [{**r, "study_id": study_id, "extra_json": _json(r.get("extra_json") or {})} for r in rows]
+        rows = [{**r, "study_id": study_id, "extra_json": dumps_json(r.get("extra_json") or {})} for r in rows]
         self._replace("study_stats", _STUDY_STAT_COLUMNS, rows)
 
     def create_transfer_final(

@@ -15,32 +15,17 @@ Every measurement is committed as it lands (`study_archs`), so re-running a stud
 validation error. Transfer final training lives in `transfer.py`.
 """
 
+from ..runs import RunContext, arch_of, load_smash, open_run
+from ..train import score_plan
 from .archgrad import apply_edit, archgrad, candidate_edits, encoding_grad, guided
-from .common import (
-    FIELDS,
-    LOW_CAPACITY,
-    NORMAL,
-    RunContext,
-    arch_of,
-    bootstrap_ci,
-    fit,
-    load_smash,
-    open_run,
-    partial_tau,
-    picks,
-    rank_stats,
-    score_plan,
-    subset,
-    tau_difference,
-)
-from .correlation import baseline_stats, capacity, correlation, correlation_stats, smash_train
+from .common import FIELDS, picks
+from .correlation import baseline_stats, capacity, correlation, correlation_stats, smash_train, subset
 from .corrupt import corrupt, corrupt_plan, corrupt_stats, corrupt_summary, variant_plan
+from .stats import bootstrap_ci, partial_tau, rank_stats, tau_difference
 
 __all__ = [
-    "FIELDS", "LOW_CAPACITY", "NORMAL", "RunContext", "apply_edit", "arch_of", "archgrad", "baseline_stats",
-    "bootstrap_ci", "candidate_edits",
-    "capacity", "correlation", "correlation_stats", "corrupt", "corrupt_plan", "corrupt_stats", "corrupt_summary",
-    "encoding_grad",
-    "fit", "guided", "load_smash", "open_run", "partial_tau", "picks", "rank_stats", "score_plan", "smash_train",
-    "subset", "tau_difference", "variant_plan",
+    "FIELDS", "RunContext", "apply_edit", "arch_of", "archgrad", "baseline_stats", "bootstrap_ci",
+    "candidate_edits", "capacity", "correlation", "correlation_stats", "corrupt", "corrupt_plan", "corrupt_stats",
+    "corrupt_summary", "encoding_grad", "guided", "load_smash", "open_run", "partial_tau", "picks", "rank_stats",
+    "score_plan", "smash_train", "subset", "tau_difference", "variant_plan",
 ]

@@ -12,9 +12,11 @@ from .. import store
 from ..data import DeviceData
 from ..encoding import ArchPlan, Layout, encode
 from ..errors import ConfigError
+from ..runs import RunContext, arch_of, load_smash
+from ..seeds import WALK, rng
 from ..space import Architecture
-from ..train import Smash, rng
-from .common import WALK, Report, RunContext, _finish, _study, arch_of, load_smash, picks
+from ..train import Smash
+from .common import Report, finish, picks, study_row
 
 # -- 4. architecture gradient ----------------------------------------------------------------------
 Edit = tuple[int, int, str, int, int]  # (block, op in block, field, conv or -1, new value)
@@ -31,11 +33,10 @@ def encoding_grad(s: Smash, plan: ArchPlan, data: DeviceData, batch: int) -> tor
         for x, y in data.eval_batches(batch):
             loss = F.cross_entropy(s.net(x, plan, w).float(), y, reduction="sum") / len(data)
             loss.backward(retain_graph=True)
-    p = plan._packed
-    filled = torch.arange(plan.rows, device=c.device)[:, None] < p[:, -2][None, :]  # (R, S)
+    filled = torch.arange(plan.rows, device=c.device)[:, None] < plan.slice_rows[None, :]  # (R, S)
     per_col = (c.grad[0] * filled[None]).sum(1)  # (C, S)
     return torch.zeros(len(plan.op_in), per_col.shape[0], device=c.device).index_add_(
-        0, p[:, -1].long(), per_col.T).cpu()
+        0, plan.slice_op, per_col.T).cpu()
 
 
 def candidate_edits(arch: Architecture, space, g: torch.Tensor) -> list[tuple[float, Edit]]:
@@ -139,7 +140,7 @@ def archgrad(ctx: RunContext, arch_id: str | None = None, trials: int = 20, chan
         raise ConfigError(f"--trials and --changes must be positive, got {trials} and {changes}")
     start_id = arch_id or picks(ctx.w.conn, ctx.run_id, 1, 1)[0]
     start = arch_of(ctx.w.conn, start_id)
-    sid, opts = _study(ctx, "archgrad", dict(arch=start.id, trials=trials, changes=changes), new)
+    sid, opts = study_row(ctx, "archgrad", dict(arch=start.id, trials=trials, changes=changes), new)
     s, space, batch = load_smash(ctx), ctx.cfg.space, ctx.cfg.train.score_batch
     rows = {(r["variant"], r["trial"]): r for r in store.study_archs(ctx.w.conn, sid)}
     start_err = _walk_score(ctx, s, sid, rows, "start", 0, start, start.id)
@@ -173,7 +174,7 @@ def archgrad(ctx: RunContext, arch_id: str | None = None, trials: int = 20, chan
     g, r = stats
     msg = (f"from {start_err:.3f}: guided mean {g['mean_error']:.3f} best {g['best_error']:.3f}; "
            f"random mean {r['mean_error']:.3f} best {r['best_error']:.3f}")
-    return _finish(ctx, sid, stats, msg)
+    return finish(ctx, sid, stats, msg)
 
 
 def _perturb(ctx: RunContext, arch: Architecture, t: int) -> Architecture:

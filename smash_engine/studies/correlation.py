@@ -10,25 +10,16 @@ import torch
 
 from .. import store
 from ..config import RunConfig
+from ..data import DeviceData
 from ..encoding import encode
 from ..errors import ConfigError, ResultsFileError
-from ..hypernet import HYPER_PRESETS
-from ..train import Final, Smash, cosine_lr, rng, smash_arch, smash_step, torch_gen
-from .common import (
-    LOW_CAPACITY,
-    NORMAL,
-    Report,
-    RunContext,
-    _done,
-    _finish,
-    _headline,
-    _study,
-    arch_of,
-    fit,
-    picks,
-    rank_stats,
-    subset,
-)
+from ..hypernet import HYPER_PRESETS, hyper_preset
+from ..loops import fit, smash_steps
+from ..runs import RunContext, arch_of, load_owned, save_atomic
+from ..seeds import NORMAL, rng, torch_gen
+from ..train import Final, Smash
+from .common import Report, done_trials, finish, headline, picks, study_row
+from .stats import rank_stats
 
 
 # -- 1. correlation ---------------------------------------------------------------------------------
@@ -37,15 +28,18 @@ def correlation(ctx: RunContext, every: int = 5, count: int = 50, epochs: int = 
                 source: str = "random") -> int:
     archs = picks(ctx.w.conn, ctx.run_id, every, count, source)
     train = ctx.train if train_size is None else subset(ctx.train, train_size, ctx.cfg.seed)
-    sid, opts = _study(ctx, "correlation", dict(every=every, count=count, epochs=epochs, top_k=top_k, archs=archs,
+    sid, opts = study_row(ctx, "correlation", dict(every=every, count=count, epochs=epochs, top_k=top_k, archs=archs,
                                                 train_size=train_size, source=source), new)
-    done, t = _done(ctx, sid), ctx.cfg.train
+    done, t = done_trials(ctx, sid), ctx.cfg.train
     board = {r["arch_id"]: r for r in store.leaderboard(ctx.w.conn, ctx.run_id)}
     for i, arch_id in enumerate(opts["archs"]):
         if ("trained", i) in done:
             continue
-        f = Final.create(arch_of(ctx.w.conn, arch_id), t, rng(ctx.cfg.seed, NORMAL, i).getrandbits(31), ctx.device)
-        m = fit(f, t, epochs, rng(ctx.cfg.seed, NORMAL, i).getrandbits(31), train, ctx.val, ctx.test)
+        seed = rng(ctx.cfg.seed, NORMAL, i).getrandbits(31)
+        f = Final.create(arch_of(ctx.w.conn, arch_id), t, seed, ctx.device)
+        fit(f, train, epochs, min(t.final_batch, len(train)), t.final_lr,
+            lambda e, seed=seed: torch_gen(seed, NORMAL, e))
+        m = dict(val_error=f.evaluate(ctx.val, t.score_batch)[0], test_error=f.evaluate(ctx.test, t.score_batch)[0])
         row = board.get(arch_id, {})
         ctx.w.add_study_arch(sid, variant="trained", trial=i, arch_id=arch_id, smash_error=row.get("smash_error"),
                              smash_loss=row.get("smash_loss"), val_error=m["val_error"], test_error=m["test_error"],
@@ -54,7 +48,14 @@ def correlation(ctx: RunContext, every: int = 5, count: int = 50, epochs: int = 
                f"  true val {m['val_error']:.3f}  test {m['test_error']:.3f}")
     stats = correlation_stats(ctx.w.conn, sid, "trained", "run", top_k)
     base = baseline_stats(ctx.w.conn, sid, top_k)
-    return _finish(ctx, sid, [stats, *base], f"{_headline(stats)}; {_versus(stats, base)}")
+    return finish(ctx, sid, [stats, *base], f"{headline(stats)}; {_versus(stats, base)}")
+
+
+def subset(data: DeviceData, n: int, seed: int) -> DeviceData:
+    """A seeded random `n` of the training images (the same for every architecture of the study)."""
+    if not 1 <= n <= len(data):
+        raise ConfigError(f"--train-size must be between 1 and the {len(data)} training images, got {n}")
+    return data.subset(n, torch_gen(seed, NORMAL, 1_000_000))
 
 
 def correlation_stats(conn, sid: int, variant: str, name: str, top_k: int,
@@ -107,18 +108,16 @@ def capacity(ctx: RunContext, hyper: str | None = None, epochs: int | None = Non
         raise ResultsFileError("a capacity study scores the architectures of a correlation study: run "
                                "`smash-tui study correlation DB` first")
     hyper = hyper or ("tiny" if ctx.cfg.hyper == HYPER_PRESETS["small"] else "small")
-    if hyper not in LOW_CAPACITY:
-        raise ConfigError(f"unknown HyperNet preset {hyper!r}; choose one of {', '.join(LOW_CAPACITY)}")
-    if LOW_CAPACITY[hyper] == ctx.cfg.hyper:
+    if hyper_preset(hyper) == ctx.cfg.hyper:
         raise ConfigError(f"the run already uses the {hyper!r} HyperNet; pick a smaller one (e.g. tiny)")
     epochs = epochs or ctx.cfg.train.epochs
-    cfg = dataclasses.replace(ctx.cfg, hyper=LOW_CAPACITY[hyper], train=dataclasses.replace(ctx.cfg.train,
+    cfg = dataclasses.replace(ctx.cfg, hyper=HYPER_PRESETS[hyper], train=dataclasses.replace(ctx.cfg.train,
                                                                                            epochs=epochs))
     source = corr[-1]
-    sid, opts = _study(ctx, "capacity", dict(hyper=hyper, epochs=epochs, correlation_study=source["id"]), new)
+    sid, opts = study_row(ctx, "capacity", dict(hyper=hyper, epochs=epochs, correlation_study=source["id"]), new)
     s = smash_train(ctx, cfg, ctx.dir / f"capacity-{hyper}-e{epochs}.pt", report)
     trained = store.study_archs(ctx.w.conn, source["id"], "trained")
-    done, batch = _done(ctx, sid), cfg.train.score_batch
+    done, batch = done_trials(ctx, sid), cfg.train.score_batch
     for r in trained:
         if (hyper, r["trial"]) not in done:
             err, loss = ctx.score(s, encode(arch_of(ctx.w.conn, r["arch_id"]), cfg.space).to(ctx.device), batch)
@@ -129,27 +128,23 @@ def capacity(ctx: RunContext, hyper: str | None = None, epochs: int | None = Non
     small = {r["trial"]: r["smash_error"] for r in store.study_archs(ctx.w.conn, sid, hyper)}
     stats = [correlation_stats(ctx.w.conn, source["id"], "trained", "run", top_k),
              correlation_stats(ctx.w.conn, source["id"], "trained", hyper, top_k, small)]
-    return _finish(ctx, sid, stats, f"run's HyperNet {_headline(stats[0])}; {hyper}: {_headline(stats[1])}")
+    return finish(ctx, sid, stats, f"run's HyperNet {headline(stats[0])}; {hyper}: {headline(stats[1])}")
 
 
 def smash_train(ctx: RunContext, cfg: RunConfig, ckpt: Path, report: Report) -> Smash:
-    """SMASH training as the engine does it (same seeds, schedule, batches), checkpointed per epoch."""
-    from ..runs import load_owned, save_atomic
-
+    """SMASH training with the engine's loop (`loops.smash_steps`), checkpointed at each epoch's end."""
     s, t, step = Smash.create(cfg, ctx.device), cfg.train, 0
-    spe = ctx.train.num_batches(t.batch_size)
-    T = t.epochs * spe
     sd = load_owned(ckpt, ctx.uid, cfg.to_dict())
     if sd is not None:
         s.load_state_dict(sd)
         step = int(sd["step"])
-    while step < T:
-        epoch = step // spe
-        losses = [smash_step(s, smash_arch(cfg, step + b, T), x, y, cosine_lr(t.lr, step + b, T))
-                  for b, (x, y) in enumerate(ctx.train.epoch_batches(t.batch_size, torch_gen(cfg.seed, 1, epoch)))]
-        step += len(losses)
-        ctx.dir.mkdir(parents=True, exist_ok=True)
-        save_atomic({**s.state_dict(), "step": step, "config": cfg.to_dict(), "run_uid": ctx.uid}, ckpt)
-        loss, err, _ = torch.stack(losses).mean(0).tolist()
-        report(f"capacity SMASH epoch {epoch + 1}/{t.epochs}: loss {loss:.3f}, error {err:.3f}")
+    window = []
+    for st in smash_steps(s, cfg, ctx.train, step):
+        window.append(st.metrics)
+        if st.epoch_end:
+            ctx.dir.mkdir(parents=True, exist_ok=True)
+            save_atomic({**s.state_dict(), "step": st.step, "config": cfg.to_dict(), "run_uid": ctx.uid}, ckpt)
+            loss, err, _ = torch.stack(window).mean(0).tolist()
+            report(f"capacity SMASH epoch {st.epoch + 1}/{t.epochs}: loss {loss:.3f}, error {err:.3f}")
+            window = []
     return s

@@ -11,20 +11,10 @@ import torch
 from .. import store
 from ..encoding import ArchPlan, Layout, encode
 from ..errors import ConfigError
-from ..train import rng
-from .common import (
-    CORRUPT,
-    FIELDS,
-    Report,
-    RunContext,
-    _done,
-    _finish,
-    _num,
-    _study,
-    arch_of,
-    load_smash,
-    picks,
-)
+from ..runs import RunContext, arch_of, load_smash
+from ..seeds import CORRUPT, rng
+from .common import FIELDS, Report, done_trials, finish, picks, study_row
+from .stats import num
 
 
 # -- 3. corrupted encoding --------------------------------------------------------------------------
@@ -76,8 +66,8 @@ def corrupt(ctx: RunContext, every: int = 5, count: int = 20, fields: tuple[str,
     if bad:
         raise ConfigError(f"unknown field(s) {', '.join(bad)}; choose from {', '.join(FIELDS)}")
     archs = picks(ctx.w.conn, ctx.run_id, every, count)
-    sid, opts = _study(ctx, "corrupt", dict(every=every, count=count, fields=list(fields), archs=archs), new)
-    s, done, batch, space = load_smash(ctx), _done(ctx, sid), ctx.cfg.train.score_batch, ctx.cfg.space
+    sid, opts = study_row(ctx, "corrupt", dict(every=every, count=count, fields=list(fields), archs=archs), new)
+    s, done, batch, space = load_smash(ctx), done_trials(ctx, sid), ctx.cfg.train.score_batch, ctx.cfg.space
     for i, arch_id in enumerate(opts["archs"]):
         plan = encode(arch_of(ctx.w.conn, arch_id), space)
         for variant in ("true", *opts["fields"]):
@@ -91,7 +81,7 @@ def corrupt(ctx: RunContext, every: int = 5, count: int = 20, fields: tuple[str,
     stats = corrupt_stats(ctx.w.conn, sid, opts["fields"])
     msg = "; ".join(f"{r['variant']}: true wins {r['win_rate']:.0%}, gap {r['mean_gap'] * 100:+.1f} pts"
                     for r in stats if r["n"])
-    return _finish(ctx, sid, stats, msg)
+    return finish(ctx, sid, stats, msg)
 
 
 def corrupt_stats(conn, sid: int, fields: list[str]) -> list[dict]:
@@ -112,7 +102,7 @@ def corrupt_summary(true: dict[int, float], shuffled: dict[str, list[tuple[int, 
         gaps = np.array([e - true[t] for t, e in rows])
         extra = dict(unchanged=len(pairs) - len(rows), ties=int((gaps == 0).sum()))
         if len(gaps) and np.any(gaps != 0):
-            extra["wilcoxon_p"] = _num(stats.wilcoxon(gaps).pvalue)
+            extra["wilcoxon_p"] = num(stats.wilcoxon(gaps).pvalue)
         out.append(dict(variant=field, n=len(rows), win_rate=float((gaps > 0).mean()) if len(rows) else None,
                         mean_gap=float(gaps.mean()) if len(rows) else None, extra_json=extra))
     return out

@@ -159,9 +159,6 @@ class BoardModel:
                 changed.append(r["arch_id"])
         return changed
 
-    def rank_of(self, e: Entry) -> int:
-        return self._position(e) + 1
-
     def _position(self, e: Entry) -> int:
         return bisect_left(self.order, (e.smash_error, e.score_id, e.arch_id))
 

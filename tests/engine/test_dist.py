@@ -14,7 +14,8 @@ import torch.multiprocessing as mp
 
 from smash_engine import dist, store
 from smash_engine.runs import create_run, load_splits
-from smash_engine.train import RANK, Smash, rank_arch, smash_arch, smash_score, smash_step
+from smash_engine.seeds import RANK
+from smash_engine.train import Smash, rank_arch, smash_arch, smash_score, smash_step
 from tests.conftest import tiny_config
 
 CFG = dict(epochs=1, n_random=5, n_perturb=2, n_hillclimb=1, final_epochs=1)

@@ -77,7 +77,7 @@ def test_stop_and_resume_ends_exactly_like_an_uninterrupted_run(tmp_path, finish
     def reporter(info):
         nonlocal want
         if want and info["phase"] == want[0] and info.get("done", 0) >= want[1]:
-            engine._stop_signal = 1  # what SIGINT / SIGTERM do
+            engine.commands.stop_signal = 1  # what SIGINT / SIGTERM do
             want = next(stops, None)
 
     statuses = []

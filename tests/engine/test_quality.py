@@ -1,6 +1,7 @@
 """Search-quality instruments on tiny inputs: the free baselines (proxies.py), the truth panel's builder and
 summary, and benchmarks/search_quality.py end to end (--smoke). The real panel and variant runs are
-benchmarks, not tests (benchmarks/README.md)."""
+benchmarks, not tests (benchmarks/README.md); that search_quality trains the engine's HyperNet is
+test_loop_equivalence.py."""
 
 import json
 import random
@@ -21,6 +22,7 @@ from smash_engine.sampler import sample_architecture
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "benchmarks"))
+import common  # noqa: E402
 import truth_panel  # noqa: E402
 
 
@@ -69,10 +71,12 @@ def test_truth_panel_build_train_and_summary(tmp_path, monkeypatch, archs, digit
     panel = truth_panel.load_panel(tmp_path)
     assert len(panel) == 5 and len({a.id for a in panel}) == 5
     assert [a.id for a in panel] == [a.id for a in truth_panel.draw_panel(5)]  # seeded
+    doc = json.loads((tmp_path / "panel.json").read_text())
+    assert doc["purpose"] == 201 and set(doc["built_on"]) == set(common.MACHINE_KEYS)
     assert all(a.image_size == 16 for a in panel)
     # one real (tiny) training of the recipe on digits-sized data
     r = truth_panel.train_one(archs[0], 0, digits, digits)
-    assert 0 <= r["val_error"] <= 1 and r["seconds"] > 0
+    assert 0 <= r["val_error"] <= 1 and r["seconds"] > 0 and np.isfinite(r["train_loss"])
     # a summary from made-up runs: the ceiling is scipy's tau of seed 0 against seed 1
     gen = np.random.default_rng(0)
     e0 = gen.uniform(0.1, 0.3, 5)
@@ -89,6 +93,15 @@ def test_truth_panel_build_train_and_summary(tmp_path, monkeypatch, archs, digit
     assert lo <= out["ceiling"]["kendall_tau_seed_vs_seed"] <= hi
     assert [r["mean_error"] for r in out["archs"]] == pytest.approx(list((e0 + e1) / 2))
     assert json.loads((tmp_path / "truth.json").read_text())["n_complete"] == 5
+
+
+def test_the_committed_panels_are_drawn_again_exactly():
+    """Every panel in benchmarks/truth/ is what draw_panel gives for its seed, space and pool: the panel's
+    derived seeds (seeds.PANEL) are those it was built with."""
+    for d in sorted((ROOT / "benchmarks" / "truth").iterdir()):
+        doc = json.loads((d / "panel.json").read_text())
+        drawn = truth_panel.draw_panel(len(doc["archs"]), doc["seed"], truth_panel.load_space(d), doc.get("pool") or 0)
+        assert [a.id for a in drawn] == [r["id"] for r in doc["archs"]], d.name
 
 
 def test_search_quality_smoke_end_to_end(tmp_path):
@@ -108,6 +121,7 @@ def test_search_quality_smoke_end_to_end(tmp_path):
     true = [0.1 + 0.01 * i for i in range(6)]
     assert smash["kendall_tau"] == pytest.approx(stats.kendalltau(errs, true).statistic, nan_ok=True)
     assert doc["machine"]["cores"] and doc["config"]["dataset"] == "digits"
+    assert set(doc["machine"]) == set(common.MACHINE_KEYS) and doc["machine"]["device"] == "cpu"
     picks = doc["picks"]
     ids = list(doc["by_epoch"][-1]["smash_errors"])
     assert picks["smash_top1"] == pytest.approx(true[int(np.argmin(errs))] - min(true))
@@ -135,6 +149,7 @@ def test_score_cost_smoke(tmp_path):
     (path,) = tmp_path.glob("score-cost-smoke-*.json")
     doc = json.loads(path.read_text())
     assert set(doc["seconds_per_arch"]) == {"shared", "recal", "batch"} and doc["ratio_to_shared"]["shared"] == 1.0
+    assert set(doc["machine"]) == set(common.MACHINE_KEYS)
 
 
 def test_paired_tau_difference_and_its_interval():
@@ -167,3 +182,15 @@ def test_partial_tau_removes_what_the_control_explains():
     # noise knows nothing either way
     noise = partial_tau([rng.random() for _ in range(60)], true, size)
     assert noise["lo"] < 0 < noise["hi"]
+
+
+def test_search_quality_hyper_is_a_preset_name():
+    import search_quality
+
+    from smash_engine.errors import ConfigError
+    from smash_engine.hypernet import hyper_preset
+
+    cfg = search_quality.make_cfg(search_quality.parse(["--hyper", "small"]), "digits", 300)
+    assert cfg.hyper == hyper_preset("small")
+    with pytest.raises(ConfigError, match="huge"):
+        search_quality.make_cfg(search_quality.parse(["--hyper", "huge"]), "digits", 300)

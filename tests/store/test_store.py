@@ -455,8 +455,10 @@ def test_leaderboard_order_ranks_latest_score_and_final(writer: store.Writer, db
     )  # fmt: skip
     assert board[0]["final_status"] is None and queued != done
     assert [r["arch_id"] for r in store.leaderboard(conn, run_id, limit=1)] == ["cccc03"]
-    filtered = store.leaderboard(conn, run_id, where_sql="smash_error > 0.3")
-    assert [(r["rank"], r["arch_id"]) for r in filtered] == [(3, "bbbb02")]
+    filtered = store.leaderboard(conn, run_id, rank=2)
+    assert [(r["rank"], r["arch_id"]) for r in filtered] == [(2, "aaaa01")]
+    assert [r["arch_id"] for r in store.leaderboard(conn, run_id, limit=1, rank=3)] == ["bbbb02"]
+    assert store.leaderboard(conn, run_id, rank=4) == []  # dddd04's failed score is not ranked
     assert store.leaderboard(conn, run_id + 1) == []
     conn.close()
 

@@ -1,0 +1,23 @@
+"""What the `smash-tui` command modules share (`cli.py`, `cli_studies.py`): checking a results file
+exists, and formatting for the terminal. Imports neither of them, so neither imports the other back."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from smash_engine.errors import ResultsFileError
+
+
+def require_db(db: Path) -> None:
+    if not db.exists():
+        raise ResultsFileError(f"{db} does not exist; list runs with `smash-tui ls`")
+
+
+def pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.2f}%"
+
+
+def term_width() -> int:
+    return os.get_terminal_size().columns if sys.stdout.isatty() else 80
