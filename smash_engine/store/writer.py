@@ -82,7 +82,7 @@ class Writer:
         unknown = sorted(set(fields) - allowed)
         if unknown:
             raise ValueError(f"{table} has no writable column(s) {', '.join(unknown)}")
-        fields = {k: dumps_json(v) if k.endswith("dumps_json") else v for k, v in fields.items()}
+        fields = {k: dumps_json(v) if k.endswith("_json") else v for k, v in fields.items()}
         sets = ", ".join(f"{k} = :{k}" for k in fields)
         with self.transaction() as c:
             cur = c.execute(f"UPDATE {table} SET {sets} WHERE id = :_key", {**fields, "_key": key})
