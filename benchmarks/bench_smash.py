@@ -184,9 +184,9 @@ _PHASES = ["sample", "plan", "hypernet", "forward", "loss", "backward", "grad_ch
 @contextmanager
 def instrumented(s: Smash, tick):
     """Call `tick(phase)` at the end of each phase of the engine's own `smash_step`, by wrapping the calls it
-    makes (`s.plan`, `s.hyper.op_weights`, `s.net.forward`, `Tensor.backward`, `s.opt.step`); nothing of
+    makes (`s.plan`, `s.hyper.generate`, `s.net.forward`, `Tensor.backward`, `s.opt.step`); nothing of
     the step is copied here, so the breakdown follows the engine as it changes."""
-    plan, op_weights, forward, step = s.plan, s.hyper.op_weights, s.net.forward, s.opt.step
+    plan, generate, forward, step = s.plan, s.hyper.generate, s.net.forward, s.opt.step
     backward = torch.Tensor.backward
 
     def after(fn, phase):
@@ -205,14 +205,14 @@ def instrumented(s: Smash, tick):
         return wrapped
 
     s.plan = after(plan, "plan")  # type: ignore[method-assign]
-    s.hyper.op_weights = after(op_weights, "hypernet")  # type: ignore[method-assign]
+    s.hyper.generate = after(generate, "hypernet")  # type: ignore[method-assign]
     s.net.forward = after(forward, "forward")  # type: ignore[method-assign]
     torch.Tensor.backward = around(backward, "loss", "backward")  # type: ignore[method-assign]
     s.opt.step = around(step, "grad_check", "optimizer")  # type: ignore[method-assign]
     try:
         yield
     finally:
-        del s.plan, s.hyper.op_weights, s.net.forward, s.opt.step
+        del s.plan, s.hyper.generate, s.net.forward, s.opt.step
         torch.Tensor.backward = backward  # type: ignore[method-assign]
 
 
@@ -251,7 +251,7 @@ def bench_breakdown(s: Smash, cfg, data: DeviceData, batch: int, space: str, ste
     encode_ms = 1e3 * (time.perf_counter() - t0) / steps
     counts = count_kernels(s, [arch_at(cfg, 3 * 10**6 + t, progress) for t in range(3)], it)
     with torch.no_grad(), FlopCounterMode(display=False) as fc:
-        s.hyper.op_weights(s.plan(arch_at(cfg, 3 * 10**6, progress)))
+        s.hyper.generate(s.plan(arch_at(cfg, 3 * 10**6, progress)))
     phases = [p for p in _PHASES if p in done]
     return {"space": space, "batch": batch, "steps": steps, "hypernet_fwd_gflop": round(fc.get_total_flops() / 1e9, 3),
             "ms": {p: round(1e3 * done[p] / steps, 3) for p in phases},

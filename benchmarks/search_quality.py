@@ -68,6 +68,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                     help="also run the corrupted-encoding study on the first N panel architectures after the last "
                          "epoch: does the HyperNet use c? (each field of c shuffled across ops, as `study corrupt`)")
     ap.add_argument("--corrupt-images", type=int, default=2000, help="held-out images per corrupted score")
+    ap.add_argument("--ablate", action="store_true",
+                    help="after the last epoch, also score the panel with each op's generated 1x1 replaced by its "
+                         "own mean tile, and by random weights of the same norm (smash_engine/probes.py)")
     ap.add_argument("--restat", type=Path, default=None, metavar="RESULT.json",
                     help="recompute a stored result's statistics against the panel's current truth (no training)")
     ap.add_argument("--smoke", action="store_true",
@@ -126,10 +129,11 @@ def data(dataset: str, val_size: int, split_seed: int, train_size: int | None, s
     return train, device_data(ds.train_x[va], ds.train_y[va], ds.info, cpu)
 
 
-def smash_epochs(cfg, train, ckpt: Path, stops: list[int], on_stop, report=print) -> float:
+def smash_epochs(cfg, train, ckpt: Path, stops: list[int], on_stop, report=print, on_epoch=None) -> float:
     """SMASH training by the engine's own loop (`loops.smash_steps`), checkpointed per epoch (resumed from
     `ckpt` when it was trained with the same settings); `on_stop(s, epoch)` after each epoch in `stops`, and
-    after the last one. Returns the seconds spent training in this call."""
+    after the last one; `on_epoch(s, epoch)` after every epoch, and with epoch 0 before a training from
+    scratch. Returns the seconds spent training in this call (hooks not included)."""
     import torch
 
     from smash_engine.loops import smash_steps
@@ -145,6 +149,8 @@ def smash_epochs(cfg, train, ckpt: Path, stops: list[int], on_stop, report=print
         else:
             report(f"{ckpt} was trained with other settings: training from scratch")
     seconds, scored, images, out = 0.0, set(), 0, []
+    if on_epoch is not None and step == 0:
+        on_epoch(s, 0)
     t0 = time.perf_counter()
     for st in smash_steps(s, cfg, train, step):
         out.append(st.metrics)
@@ -157,6 +163,8 @@ def smash_epochs(cfg, train, ckpt: Path, stops: list[int], on_stop, report=print
         loss, err, _ = torch.stack(out).mean(0).tolist()
         report(f"SMASH epoch {st.epoch + 1}/{t.epochs}: train loss {loss:.3f}, error {err:.3f} "
                f"({images / max(seconds, 1e-9):.0f} img/s so far)")
+        if on_epoch is not None:
+            on_epoch(s, st.epoch + 1)
         if st.epoch + 1 in stops:
             on_stop(s, st.epoch + 1)
             scored.add(st.epoch + 1)
@@ -311,6 +319,38 @@ def corrupt_panel(a: argparse.Namespace, cfg, s, archs, val, calib) -> dict:
                 seconds=round(time.perf_counter() - t0, 1), true=true, shuffled=shuffled)
 
 
+def collapse_panel(cfg, s, archs) -> dict:
+    """Does the HyperNet read c, without images: for the panel's architectures, how far shuffling each field of
+    c moves the generated 1x1s, and how alike each op's tiles are (`smash_engine.probes.collapse`)."""
+    from smash_engine.encoding import FIELDS
+    from smash_engine.probes import collapse
+
+    t0 = time.perf_counter()
+    m = collapse(s.hyper, [s.plan(arch) for arch in archs], cfg.space, cfg.seed, FIELDS)
+    return {**m, "seconds": round(time.perf_counter() - t0, 1)}
+
+
+def ablate_panel(cfg, s, archs, val, calib, kept: list[int], true: list[float], flops: list[float]) -> dict:
+    """The panel scored with each op's 1x1 replaced by its own mean tile, and by random weights of the same
+    norm: how much the generated 1x1s' content matters to the score and to its ranking."""
+    from smash_engine import probes
+    from smash_engine.train import score_plan
+
+    t = cfg.train
+    out = {}
+    for name, transform in (("mean_tile", probes.mean_tile), ("random", probes.random_weights(cfg.seed))):
+        errs = [score_plan(s, s.plan(arch), val, t.score_batch, t.score_bn, calib, transform)[0] for arch in archs]
+        rows = quality_table({"smash": [errs[i] for i in kept], "flops": flops}, true) if len(kept) >= 3 else {}
+        out[name] = dict(mean_error=sum(errs) / len(errs), smash_errors=dict(zip([x.id for x in archs], errs,
+                                                                                 strict=True)),
+                         stats=rows.get("smash", {}))
+        st = out[name]["stats"]
+        print(f"ablate {name:<9} mean SMASH error {100 * out[name]['mean_error']:.2f}%, tau "
+              f"{st.get('kendall_tau', float('nan')):+.3f}, tau|FLOPs "
+              f"{(st.get('tau_given_flops') or {}).get('tau') or float('nan'):+.3f}", flush=True)
+    return out
+
+
 def pick_regrets(ids: list[str], pred_all: dict[str, list[float]], true_of: dict[str, float],
                  verified: dict) -> dict:
     """The regret (true error minus the panel's best, over the architectures with a truth) of the architecture
@@ -377,6 +417,7 @@ def main(argv: list[str] | None = None) -> int:
     kept = [i for i, arch in enumerate(archs) if arch.id in true_of]
     true = [true_of[archs[i].id] for i in kept]
     results: dict[int, dict] = {}
+    collapse_by_epoch: dict[int, dict] = {}
     timing: dict = {"baseline_seconds": round(t_base, 1)}
     name = f"quality-{a.variant}-{common.stamp()}.json"
 
@@ -388,6 +429,7 @@ def main(argv: list[str] | None = None) -> int:
                    ceiling=truth.get("ceiling"), truth_complete=truth.get("n_complete"), **timing,
                    baselines_by_arch={k: dict(zip([x.id for x in archs], v, strict=True)) for k, v in base.items()},
                    by_epoch=[results[e] for e in sorted(results)], stats=last["stats"], picks=last.get("picks"),
+                   collapse_by_epoch=[collapse_by_epoch[e] for e in sorted(collapse_by_epoch)],
                    machine=common.machine("cpu"))
         return common.save_result(doc, name, a.out)
 
@@ -413,6 +455,10 @@ def main(argv: list[str] | None = None) -> int:
             if a.corrupt:
                 results[epoch]["corrupt"] = corrupt_panel(a, cfg, s, archs, val, calib)
                 save(results)
+            if a.ablate:
+                flops = [base["flops"][i] for i in kept]
+                results[epoch]["ablate"] = ablate_panel(cfg, s, archs, val, calib, kept, true, flops)
+                save(results)
             verified = verify(a, archs, pred_all, train, val) if a.verify else {}
             picks = pick_regrets([x.id for x in archs], pred_all, true_of, verified)
             results[epoch].update(verified=verified, picks=picks)
@@ -428,8 +474,20 @@ def main(argv: list[str] | None = None) -> int:
 
         a.work.mkdir(parents=True, exist_ok=True)
         shutil.copy(a.work / f"{a.from_variant}.pt", ckpt)
-    t_train = smash_epochs(cfg, train, ckpt, stops, on_stop, report=lambda line: print(line, flush=True))
+    def on_epoch(s, epoch: int) -> None:
+        m = collapse_panel(cfg, s, archs)
+        collapse_by_epoch[epoch] = {"epoch": epoch, **m}
+        moved = ", ".join(f"{f} {v:.3f}" for f, v in m["shuffle_distance"].items() if v is not None)
+        print(f"collapse after epoch {epoch}: shuffle distance {moved}; tile cosine {m['tile_cosine']:.3f}",
+              flush=True)
+
+    t_train = smash_epochs(cfg, train, ckpt, stops, on_stop, report=lambda line: print(line, flush=True),
+                           on_epoch=on_epoch)
     timing["smash_train_seconds"] = round(t_train, 1)
+    if t_train > 0:  # this call's training speed (a resumed run counts only what it trained)
+        spe = train.num_batches(cfg.train.batch_size)
+        done = len([e for e in collapse_by_epoch if e > 0])  # on_epoch runs once per epoch trained here
+        timing["smash_images_per_s"] = round(done * spe * cfg.train.batch_size / t_train, 1)
     path = save(results)
     print(f"wrote {path}")
     return 0

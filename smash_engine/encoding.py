@@ -66,6 +66,8 @@ class Layout:
                  ("bank", s.k), ("out", s.k), ("pattern", 4), ("convs", 4 * self.conv_width)]
         if s.encode_position:
             sizes.append(("colpos", 1))  # the column's place in its op, -1 (first) .. +1 (last)
+        if s.encode_writers:  # block input wrote the bank, then the writers' pattern, out and convs fields
+            sizes.append(("writers", 1 + 4 + s.k + 4 * self.conv_width))
         out, at = {}, 0
         for name, size in sizes:
             out[name] = at
@@ -197,6 +199,9 @@ def encode(arch: Architecture, space: SpaceConfig) -> ArchPlan:
     if space.encode_position:
         place = np.arange(len(slice_op)) - op_first[slice_op]
         per_slice[:, off["colpos"]] = 2.0 * place / np.maximum(op_slices[slice_op] - 1, 1) - 1.0
+    if space.encode_writers:
+        at = off["writers"]
+        per_slice[:, at:at + 1 + 4 + space.k + 4 * lay.conv_width] = _writer_fields(ops, op_first, space, feat, off)
     bottleneck = np.array([op.bottleneck for _, _, op in ops], dtype=np.int64)
     packed = np.concatenate([per_slice, (bottleneck[slice_op] // N)[:, None], slice_op[:, None]], 1)
     return ArchPlan(arch, packed.astype(np.float32), op_first * dcN, op_in, bottleneck, lay.rows, N, dcN,
@@ -218,6 +223,30 @@ def _read_entries(ops, op_first, space: SpaceConfig, read_off: int) -> list[tupl
             for col in range(lo // dc, -(-hi // dc)):
                 out.append((int(op_first[j]) + col, read_off + bank))
     return out
+
+
+def _writer_fields(ops, op_first, space: SpaceConfig, feat: np.ndarray, off: dict[str, int]) -> np.ndarray:
+    """(S, 1 + 4 + k + 4 * conv_width): for each column, over the banks it reads, whether the block input wrote
+    the bank and the mean of its writers' pattern, out and convs fields (as 0/1), mapped to -1..+1."""
+    cw = Layout(space).conv_width
+    own = np.concatenate([feat[:, off["pattern"]:off["pattern"] + 4], feat[:, off["out"]:off["out"] + space.k],
+                          feat[:, off["convs"]:off["convs"] + 4 * cw]], 1) > 0  # (n_ops, 4 + k + 4cw)
+    cols: dict[int, list[np.ndarray]] = {}
+    for j, (i, b, op) in enumerate(ops):
+        unit = b.bank_size // space.N
+        for n, bank in enumerate(op.reads):
+            earlier = [k for k in range(j) if ops[k][0] == i and bank in ops[k][2].writes]
+            v = np.zeros(1 + own.shape[1], dtype=np.float32)
+            v[0] = bank < b.n_input_banks
+            if earlier:
+                v[1:] = own[earlier].mean(0)
+            lo, hi = n * unit, (n + 1) * unit  # in units of N within the op's input
+            for col in range(lo // space.dc, -(-hi // space.dc)):
+                cols.setdefault(int(op_first[j]) + col, []).append(v)
+    out = np.zeros((max(cols) + 1 if cols else 0, 1 + own.shape[1]), dtype=np.float32)
+    for col, vs in cols.items():
+        out[col] = np.mean(vs, 0)
+    return 2 * out - 1
 
 
 def _conv_entries(ops, space: SpaceConfig, lay: Layout, pat_off: int, conv_off: int) -> list[tuple[int, int]]:

@@ -21,10 +21,11 @@ from pathlib import Path
 
 import torch
 
-from . import dist, store
+from . import dist, probes, store
 from .commands import Commands, Stop
 from .config import RunConfig
 from .context import Context, NoWriter, Reporter
+from .encoding import FIELDS
 from .errors import ResultsFileError, SmashError
 from .finals import Finals
 from .loops import smash_steps, steps_per_epoch
@@ -33,7 +34,7 @@ from .runs import disk_full, load_owned, load_splits, missing_folder, resolve_de
 from .scoring import Scorer
 from .seeds import HILLCLIMB, PERTURB, RANK, VERIFY, torch_gen
 from .space import Architecture
-from .train import Smash, bn_calibration, perturbed, rank_arch, validation_error
+from .train import Smash, bn_calibration, perturbed, rank_arch, validation_archs, validation_error
 
 
 class Engine:
@@ -202,6 +203,9 @@ class Engine:
                                    error=err)])
             self.ctx.event("info", f"epoch {epoch + 1}: validation SMASH error {err:.4f} "
                                    f"(mean of {t.val_archs} fixed architectures)")
+            plans = [self.smash.plan(a) for a in validation_archs(self.cfg)]
+            self.ctx.event("info", f"epoch {epoch + 1}: " + probes.describe(
+                probes.collapse(self.smash.hyper, plans, self.cfg.space, self.cfg.seed, FIELDS)))
         self.ctx.set(epoch=epoch + 1, step=self.step)
         self.checkpoint()
 

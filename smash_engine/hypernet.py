@@ -29,15 +29,20 @@ class HyperConfig:
     growth: int = 10
     dense: tuple[int, ...] = (8, 10, 4)  # layers per dense stage (the original's 26 convs in all)
     compression: float = 0.5  # transitions keep this fraction of channels
+    # c-set gains (issue 21): per output channel of each op's 1x1 and of its 4 convolutions, from the
+    # HyperNet's features pooled over the op's positions. Off: the paper's HyperNet, where each op's 1x1 is
+    # divided by its norm, so c sets its direction only and the shared kxk convs are the same for every op.
+    gains: bool = False
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
-# every HyperNet size by name: the presets use paper and small; tiny is for the capacity study on a run that
-# already uses small
+# every HyperNet by name: the run presets use paper and small; tiny is for the capacity study on a run that
+# already uses small; small-gains is small with c-set gains (measured on the truth panel, benchmarks/README.md)
 HYPER_PRESETS = {"paper": HyperConfig(), "small": HyperConfig(stem=4, growth=4, dense=(2, 2), compression=0.5),
-                 "tiny": HyperConfig(stem=2, growth=2, dense=(1, 1), compression=0.5)}
+                 "tiny": HyperConfig(stem=2, growth=2, dense=(1, 1), compression=0.5),
+                 "small-gains": HyperConfig(stem=4, growth=4, dense=(2, 2), compression=0.5, gains=True)}
 
 
 def hyper_preset(name: str) -> HyperConfig:
@@ -78,16 +83,29 @@ class HyperNet(nn.Module):
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.orthogonal_(m.weight)
+        # log-gains of the 1x1's output channels and of each conv's; zero at first, so training starts from
+        # the fixed-norm HyperNet
+        self.gains = nn.Linear(c, space.max_bottleneck_channels + 4 * space.N_max) if cfg.gains else None
+        if self.gains is not None:
+            nn.init.zeros_(self.gains.weight)
+            nn.init.zeros_(self.gains.bias)
 
-    def forward(self, c: torch.Tensor) -> torch.Tensor:
-        """c (1, C, R, S) -> raw weight matrix (R*N, S*dc*N)."""
+    def features(self, c: torch.Tensor) -> torch.Tensor:
+        """c (1, C, R, S) -> the hidden features the weights are decoded from (1, C_h, R, S)."""
         h = torch.cat([c, self.stem(c)], 1)
         for s, layers in enumerate(self.stages):
             for conv in layers:
                 h = torch.cat([h, conv(F.leaky_relu(h, 0.02))], 1)
             if s < len(self.transitions):
                 h = self.transitions[s](F.leaky_relu(h, 0.02))
-        h = self.out(F.leaky_relu(h, 0.02))  # (1, N*dcN, R, S)
+        return F.leaky_relu(h, 0.02)
+
+    def forward(self, c: torch.Tensor) -> torch.Tensor:
+        """c (1, C, R, S) -> raw weight matrix (R*N, S*dc*N)."""
+        return self.decode(self.features(c))
+
+    def decode(self, h: torch.Tensor) -> torch.Tensor:
+        h = self.out(h)  # (1, N*dcN, R, S)
         N, dcN = self.space.N, self.space.slice_channels
         _, _, R, S = h.shape
         # tile (o, p) at (h, q) -> matrix row h*N + o, column q*dcN + p
@@ -98,13 +116,30 @@ class HyperNet(nn.Module):
 
         The norms are computed for all ops at once (masked column sums, one index_add), in fp32.
         """
+        return self.generate(plan)[0]
+
+    def generate(self, plan: ArchPlan) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(`op_weights`, gains): gains (n_ops, max_bottleneck + 4 * N_max), the 1x1's output channels then
+        each conv's, or None without c-set gains."""
         if len(plan.op_in) == 0:  # a space whose budgets reach 0 can draw an architecture with no ops at all
-            return plan.c.new_zeros(0, 0, dtype=torch.float32)
-        w = self(plan.c).float()
+            return plan.c.new_zeros(0, 0, dtype=torch.float32), None
+        h = self.features(plan.c)
+        w = self.decode(h).float()
         rows = torch.arange(w.shape[0], device=w.device)[:, None] < plan.col_rows[None, :]
         col_sq = (w * w * rows).sum(0)  # (S*dcN,)
         op_sq = torch.zeros(len(plan.op_in), device=w.device).index_add_(0, plan.col_op, col_sq)
-        return w * op_sq.rsqrt()[plan.col_op][None, :]
+        w = w * op_sq.rsqrt()[plan.col_op][None, :]
+        return w, None if self.gains is None else self.op_gains(h, plan)
+
+    def op_gains(self, h: torch.Tensor, plan: ArchPlan) -> torch.Tensor:
+        """Each op's gains from the mean of `h` over the positions of c it fills (its columns, its rows)."""
+        R, n_ops = h.shape[2], len(plan.op_in)
+        filled = (torch.arange(R, device=h.device)[:, None] < plan.slice_rows[None, :]).float()  # (R, S)
+        col_sum = (h[0].float() * filled).sum(1)  # (C_h, S)
+        op = plan.slice_op
+        pooled = torch.zeros(n_ops, h.shape[1], device=h.device).index_add_(0, op, col_sum.T)
+        count = torch.zeros(n_ops, device=h.device).index_add_(0, op, filled.sum(0).float())
+        return torch.exp(self.gains(pooled / count[:, None]).clamp(-4, 4))  # (n_ops, G)
 
 
 def op_weight(w: torch.Tensor, plan: ArchPlan, j: int) -> torch.Tensor:

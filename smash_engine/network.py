@@ -143,16 +143,21 @@ class SmashNet(nn.Module):
                     out[k][n] = wk
         return out
 
-    def forward(self, x: torch.Tensor, plan: ArchPlan, w: torch.Tensor) -> torch.Tensor:
-        """x (B, C, H, W) -> logits, for architecture `plan.arch` with 1x1 weights `w` (HyperNet.op_weights)."""
+    def forward(self, x: torch.Tensor, plan: ArchPlan, w: torch.Tensor,
+                gains: torch.Tensor | None = None) -> torch.Tensor:
+        """x (B, C, H, W) -> logits, for architecture `plan.arch` with 1x1 weights `w` and, with c-set gains,
+        each op's output-channel `gains` (both from HyperNet.generate)."""
         x = self.stem(x)
         first = 0
         # every op's 1x1 weight out of the generated matrix through one node, as for the shared convs
         index = [(slice(0, int(b)), slice(int(a), int(a + n)))
                  for a, n, b in zip(plan.op_start, plan.op_in, plan.op_bottleneck, strict=True)]
-        w1x1 = _Slices.apply(w, index)
+        w1x1 = list(_Slices.apply(w, index))
         for i, block in enumerate(plan.arch.blocks):
             convs = self.block_convs(i, block.ops)
+            if gains is not None:
+                for k in range(len(block.ops)):
+                    w1x1[first + k], convs[k] = self.gained(gains[first + k], w1x1[first + k], convs[k])
 
             def op_fn(k: int, op: Op, inp: torch.Tensor, first=first, convs=convs) -> torch.Tensor:
                 y = F.relu(F.conv2d(inp, w1x1[first + k][:, :, None, None].to(inp.dtype)))
@@ -165,6 +170,15 @@ class SmashNet(nn.Module):
                 x = F.avg_pool2d(F.conv2d(x, self.trans[i][:, :x.shape[1]]), 2)
         x = F.relu(sliced_bn(x, self.head_bn, self.training))
         return F.linear(x.mean((2, 3)), self.fc.weight[:, :x.shape[1]], self.fc.bias)
+
+
+    def gained(self, g: torch.Tensor, w1: torch.Tensor, convs: dict[int, torch.Tensor]
+               ) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
+        """An op's 1x1 and conv weights scaled per output channel by its gains `g` (HyperNet.op_gains)."""
+        B, M = self.space.max_bottleneck_channels, self.space.N_max
+        w1 = w1 * g[:w1.shape[0], None].to(w1.dtype)
+        out = {n: c * g[B + n * M:B + n * M + c.shape[0], None, None, None].to(c.dtype) for n, c in convs.items()}
+        return w1, out
 
 
 class FixedOp(nn.Module):
@@ -280,9 +294,9 @@ def arch_cost(arch: Architecture, norm: str = "bn") -> tuple[int, int]:
 
 
 @torch.no_grad()
-def fixed_from_smash(net: SmashNet, w: torch.Tensor, plan: ArchPlan) -> FixedNet:
-    """A FixedNet(norm="none") holding the weights SmashNet uses for this architecture (generated 1x1
-    included), with the same BN statistics: it computes the same function as `net(x, plan, w)`."""
+def fixed_from_smash(net: SmashNet, w: torch.Tensor, plan: ArchPlan, gains: torch.Tensor | None = None) -> FixedNet:
+    """A FixedNet(norm="none") holding the weights SmashNet uses for this architecture (generated 1x1 and
+    gains included), with the same BN statistics: it computes the same function as `net(x, plan, w, gains)`."""
     arch = plan.arch
     fixed = FixedNet(arch, norm="none").to(w.device)
     fixed.stem.weight.copy_(net.stem.weight)
@@ -290,9 +304,13 @@ def fixed_from_smash(net: SmashNet, w: torch.Tensor, plan: ArchPlan) -> FixedNet
     for i, block in enumerate(arch.blocks):
         for op in block.ops:
             m = fixed.ops[j]
-            m.conv1x1.weight.copy_(op_weight(w, plan, j))
+            w1 = op_weight(w, plan, j)[:, :, 0, 0]
+            convs = {int(n): net.shared_conv(i, int(n), op) for n in m.convs}
+            if gains is not None:
+                w1, convs = net.gained(gains[j], w1, convs)
+            m.conv1x1.weight.copy_(w1[:, :, None, None])
             for n, conv in m.convs.items():
-                conv.weight.copy_(net.shared_conv(i, int(n), op))
+                conv.weight.copy_(convs[int(n)])
             j += 1
         if i < len(fixed.trans):
             _copy_bn(fixed.trans[i][0], net.trans_bn[i])

@@ -231,6 +231,10 @@ class SpaceConfig:
     # position in c (encoding.py): each 1x1 output-row group one-hot, and each column's place within its op.
     # Without them every row of an op, and every column reading the same bank, gets an identical encoding.
     encode_position: bool = False
+    # writer context in c (issue 21): each column also describes the ops that wrote the bank(s) it reads (their
+    # pattern, output width and convolutions, averaged) and whether the block input did. Without it c says
+    # nothing about what a read bank holds: its writers sit in other columns, often beyond the HyperNet's view.
+    encode_writers: bool = False
     image_channels: int = 3
     image_size: int = 32
     num_classes: int = 100

@@ -43,7 +43,7 @@ class SmashModel(nn.Module):
         self.plan: ArchPlan | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x, self.plan, self.hyper.op_weights(self.plan))
+        return self.net(x, self.plan, *self.hyper.generate(self.plan))
 
 
 def _parallel(module: nn.Module, world: World, device: torch.device) -> nn.Module:
@@ -187,16 +187,19 @@ def arch_bn(s: Smash, forward, mode: str, calib: list[torch.Tensor] | None):
 
 
 def score_plan(s: Smash, plan: ArchPlan, data: DeviceData, batch: int, mode: str = "shared",
-               calib: list[torch.Tensor] | None = None) -> tuple[float, float]:
+               calib: list[torch.Tensor] | None = None, transform=None) -> tuple[float, float]:
     """SMASH (error, loss) of `plan.arch` on all of `data` with the weights the HyperNet generates from
-    `plan.c`; BatchNorm statistics per `mode` (`arch_bn`). Studies pass plans with a corrupted `c`."""
+    `plan.c`; BatchNorm statistics per `mode` (`arch_bn`). Studies pass plans with a corrupted `c`, ablations
+    a `transform(w, plan) -> w` of the generated weights (`probes.py`)."""
     s.hyper.eval()
     s.net.eval()
     with torch.inference_mode(), s.autocast():
-        w = s.hyper.op_weights(plan)
+        w, gains = s.hyper.generate(plan)
+        if transform is not None:
+            w = transform(w, plan)
 
         def forward(x: torch.Tensor) -> torch.Tensor:
-            return s.net(x, plan, w)
+            return s.net(x, plan, w, gains)
 
         with arch_bn(s, forward, mode, calib):
             return _evaluate(forward, data, batch)

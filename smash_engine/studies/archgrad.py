@@ -27,11 +27,11 @@ def encoding_grad(s: Smash, plan: ArchPlan, data: DeviceData, batch: int) -> tor
     s.hyper.eval()
     s.net.eval()
     c = plan.c.detach().clone().requires_grad_(True)
-    plan.c = c  # op_weights reads plan.c: the generated weights, hence the loss, now depend on this leaf
+    plan.c = c  # generate reads plan.c: the generated weights, hence the loss, now depend on this leaf
     with s.autocast():
-        w = s.hyper.op_weights(plan)
+        w, gains = s.hyper.generate(plan)
         for x, y in data.eval_batches(batch):
-            loss = F.cross_entropy(s.net(x, plan, w).float(), y, reduction="sum") / len(data)
+            loss = F.cross_entropy(s.net(x, plan, w, gains).float(), y, reduction="sum") / len(data)
             loss.backward(retain_graph=True)
     filled = torch.arange(plan.rows, device=c.device)[:, None] < plan.slice_rows[None, :]  # (R, S)
     per_col = (c.grad[0] * filled[None]).sum(1)  # (C, S)

@@ -207,3 +207,60 @@ def test_shared_conv_gradients_are_the_sum_of_the_ops_gradients():
         for got, want in zip(net.convs, expected, strict=True):
             torch.testing.assert_close(got.grad if got.grad is not None else torch.zeros_like(want), want,
                                        rtol=1e-4, atol=1e-6)
+
+
+def test_c_set_gains_start_at_one_and_fixednet_matches_smashnet_with_them():
+    """With c-set gains the HyperNet also scales each op's output channels; a FixedNet holding the scaled
+    weights computes what SmashNet does, and gains that differ per op really change the function."""
+    torch.manual_seed(0)
+    space = space_preset("quick")
+    hyper, net = HyperNet(space, HYPER_PRESETS["small-gains"]), SmashNet(space).eval()
+    rng = random.Random(5)
+    x = torch.randn(8, 1, 8, 8)
+    plan = encode(sample_architecture(space, rng), space).to("cpu")
+    w, gains = hyper.generate(plan)
+    assert gains.shape == (len(plan.op_in), space.max_bottleneck_channels + 4 * space.N_max)
+    assert torch.equal(gains, torch.ones_like(gains))  # zero-initialised head: the fixed-norm HyperNet at first
+    with torch.no_grad():
+        torch.nn.init.normal_(hyper.gains.weight, std=0.5)
+        for _ in range(5):
+            plan = encode(sample_architecture(space, rng), space).to("cpu")
+            w, gains = hyper.generate(plan)
+            assert gains.std() > 0.05
+            fixed = fixed_from_smash(net, w, plan, gains).eval()
+            torch.testing.assert_close(fixed(x), net(x, plan, w, gains), rtol=1e-5, atol=1e-5)
+            assert not torch.allclose(net(x, plan, w, gains), net(x, plan, w), atol=1e-4)
+    plan = encode(sample_architecture(space, rng), space).to("cpu")
+    w, gains = hyper.generate(plan)
+    F.cross_entropy(net.train()(x, plan, w, gains), torch.arange(8)).backward()
+    assert hyper.gains.weight.grad is not None and hyper.gains.weight.grad.abs().sum() > 0
+
+
+def test_writer_context_describes_the_ops_that_wrote_each_read_bank():
+    space = dataclasses.replace(space_preset("quick"), encode_writers=True)
+    lay = Layout(space)
+    off = lay.offsets()
+    checked = 0
+    for seed in range(30):
+        arch = sample_architecture(space, random.Random(seed), 1.0)
+        plan = encode(arch, space)
+        seg = plan.packed[:, off["writers"]:off["total"]]
+        col = 0
+        for b in arch.blocks:
+            for j, op in enumerate(b.ops):
+                width = len(op.reads) * b.bank_size // space.slice_channels
+                if len(op.reads) == 1:  # every column of the op holds that one bank
+                    bank = op.reads[0]
+                    writers = [w for w in b.ops[:j] if bank in w.writes]
+                    want = np.full(seg.shape[1], -1.0, dtype=np.float32)
+                    want[0] = 1.0 if bank < b.n_input_banks else -1.0
+                    if len(writers) == 1:
+                        w = writers[0]
+                        want[1:5] = [1.0 if c is not None else -1.0 for c in w.convs]
+                        want[5 + w.out_channels // space.N - 1] = 1.0
+                    if len(writers) <= 1:
+                        assert np.all(seg[col:col + width, :5 + space.k] == want[:5 + space.k]), (seed, j)
+                        checked += 1
+                col += width
+    assert checked > 20
+    assert Layout(space).channels == Layout(space_preset("quick")).channels + 1 + 4 + space.k + 4 * lay.conv_width
