@@ -60,6 +60,8 @@ def row(path: Path, true_of: dict[str, float]) -> dict:
     moved = [v for v in (collapse.get("shuffle_distance") or {}).values() if v is not None]
     out["shuffle_distance"] = sum(moved) / len(moved) if moved else None
     out["tile_cosine"] = collapse.get("tile_cosine")
+    errs = list(entry["smash_errors"].values())
+    out["mean_error"] = sum(errs) / len(errs)
     out["ablate"] = {k: (v["mean_error"], (v.get("stats") or {}).get("kendall_tau"))
                      for k, v in (entry.get("ablate") or {}).items()}
     return out
@@ -86,12 +88,13 @@ def main(argv: list[str] | None = None) -> int:
               f"{_f(r['shuffle_distance'], '.3f')} | {_f(r['tile_cosine'], '.3f')} | {_f(r['images_per_s'], '.0f')} | "
               f"{_f(r['score_s_per_arch'], '.2f')} |")
     print()
-    print("| variant | corrupt: field win% / gap pts / p | ablate: mean tile err% / tau, random err% / tau |")
-    print("| --- | --- | --- |")
+    print("| variant | corrupt: field win% / gap pts / p | SMASH err% (generated 1x1s) | ablate: mean tile err% / tau, "
+          "random err% / tau |")
+    print("| --- | --- | --- | --- |")
     for r in rows:
         corrupt = "; ".join(f"{f} {100 * w:.0f}% / {g:+.2f} / {_f(p, '.2g')}" for f, (w, g, p) in r["corrupt"].items())
         ablate = ", ".join(f"{k} {100 * e:.1f}% / {_f(t, '+.2f')}" for k, (e, t) in r["ablate"].items())
-        print(f"| {r['variant']} | {corrupt or 'n/a'} | {ablate or 'n/a'} |")
+        print(f"| {r['variant']} | {corrupt or 'n/a'} | {100 * r['mean_error']:.1f}% | {ablate or 'n/a'} |")
     return 0
 
 

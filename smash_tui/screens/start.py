@@ -18,6 +18,7 @@ from textual.widgets import DataTable, Footer, Static
 from smash_engine import store
 from smash_engine.errors import SmashError
 
+from ..cli_common import pct
 from ..launch import spawn_engine
 from ..messages import Notice, RunsListed, SearchStarted
 from ..widgets.status import STATE_STYLE, parse_time
@@ -27,10 +28,6 @@ from .dialogs import NewSearch
 COLUMNS = (("run", "run"), ("state", "status"), ("phase", "phase"), ("progress", "progress"),
            ("best_smash", "best SMASH"), ("best_test", "best test"), ("age", "updated"), ("engine", "engine"))
 ALIVE = ("running", "paused")
-
-
-def _pct(x: float | None) -> str:
-    return "-" if x is None else f"{100 * x:.2f}%"
 
 
 def _age(at: str | None) -> str:
@@ -65,7 +62,7 @@ def row_cells(s: dict[str, Any], colorless: bool) -> tuple[Any, ...]:
         progress = f"{s['n_scored']} scored"
     engine = f"alive pid {s['pid']}" if state in ALIVE else "-"
     return (name, Text(state, style="" if colorless else STATE_STYLE.get(state, "")), s["phase"], progress,
-            _pct(s["best_smash"]), _pct(s["best_test"]), _age(s["heartbeat_at"] or s["updated_at"]), engine)
+            pct(s["best_smash"]), pct(s["best_test"]), _age(s["heartbeat_at"] or s["updated_at"]), engine)
 
 
 class StartScreen(BaseScreen):

@@ -54,3 +54,13 @@ def test_collapse_measures_how_c_moves_the_gains():
     assert m["gain_spread"] > 0 and max(v for v in m["gain_shuffle"].values() if v is not None) > 0
     assert "log-gains moved" in probes.describe(m) and "log-gains" not in probes.describe(
         probes.collapse(HyperNet(space, HYPER_PRESETS["small"]), _plans(space), space, 0, FIELDS))
+
+
+def test_the_engine_records_the_collapse_measures_each_validated_epoch(finished_run):
+    from smash_engine import store
+
+    with store.connect_reader(finished_run) as conn:
+        lines = [e["message"] for e in store.events_since(conn, store.get_run(conn)["id"], 0)]
+    collapse = [m for m in lines if "generated 1x1s: moved by a shuffled field of c" in m]
+    assert [m.split(":")[0] for m in collapse] == ["epoch 1", "epoch 2"]  # val_every=1, 2 epochs
+    assert all("tile cosine 0." in m and "kernel 0." in m for m in collapse)

@@ -194,3 +194,14 @@ def test_search_quality_hyper_is_a_preset_name():
     assert cfg.hyper == hyper_preset("small")
     with pytest.raises(ConfigError, match="huge"):
         search_quality.make_cfg(search_quality.parse(["--hyper", "huge"]), "digits", 300)
+
+
+def test_hyper_cost_smoke(tmp_path):
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "hyper_cost.py"), "--smoke", "--out",
+                           str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    (path,) = tmp_path.glob("hyper-cost-smoke-*.json")
+    doc = json.loads(path.read_text())
+    assert set(doc["options"]) == {"default", "gains", "writers", "gains+writers"}
+    assert doc["options"]["default"]["step_ratio"] == 1.0 and set(doc["machine"]) == set(common.MACHINE_KEYS)
+    assert doc["options"]["writers"]["hyper_params"] > doc["options"]["default"]["hyper_params"]
