@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         dataset, base_space, archs = "digits", None, None
     else:
         dataset, base_space, archs = "fashion-mnist16", truth_panel.load_space(), truth_panel.load_panel()
-    cfg0 = make_config("quick", dataset=dataset, device="cpu", epochs=1)
+    cfg0 = make_config("quick", dataset=dataset, device="cpu", epochs=100)  # a schedule longer than the rounds
     space0 = base_space or cfg0.space
     ds = load_dataset(dataset)
     cpu = torch.device("cpu")
