@@ -87,10 +87,9 @@ def mean_tile(w: torch.Tensor, plan: ArchPlan) -> torch.Tensor:
     out = torch.zeros_like(w)
     N, dcN = plan.N, plan.slice_channels
     for j in range(len(plan.op_in)):
-        a, n, b = int(plan.op_start[j]), int(plan.op_in[j]), int(plan.op_bottleneck[j])
-        tile = op_tiles(w, plan, j).mean(0).view(N, dcN)
-        block = tile.repeat(b // N, n // dcN)
-        out[:b, a:a + n] = block / block.norm()
+        view = op_weight(out, plan, j)[:, :, 0, 0]  # (bottleneck, n_in), a view of `out`
+        block = op_tiles(w, plan, j).mean(0).view(N, dcN).repeat(view.shape[0] // N, view.shape[1] // dcN)
+        view.copy_(block / block.norm())
     return out
 
 
@@ -100,9 +99,9 @@ def random_weights(seed: int):
         gen = torch.Generator().manual_seed(seed)
         out = torch.zeros_like(w)
         for j in range(len(plan.op_in)):
-            a, n, b = int(plan.op_start[j]), int(plan.op_in[j]), int(plan.op_bottleneck[j])
-            r = torch.randn(b, n, generator=gen).to(w)
-            out[:b, a:a + n] = r / r.norm()
+            view = op_weight(out, plan, j)[:, :, 0, 0]  # (bottleneck, n_in), a view of `out`
+            r = torch.randn(view.shape, generator=gen).to(w)
+            view.copy_(r / r.norm())
         return out
 
     return transform
