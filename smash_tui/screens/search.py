@@ -245,8 +245,10 @@ class SearchScreen(BaseScreen):
 
     # -- the diagram follows the leaderboard cursor --------------------------------------------------
     @on(DataTable.RowHighlighted, "#board")
-    def _row_highlighted(self, event: DataTable.RowHighlighted) -> None:
-        self._want_arch(event.row_key.value)
+    @on(Leaderboard.ArchUnderCursor, "#board")
+    def _row_highlighted(self) -> None:
+        # the table's current row, not the event's: a re-sort between the event and now moved rows under it
+        self._want_arch(self.board.highlighted)
 
     def _want_arch(self, arch_id: str | None) -> None:
         if arch_id is None or arch_id == self.diagram.arch_id:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from rich.text import Text
 from textual.binding import Binding
+from textual.message import Message
 from textual.widgets import DataTable
 
 from .board_model import BoardModel, Condition, Entry
@@ -52,6 +53,18 @@ def cells(e: Entry) -> tuple[str, ...]:
 
 
 class Leaderboard(DataTable):
+    class ArchUnderCursor(Message):
+        """The architecture under the cursor changed without the cursor moving (a re-sort, a new best on the
+        top row, a filter): DataTable posts RowHighlighted only when the cursor's coordinate changes."""
+
+        def __init__(self, board: Leaderboard, arch_id: str | None) -> None:
+            super().__init__()
+            self.board, self.arch_id = board, arch_id
+
+        @property
+        def control(self) -> Leaderboard:
+            return self.board
+
     BINDINGS = [Binding("o", "cycle_sort", "Sort", tooltip="sort by the next column"),
                 Binding("O", "reverse_sort", "Reverse", show=False, tooltip="reverse the sort order")]
 
@@ -93,7 +106,8 @@ class Leaderboard(DataTable):
         sort or filter changes)."""
         # the cursor follows its architecture as ranks move, except on the top row: there it keeps watching
         # the best (what a person who has not moved it wants)
-        keep = self.highlighted if self.cursor_row > 0 else None
+        before = self.highlighted
+        keep = before if self.cursor_row > 0 else None
         want = self.model.top(MAX_ROWS, self.conditions, self.sort_by, self.reverse)
         ids = [e.arch_id for e in want]
         wanted = set(ids)
@@ -122,6 +136,8 @@ class Leaderboard(DataTable):
             self.move_cursor(row=self.get_row_index(keep), animate=False)
         elif keep is None and self.row_count:
             self.move_cursor(row=0, animate=False)
+        if self.highlighted != before:
+            self.post_message(self.ArchUnderCursor(self, self.highlighted))
 
     def _label_sorted_column(self) -> None:
         arrow = "v" if self.reverse else "^"

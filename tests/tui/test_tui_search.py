@@ -197,6 +197,46 @@ def test_diagram_shows_the_highlighted_architecture(db):
     drive(SmashApp(db=db, runs_dir=db.parent), check, size=(200, 60))
 
 
+def test_diagram_follows_the_highlighted_row_when_the_board_resorts_under_it(db):
+    run = read(db, None)
+    ids = [r["arch_id"] for r in read(db, store.leaderboard)]
+
+    def rescore(arch_id: str, error: float) -> None:  # as the rank phase's rescoring writes it
+        with store.connect_writer(db) as w:
+            w.add_score(run["id"], arch_id, error, 0.1, 300, 0, source="rescore")
+
+    async def check(pilot):
+        s = await loaded(pilot)
+        board, d = s.board, s.query_one(BankDiagram)
+        await pilot.press("d")
+        await until(pilot, lambda: d.arch_id == ids[0], what="the diagram of rank 1")
+
+        async def diagram_is_the_highlighted_row(arch_id: str) -> None:
+            await until(pilot, lambda: board.highlighted == arch_id, what=f"{arch_id} under the cursor")
+            await until(pilot, lambda: d.arch_id == board.highlighted, what="the diagram to follow the cursor")
+            await until(pilot, lambda: arch_id in screen_text(pilot.app), what="the diagram drawn")
+
+        # the cursor on the top row watches the best: a new best moves under it without the cursor moving
+        rescore(ids[4], 0.0001)
+        await until(pilot, lambda: board.shown[0] == ids[4], what="the new best on top")
+        await diagram_is_the_highlighted_row(ids[4])
+        # off the top row the cursor keeps its architecture while the ranks around it move
+        await pilot.press("down", "down")
+        await diagram_is_the_highlighted_row(ids[1])
+        rescore(ids[6], 0.0002)
+        await until(pilot, lambda: board.shown[1] == ids[6], what="the second new best")
+        await diagram_is_the_highlighted_row(ids[1])
+        # a sort by another column puts other architectures on the cursor's row
+        await pilot.press(*["up"] * board.cursor_row)
+        top = board.highlighted
+        assert top == board.shown[0]
+        await pilot.press("o", "o")  # rank -> SMASH error -> params
+        assert board.sort_by == "params" and board.shown[0] != top
+        await diagram_is_the_highlighted_row(board.shown[0])
+
+    drive(SmashApp(db=db, runs_dir=db.parent), check)
+
+
 def test_narrow_diagram_on_demand_replaces_the_plot(db):
     async def check(pilot):
         s = await loaded(pilot)
