@@ -33,6 +33,12 @@ class HyperConfig:
     # HyperNet's features pooled over the op's positions. Off: the paper's HyperNet, where each op's 1x1 is
     # divided by its norm, so c sets its direction only and the shared kxk convs are the same for every op.
     gains: bool = False
+    # "conv": the paper's HyperNet above; "graph": message passing over the op graph (graph_hyper.py), which
+    # generates every weight of an op: 1x1 tiles, gains and a `templates`-dimensional code per kxk conv
+    kind: str = "conv"
+    hidden: int = 32  # graph: node state size
+    rounds: int = 3  # graph: message-passing rounds
+    templates: int = 1  # SmashNet's shared kxk convs per block and conv slot (graph: mixed per op)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -42,13 +48,26 @@ class HyperConfig:
 # already uses small; small-gains is small with c-set gains (measured on the truth panel, benchmarks/README.md)
 HYPER_PRESETS = {"paper": HyperConfig(), "small": HyperConfig(stem=4, growth=4, dense=(2, 2), compression=0.5),
                  "tiny": HyperConfig(stem=2, growth=2, dense=(1, 1), compression=0.5),
-                 "small-gains": HyperConfig(stem=4, growth=4, dense=(2, 2), compression=0.5, gains=True)}
+                 "small-gains": HyperConfig(stem=4, growth=4, dense=(2, 2), compression=0.5, gains=True),
+                 "graph": HyperConfig(kind="graph", gains=True, hidden=32, rounds=3, templates=4)}
 
 
 def hyper_preset(name: str) -> HyperConfig:
     if name not in HYPER_PRESETS:
         raise ConfigError(f"unknown HyperNet preset {name!r}; choose one of {', '.join(HYPER_PRESETS)}")
     return HYPER_PRESETS[name]
+
+
+def make_hypernet(space: SpaceConfig, cfg: HyperConfig) -> nn.Module:
+    """The HyperNet `cfg` names: both kinds have `generate(plan) -> (w, gains, mix)` and `op_weights`."""
+    if cfg.kind == "graph":
+        from .graph_hyper import GraphHyperNet
+
+        return GraphHyperNet(space, cfg.hidden, cfg.rounds, cfg.templates)
+    if cfg.kind != "conv" or cfg.templates != 1:
+        raise ConfigError(f"HyperNet kind {cfg.kind!r} with {cfg.templates} templates is not one we build; "
+                          "use a preset: " + ", ".join(HYPER_PRESETS))
+    return HyperNet(space, cfg)
 
 
 class WNConv(nn.Conv2d):
@@ -118,18 +137,18 @@ class HyperNet(nn.Module):
         """
         return self.generate(plan)[0]
 
-    def generate(self, plan: ArchPlan) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """(`op_weights`, gains): gains (n_ops, max_bottleneck + 4 * N_max), the 1x1's output channels then
-        each conv's, or None without c-set gains."""
+    def generate(self, plan: ArchPlan) -> tuple[torch.Tensor, torch.Tensor | None, None]:
+        """(`op_weights`, gains, mix): gains (n_ops, max_bottleneck + 4 * N_max), the 1x1's output channels
+        then each conv's, or None without c-set gains; mix (the graph HyperNet's template code) is None."""
         if len(plan.op_in) == 0:  # a space whose budgets reach 0 can draw an architecture with no ops at all
-            return plan.c.new_zeros(0, 0, dtype=torch.float32), None
+            return plan.c.new_zeros(0, 0, dtype=torch.float32), None, None
         h = self.features(plan.c)
         w = self.decode(h).float()
         rows = torch.arange(w.shape[0], device=w.device)[:, None] < plan.col_rows[None, :]
         col_sq = (w * w * rows).sum(0)  # (S*dcN,)
         op_sq = torch.zeros(len(plan.op_in), device=w.device).index_add_(0, plan.col_op, col_sq)
         w = w * op_sq.rsqrt()[plan.col_op][None, :]
-        return w, None if self.gains is None else self.op_gains(h, plan)
+        return w, None if self.gains is None else self.op_gains(h, plan), None
 
     def op_gains(self, h: torch.Tensor, plan: ArchPlan) -> torch.Tensor:
         """Each op's gains from the mean of `h` over the positions of c it fills (its columns, its rows)."""

@@ -102,22 +102,25 @@ class _Slices(torch.autograd.Function):
 class SmashNet(nn.Module):
     """The main network of SMASH for every architecture of `space`; 1x1 weights are passed in."""
 
-    def __init__(self, space: SpaceConfig):
+    def __init__(self, space: SpaceConfig, templates: int = 1):
         super().__init__()
-        self.space = space
+        self.space, self.templates = space, templates
         s, K = space, max(space.kernels)
+        # with templates > 1 (the graph HyperNet) each shared conv is `templates` tensors that each op mixes
+        # with the code the HyperNet generates for it; 1 keeps the paper's one shared tensor (and checkpoints)
+        lead = (templates,) if templates > 1 else ()
         self.stem = nn.Conv2d(s.image_channels, s.in_channels[0], s.stem_kernel, padding=s.stem_kernel // 2,
                               bias=False)
         # per block, convs 0 and 2 read the 1x1 output (<= max bottleneck), 1 and 3 an op output (<= N_max)
         self.convs = nn.ParameterList(
-            nn.Parameter(torch.empty(s.N_max, s.max_bottleneck_channels if n in (0, 2) else s.N_max, K, K))
+            nn.Parameter(torch.empty(*lead, s.N_max, s.max_bottleneck_channels if n in (0, 2) else s.N_max, K, K))
             for _ in range(s.n_blocks) for n in range(4))
         self.trans_bn = nn.ModuleList(nn.BatchNorm2d(w) for w in s.widths[:-1])
         self.trans = nn.ParameterList(nn.Parameter(torch.empty(s.in_channels[i + 1], s.widths[i], 1, 1))
                                       for i in range(s.n_blocks - 1))
         self.head_bn = nn.BatchNorm2d(s.widths[-1])
         self.fc = nn.Linear(s.widths[-1], s.num_classes)
-        for p in [self.stem.weight, *self.convs, *self.trans]:
+        for p in [self.stem.weight, *self.trans, *(t for c in self.convs for t in (c if lead else [c]))]:
             nn.init.orthogonal_(p)
         nn.init.zeros_(self.fc.bias)
 
@@ -125,7 +128,8 @@ class SmashNet(nn.Module):
         """Where op's conv n sits in its block's shared weight: its widths, groups, centred kernel window."""
         c, K = op.convs[n], max(self.space.kernels)
         kh, kw = c.kernel
-        return (slice(0, op.out_channels), slice(0, conv_in(op, n) // c.groups),
+        lead = (slice(None),) if self.templates > 1 else ()
+        return (*lead, slice(0, op.out_channels), slice(0, conv_in(op, n) // c.groups),
                 slice(K // 2 - kh // 2, K // 2 + kh // 2 + 1), slice(K // 2 - kw // 2, K // 2 + kw // 2 + 1))
 
     def shared_conv(self, i: int, n: int, op: Op) -> torch.Tensor:
@@ -143,10 +147,10 @@ class SmashNet(nn.Module):
                     out[k][n] = wk
         return out
 
-    def forward(self, x: torch.Tensor, plan: ArchPlan, w: torch.Tensor,
-                gains: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, plan: ArchPlan, w: torch.Tensor, gains: torch.Tensor | None = None,
+                mix: torch.Tensor | None = None) -> torch.Tensor:
         """x (B, C, H, W) -> logits, for architecture `plan.arch` with 1x1 weights `w` and, with c-set gains,
-        each op's output-channel `gains` (both from HyperNet.generate)."""
+        each op's output-channel `gains` and (with templates) its conv codes `mix` (all from `generate`)."""
         x = self.stem(x)
         first = 0
         # every op's 1x1 weight out of the generated matrix through one node, as for the shared convs
@@ -157,7 +161,8 @@ class SmashNet(nn.Module):
             convs = self.block_convs(i, block.ops)
             if gains is not None:
                 for k in range(len(block.ops)):
-                    w1x1[first + k], convs[k] = self.gained(gains[first + k], w1x1[first + k], convs[k])
+                    w1x1[first + k], convs[k] = self.gained(gains[first + k], w1x1[first + k], convs[k],
+                                                            None if mix is None else mix[first + k])
 
             def op_fn(k: int, op: Op, inp: torch.Tensor, first=first, convs=convs) -> torch.Tensor:
                 y = F.relu(F.conv2d(inp, w1x1[first + k][:, :, None, None].to(inp.dtype)))
@@ -172,10 +177,15 @@ class SmashNet(nn.Module):
         return F.linear(x.mean((2, 3)), self.fc.weight[:, :x.shape[1]], self.fc.bias)
 
 
-    def gained(self, g: torch.Tensor, w1: torch.Tensor, convs: dict[int, torch.Tensor]
-               ) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
-        """An op's 1x1 and conv weights scaled per output channel by its gains `g` (HyperNet.op_gains)."""
+    def gained(self, g: torch.Tensor, w1: torch.Tensor, convs: dict[int, torch.Tensor],
+               mix: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
+        """An op's 1x1 and conv weights scaled per output channel by its gains `g` (HyperNet.op_gains); with
+        templates, each conv first mixed from its templates by the op's code `mix` (4, templates)."""
         B, M = self.space.max_bottleneck_channels, self.space.N_max
+        if self.templates > 1:
+            if mix is None:
+                raise ValueError("a SmashNet with templates needs each op's template code (the graph HyperNet's)")
+            convs = {n: torch.einsum("t,t...->...", mix[n].to(c.dtype), c) for n, c in convs.items()}
         w1 = w1 * g[:w1.shape[0], None].to(w1.dtype)
         out = {n: c * g[B + n * M:B + n * M + c.shape[0], None, None, None].to(c.dtype) for n, c in convs.items()}
         return w1, out
@@ -294,7 +304,8 @@ def arch_cost(arch: Architecture, norm: str = "bn") -> tuple[int, int]:
 
 
 @torch.no_grad()
-def fixed_from_smash(net: SmashNet, w: torch.Tensor, plan: ArchPlan, gains: torch.Tensor | None = None) -> FixedNet:
+def fixed_from_smash(net: SmashNet, w: torch.Tensor, plan: ArchPlan, gains: torch.Tensor | None = None,
+                     mix: torch.Tensor | None = None) -> FixedNet:
     """A FixedNet(norm="none") holding the weights SmashNet uses for this architecture (generated 1x1 and
     gains included), with the same BN statistics: it computes the same function as `net(x, plan, w, gains)`."""
     arch = plan.arch
@@ -307,7 +318,7 @@ def fixed_from_smash(net: SmashNet, w: torch.Tensor, plan: ArchPlan, gains: torc
             w1 = op_weight(w, plan, j)[:, :, 0, 0]
             convs = {int(n): net.shared_conv(i, int(n), op) for n in m.convs}
             if gains is not None:
-                w1, convs = net.gained(gains[j], w1, convs)
+                w1, convs = net.gained(gains[j], w1, convs, None if mix is None else mix[j])
             m.conv1x1.weight.copy_(w1[:, :, None, None])
             for n, conv in m.convs.items():
                 conv.weight.copy_(convs[int(n)])

@@ -6,6 +6,8 @@ ablations that bound what any change of those weights can buy.
   the field is ignored and 1.41 means unrelated weights.
 - `gain_shuffle`, `gain_spread` (c-set gains only): how far a shuffled field moves an op's log-gains, and how
   much the ops of one architecture differ in them.
+- `mix_shuffle`, `mix_spread` (graph HyperNet only): the same for each op's kxk template codes, relative to the
+  codes' RMS (0: every op mixes its convs alike whatever c says).
 - `tile_cosine`: the mean cosine similarity between the `N x dc*N` tiles of each op's 1x1 (`hypernet.py`: one
   tile per position of `c`). Near 1, the HyperNet writes one average tile wherever it is asked.
 - `mean_tile` and `random_weights`: transforms of the generated weights for scoring (`train.score_plan`): each
@@ -54,22 +56,29 @@ def collapse(hyper, plans: list[ArchPlan], space: SpaceConfig, seed: int, fields
     gain_dist: dict[str, list[float]] = {f: [] for f in fields}
     cos: list[float] = []
     spread: list[float] = []
+    mix_dist: dict[str, list[float]] = {f: [] for f in fields}
+    mix_spread: list[float] = []
     try:
         for i, plan in enumerate(plans):
-            w, g = hyper.generate(plan)
+            w, g, mix = hyper.generate(plan)
             w = w.float()
             cos += _tile_cosine(w, plan)
             if g is not None and len(g) > 1:
                 spread.append(float(g.log().std(0).pow(2).mean().sqrt()))
+            if mix is not None and len(mix) > 1:
+                mix_spread.append(float(mix.std(0).pow(2).mean().sqrt() / mix.pow(2).mean().sqrt()))
             for field in fields:
                 p = variant_plan(plan, space, field, seed, i)
                 if p is None:
                     continue
-                w2, g2 = hyper.generate(p)
+                w2, g2, mix2 = hyper.generate(p)
                 dist[field] += [float((op_weight(w, plan, j) - op_weight(w2.float(), plan, j)).norm())
                                 for j in range(len(plan.op_in))]
                 if g is not None:
                     gain_dist[field] += (g.log() - g2.log()).pow(2).mean(1).sqrt().tolist()
+                if mix is not None:
+                    rms = mix.pow(2).mean().sqrt()
+                    mix_dist[field] += ((mix - mix2).pow(2).flatten(1).mean(1).sqrt() / rms).tolist()
     finally:
         hyper.train(was)
     out = dict(shuffle_distance={f: float(np.mean(v)) if v else None for f, v in dist.items()},
@@ -79,6 +88,9 @@ def collapse(hyper, plans: list[ArchPlan], space: SpaceConfig, seed: int, fields
         # the ops of one architecture differ in them
         out["gain_shuffle"] = {f: float(np.mean(v)) if v else None for f, v in gain_dist.items()}
         out["gain_spread"] = float(np.mean(spread)) if spread else None
+    if getattr(hyper, "templates", 1) > 1:
+        out["mix_shuffle"] = {f: float(np.mean(v)) if v else None for f, v in mix_dist.items()}
+        out["mix_spread"] = float(np.mean(mix_spread)) if mix_spread else None
     return out
 
 
@@ -115,4 +127,7 @@ def describe(m: dict) -> str:
     if m.get("gain_shuffle"):
         gains = ", ".join(f"{f} {v:.3f}" for f, v in m["gain_shuffle"].items() if v is not None)
         line += f"; log-gains moved {gains}, spread over ops {m['gain_spread']:.3f}"
+    if m.get("mix_shuffle"):
+        mix = ", ".join(f"{f} {v:.3f}" for f, v in m["mix_shuffle"].items() if v is not None)
+        line += f"; conv codes moved {mix} (of their RMS), spread over ops {m['mix_spread']:.3f}"
     return line

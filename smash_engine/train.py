@@ -22,7 +22,7 @@ from .config import RunConfig, TrainConfig
 from .data import DeviceData
 from .dist import SINGLE, World
 from .encoding import ArchPlan, encode
-from .hypernet import HyperNet
+from .hypernet import make_hypernet
 from .network import FixedNet, SmashNet
 from .sampler import perturb, sample_architecture
 from .seeds import ARCH, BN_STATS, VALIDATE, rng, torch_gen
@@ -37,7 +37,7 @@ class SmashModel(nn.Module):
     """HyperNet + SmashNet as one module, so that DDP sees all parameters; the architecture to run is
     set as `plan` before each call (DDP only passes tensors through)."""
 
-    def __init__(self, hyper: HyperNet, net: SmashNet):
+    def __init__(self, hyper: nn.Module, net: SmashNet):
         super().__init__()
         self.hyper, self.net = hyper, net
         self.plan: ArchPlan | None = None
@@ -59,7 +59,7 @@ class Smash:
     """Everything SMASH training updates."""
 
     space: SpaceConfig
-    hyper: HyperNet
+    hyper: nn.Module  # hypernet.HyperNet or graph_hyper.GraphHyperNet (make_hypernet)
     net: SmashNet
     opt: torch.optim.Optimizer
     device: torch.device
@@ -68,7 +68,8 @@ class Smash:
     @classmethod
     def create(cls, cfg: RunConfig, device: torch.device, world: World = SINGLE) -> Smash:
         torch.manual_seed(cfg.seed)
-        hyper, net = HyperNet(cfg.space, cfg.hyper).to(device), SmashNet(cfg.space).to(device)
+        hyper = make_hypernet(cfg.space, cfg.hyper).to(device)
+        net = SmashNet(cfg.space, cfg.hyper.templates).to(device)
         model = _parallel(SmashModel(hyper, net), world, device)
         t = cfg.train
         # no weight decay on the HyperNet, as in the original
@@ -194,12 +195,12 @@ def score_plan(s: Smash, plan: ArchPlan, data: DeviceData, batch: int, mode: str
     s.hyper.eval()
     s.net.eval()
     with torch.inference_mode(), s.autocast():
-        w, gains = s.hyper.generate(plan)
+        w, gains, mix = s.hyper.generate(plan)
         if transform is not None:
             w = transform(w, plan)
 
         def forward(x: torch.Tensor) -> torch.Tensor:
-            return s.net(x, plan, w, gains)
+            return s.net(x, plan, w, gains, mix)
 
         with arch_bn(s, forward, mode, calib):
             return _evaluate(forward, data, batch)

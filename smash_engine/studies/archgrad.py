@@ -29,9 +29,9 @@ def encoding_grad(s: Smash, plan: ArchPlan, data: DeviceData, batch: int) -> tor
     c = plan.c.detach().clone().requires_grad_(True)
     plan.c = c  # generate reads plan.c: the generated weights, hence the loss, now depend on this leaf
     with s.autocast():
-        w, gains = s.hyper.generate(plan)
+        generated = s.hyper.generate(plan)
         for x, y in data.eval_batches(batch):
-            loss = F.cross_entropy(s.net(x, plan, w, gains).float(), y, reduction="sum") / len(data)
+            loss = F.cross_entropy(s.net(x, plan, *generated).float(), y, reduction="sum") / len(data)
             loss.backward(retain_graph=True)
     filled = torch.arange(plan.rows, device=c.device)[:, None] < plan.slice_rows[None, :]  # (R, S)
     per_col = (c.grad[0] * filled[None]).sum(1)  # (C, S)
@@ -138,6 +138,9 @@ def archgrad(ctx: RunContext, arch_id: str | None = None, trials: int = 20, chan
     """Greedy walks from one start: gradient-guided edits vs random perturbations, `trials` scored each."""
     if trials < 1 or changes < 1:
         raise ConfigError(f"--trials and --changes must be positive, got {trials} and {changes}")
+    if ctx.cfg.hyper.kind != "conv":
+        raise ConfigError("study archgrad differentiates the convolutional HyperNet's input c, and this run uses the "
+                          f"{ctx.cfg.hyper.kind} HyperNet; run it on a search with --hyper small or paper")
     start_id = arch_id or picks(ctx.w.conn, ctx.run_id, 1, 1)[0]
     start = arch_of(ctx.w.conn, start_id)
     sid, opts = study_row(ctx, "archgrad", dict(arch=start.id, trials=trials, changes=changes), new)

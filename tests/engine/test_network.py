@@ -8,8 +8,8 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 from smash_engine.encoding import Layout, decode, encode
-from smash_engine.errors import InvalidArchitecture
-from smash_engine.hypernet import HYPER_PRESETS, HyperNet
+from smash_engine.errors import ConfigError, InvalidArchitecture
+from smash_engine.hypernet import HYPER_PRESETS, HyperConfig, HyperNet, make_hypernet
 from smash_engine.network import FixedNet, SmashNet, arch_cost, fixed_from_smash
 from smash_engine.sampler import sample_architecture
 from smash_engine.space import space_preset
@@ -218,20 +218,20 @@ def test_c_set_gains_start_at_one_and_fixednet_matches_smashnet_with_them():
     rng = random.Random(5)
     x = torch.randn(8, 1, 8, 8)
     plan = encode(sample_architecture(space, rng), space).to("cpu")
-    w, gains = hyper.generate(plan)
+    w, gains, _ = hyper.generate(plan)
     assert gains.shape == (len(plan.op_in), space.max_bottleneck_channels + 4 * space.N_max)
     assert torch.equal(gains, torch.ones_like(gains))  # zero-initialised head: the fixed-norm HyperNet at first
     with torch.no_grad():
         torch.nn.init.normal_(hyper.gains.weight, std=0.5)
         for _ in range(5):
             plan = encode(sample_architecture(space, rng), space).to("cpu")
-            w, gains = hyper.generate(plan)
+            w, gains, _ = hyper.generate(plan)
             assert gains.std() > 0.05
             fixed = fixed_from_smash(net, w, plan, gains).eval()
             torch.testing.assert_close(fixed(x), net(x, plan, w, gains), rtol=1e-5, atol=1e-5)
             assert not torch.allclose(net(x, plan, w, gains), net(x, plan, w), atol=1e-4)
     plan = encode(sample_architecture(space, rng), space).to("cpu")
-    w, gains = hyper.generate(plan)
+    w, gains, _ = hyper.generate(plan)
     F.cross_entropy(net.train()(x, plan, w, gains), torch.arange(8)).backward()
     assert hyper.gains.weight.grad is not None and hyper.gains.weight.grad.abs().sum() > 0
 
@@ -264,3 +264,63 @@ def test_writer_context_describes_the_ops_that_wrote_each_read_bank():
                 col += width
     assert checked > 20
     assert Layout(space).channels == Layout(space_preset("quick")).channels + 1 + 4 + space.k + 4 * lay.conv_width
+
+
+def test_graph_hypernet_generates_every_weight_and_fixednet_matches_smashnet():
+    """The graph HyperNet sets an op's 1x1 tiles, gains and kxk template codes; a FixedNet holding the mixed,
+    scaled weights computes what SmashNet does, and one SMASH step reaches every part of the graph model."""
+    torch.manual_seed(0)
+    space = space_preset("quick")
+    cfg = HYPER_PRESETS["graph"]
+    hyper, net = make_hypernet(space, cfg), SmashNet(space, cfg.templates).eval()
+    assert net.convs[0].shape[0] == cfg.templates
+    rng = random.Random(7)
+    x = torch.randn(8, 1, 8, 8)
+    for _ in range(4):
+        plan = encode(sample_architecture(space, rng), space).to("cpu")
+        with torch.no_grad():
+            w, gains, mix = hyper.generate(plan)
+            n_ops = len(plan.op_in)
+            assert w.shape == hyper.op_weights(plan).shape
+            assert gains.shape == (n_ops, space.max_bottleneck_channels + 4 * space.N_max)
+            assert mix.shape == (n_ops, 4, cfg.templates) and mix.std() > 0  # ops get different conv codes
+            fixed = fixed_from_smash(net, w, plan, gains, mix).eval()
+            torch.testing.assert_close(fixed(x), net(x, plan, w, gains, mix), rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="template code"):
+        net(x, plan, w, gains)
+    w, gains, mix = hyper.generate(plan)
+    F.cross_entropy(net.train()(x, plan, w, gains, mix), torch.arange(8)).backward()
+    for name, p in [*hyper.named_parameters(), *(("net." + n, p) for n, p in net.named_parameters())]:
+        if name.startswith(("rounds", "norms", "embed", "tile", "gains", "mix")):
+            assert p.grad is not None and p.grad.abs().sum() > 0, name
+    assert any(c.grad is not None and c.grad.abs().sum() > 0 for c in net.convs)
+
+
+def test_graph_hypernet_reads_the_graph_from_c_not_from_the_architecture():
+    """A corrupted c (same architecture, one field shuffled) must change the weights, as the corrupt study
+    assumes; each op's 1x1 stays unit-norm."""
+    from smash_engine.hypernet import op_weight
+    from smash_engine.studies.corrupt import variant_plan
+
+    torch.manual_seed(0)
+    space = space_preset("quick")
+    hyper = make_hypernet(space, HYPER_PRESETS["graph"]).eval()
+    plan = encode(sample_architecture(space, random.Random(3), 1.0), space).to("cpu")
+    with torch.no_grad():
+        w, gains, mix = hyper.generate(plan)
+        for j in range(len(plan.op_in)):
+            torch.testing.assert_close(op_weight(w, plan, j).norm(), torch.tensor(1.0))
+        moved = 0
+        for field in ("read", "write", "kernel", "out"):
+            p = variant_plan(plan, space, field, 0, 0)
+            if p is not None:
+                w2, g2, m2 = hyper.generate(p)
+                moved += not torch.allclose(w, w2) and not torch.allclose(mix, m2)
+    assert moved >= 3
+
+
+def test_make_hypernet_refuses_a_kind_it_does_not_build():
+    space = space_preset("quick")
+    assert isinstance(make_hypernet(space, HYPER_PRESETS["small"]), HyperNet)
+    with pytest.raises(ConfigError, match="not one we build"):
+        make_hypernet(space, HyperConfig(kind="transformer"))
