@@ -10,8 +10,9 @@ Nothing here needs the UI, and results files are opened read-only (a running sea
 The names in `__all__` are the stable API (docs/api.md); everything else in `smash_engine` may change.
 
 `which` picks an architecture of a results file:
-- `"best"`: the finished final training (on the run's own dataset) with the lowest *validation* error
-  (the test error is never used to choose); with no finished final, the leaderboard's first;
+- `"best"`: the run's *pick* (the `pick` view, README "What a search gives you"): the finished final training
+  on the run's own dataset with the lowest *validation* error, a tie going to the better SMASH rank (the test
+  error is never used to choose); with no finished final, the leaderboard's first;
 - an int `n`: the leaderboard's n-th (1 = best SMASH score);
 - a string: an architecture id, or a unique prefix of one (at least 4 characters).
 """
@@ -213,9 +214,9 @@ def _pick(conn, db: Path, which: str | int) -> dict:
     if isinstance(which, bool) or not isinstance(which, (int, str)):
         raise ConfigError(f"which must be 'best', a leaderboard rank or an architecture id, not {which!r}")
     if which == "best":
-        done = [f for f in _done_finals(conn, run_id) if f["best_val_error"] is not None]
-        if done:
-            return store.get_arch(conn, min(done, key=lambda f: f["best_val_error"])["arch_id"])  # type: ignore
+        found = store.pick(conn, run_id)
+        if found is not None:
+            return store.get_arch(conn, found["arch_id"])  # type: ignore[return-value]
         which = 1
     if isinstance(which, int):
         rows = store.leaderboard(conn, run_id, rank=which)

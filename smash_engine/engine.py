@@ -29,7 +29,7 @@ from .encoding import FIELDS
 from .errors import ResultsFileError, SmashError
 from .finals import Finals
 from .loops import smash_steps, steps_per_epoch
-from .report import plain_reporter
+from .report import pick_line, plain_reporter
 from .runs import disk_full, load_owned, load_splits, missing_folder, resolve_device, run_dir, save_atomic
 from .scoring import Scorer
 from .seeds import HILLCLIMB, PERTURB, RANK, VERIFY, torch_gen
@@ -70,6 +70,18 @@ class Engine:
         self._fail_streak = 0
         self.no_hyper: str | None = None  # why the trained HyperNet is missing (runs without it can only train finals)
 
+    def _found(self) -> str:
+        """One line for the end of the search: the run's pick (README "What a search gives you")."""
+        if not self.world.main:
+            return ""
+        conn, run_id = self.ctx.conn, self.ctx.run_id
+        p = store.pick(conn, run_id)
+        if p is not None:
+            return pick_line(p, len(store.leaderboard(conn, run_id)))
+        top = store.leaderboard(conn, run_id, limit=1)
+        return "no final training finished, so no pick" + (
+            f"; SMASH's first place is {top[0]['arch_id']}" if top else "")
+
     # -- the run -------------------------------------------------------------------------------
     def run(self) -> str:
         """Run to the end (or a stop); returns the final status. Unexpected errors mark the run failed
@@ -96,8 +108,9 @@ class Engine:
             while (final := self.finals.next()) is not None:
                 self.finals.train_one(final, self.train, self.val, self.test)
                 self.commands.between()
-            ctx.set(status="done", phase="done", progress=1.0)
-            ctx.event("info", "search finished")
+            found = self._found()
+            ctx.set(status="done", phase="done", progress=1.0, message=found)
+            ctx.event("info", f"search finished: {found}")
             return "done"
         except Stop:
             self.checkpoint()

@@ -37,6 +37,7 @@ class FinalRecord:
     uid: str | None
     best: float | None = None  # lowest held-out error so far
     last: dict = field(default_factory=dict)  # the last epoch's figures
+    sizes: dict = field(default_factory=dict)  # val_images, test_images: what the errors are out of
 
     @property
     def checkpoint(self) -> Path:
@@ -64,6 +65,7 @@ class FinalRecord:
         """The epoch's figures: training loss and error, held-out and test error."""
         val_err, _ = self.f.evaluate(val, batch)
         test_err, _ = self.f.evaluate(test, batch)
+        self.sizes = dict(val_images=len(val), test_images=len(test))
         self.best = val_err if self.best is None else min(self.best, val_err)
         return dict(epoch=e.epoch, train_loss=e.loss, train_error=e.error, lr=e.lr, val_error=val_err,
                     test_error=test_err)
@@ -72,7 +74,8 @@ class FinalRecord:
         """Record an epoch's figures and checkpoint it: a stop loses at most the epoch in progress."""
         self.last = m
         self.w.add_final_step(self.fid, **m)
-        self.w.update_final(self.fid, epoch=m["epoch"], best_val_error=self.best, test_error=m["test_error"])
+        self.w.update_final(self.fid, epoch=m["epoch"], best_val_error=self.best, test_error=m["test_error"],
+                            **self.sizes)
         save_atomic({"net": self.f.net.state_dict(), "opt": self.f.opt.state_dict(), "epoch": m["epoch"],
                      "best_val_error": self.best, "run_uid": self.uid, "arch_id": self.arch.id}, self.checkpoint)
 
@@ -133,7 +136,8 @@ class Finals:
         test_err = rec.last.get("test_error")
         if start >= final["epochs"]:  # its checkpoint was already at the last epoch: record it, train nothing
             test_err, _ = f.evaluate(test, t.score_batch)
-            ctx.w.update_final(fid, epoch=start, best_val_error=rec.best, test_error=test_err)
+            ctx.w.update_final(fid, epoch=start, best_val_error=rec.best, test_error=test_err,
+                               val_images=len(val), test_images=len(test))
         rec.finish()
         ctx.event("info", f"final training #{fid} done: test error {test_err:.4f}")
 

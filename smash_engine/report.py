@@ -34,3 +34,36 @@ def plain_reporter(stream=None) -> Callable[[dict], None]:
             print(f"{info['phase']} {info.get('done', 0)}/{total} {detail(info)}".rstrip(), file=stream, flush=True)
 
     return report
+
+
+
+def _error(err: float | None, n: int | None, split: str) -> str:
+    if err is None:
+        return f"{split} -"
+    return f"{split} {100 * err:.2f}%" + (f" ({round(err * n):,}/{n:,})" if n else "")
+
+
+def pick_line(p: dict, n_scored: int | None = None, id_len: int = 16) -> str:
+    """The run's pick (`store.pick`) in one line, every figure named (validation and test error with the
+    wrong/total images of each split): the UI header, the run's events and message."""
+    rank = "not scored by SMASH" if p["smash_rank"] is None else \
+        f"SMASH rank {p['smash_rank']}" + (f"/{n_scored}" if n_scored else "")
+    return (f"pick {p['arch_id'][:id_len]}: {_error(p['val_error'], p.get('val_images'), 'validation')}, "
+            f"{_error(p['test_error'], p.get('test_images'), 'test')}; {rank}; {p['params'] or 0:,} params")
+
+
+def pick_summary(db: str, p: dict | None, top: dict | None, n_scored: int | None = None) -> list[str]:
+    """What a finished search found, for the end of a headless run and `smash-tui show`: the pick (`store.pick`)
+    with its errors and split sizes, SMASH rank, size, weights and the commands that take it home; before a
+    final finishes, SMASH's first place (`top`, a leaderboard row) and how to train it."""
+    if p is None:
+        if top is None:
+            return ["nothing scored yet: no pick"]
+        return [f"no final training has finished, so no pick yet; SMASH's first place is {top['arch_id']} "
+                f"(SMASH error {100 * top['smash_error']:.2f}%)",
+                f"  train it: smash-tui control {db} final {top['arch_id']}"]
+    mflops = (p["flops"] or 0) / 1e6
+    return [f"{pick_line(p, n_scored)}; {mflops:.2f} MFLOPs; final training #{p['final_id']}, {p['epochs']} epochs",
+            f"  weights: {p['weights_path']}",
+            f"  export:  smash-tui export {db} --arch best -o {p['arch_id']}.json --weights",
+            f"  load:    python -c \"from smash_engine import api; print(api.load_model('{db}'))\""]

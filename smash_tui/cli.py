@@ -20,6 +20,7 @@ import typer
 
 from smash_engine import store
 from smash_engine.errors import ConfigError, ResultsFileError, SmashError
+from smash_engine.report import pick_summary
 from smash_engine.space import Architecture
 
 from . import cli_studies
@@ -146,6 +147,8 @@ def _start(db: Path, headless: bool, nproc: int = 1) -> None:
         with store.connect_reader(db) as conn:
             run = store.get_run(conn)  # rank 0 printed how it ended already
         status = run["status"] if run else "crashed"
+        if status == "done":
+            _print_found(db)
         if status == "stopped":
             typer.echo(f"continue with: smash-tui resume {db} --nproc-per-node {nproc}", err=True)
         if code and status not in ("stopped", "done"):
@@ -164,11 +167,23 @@ def _start(db: Path, headless: bool, nproc: int = 1) -> None:
         with headless_reporter() as report:
             status = Engine(db, reporter=report).run()
         typer.echo(f"{status}: {db}", err=True)
+        if status == "done":
+            _print_found(db)
         if status == "stopped":
             typer.echo(f"continue with: smash-tui resume {db}", err=True)
         return
     spawn_engine(db, nproc)
     _open_ui(db)
+
+
+def _print_found(db: Path) -> None:
+    """What the search found (stderr, like the progress lines): the pick, its errors, where it is, what next."""
+    with store.connect_reader(db) as conn:
+        run_id = _run(conn, db)["id"]
+        board = store.leaderboard(conn, run_id)
+        lines = pick_summary(str(db), store.pick(conn, run_id), board[0] if board else None, len(board))
+    for line in lines:
+        typer.echo(line, err=True)
 
 
 # -- plain-text tools --------------------------------------------------------------------------------
@@ -191,8 +206,9 @@ def ls_(directory: Annotated[Path, typer.Argument(help="folder of results files"
     if not files:
         typer.echo(f"no results files in {directory}/; start one with: smash-tui run --preset quick")
         return
-    typer.echo(f"{'run':<20} {'status':<8} {'phase':<7} {'step':>11} {'scored':>6} {'best smash':>10} "
-               f"{'best test':>9}  updated")
+    # the pick's errors (README "What a search gives you"), and SMASH's first place, which is not the same thing
+    typer.echo(f"{'run':<20} {'status':<8} {'phase':<7} {'step':>11} {'scored':>6} {'top SMASH':>9} "
+               f"{'pick val/test':>13}  updated")
     for path in files:
         try:
             conn = store.connect_reader(path)
@@ -204,7 +220,9 @@ def ls_(directory: Annotated[Path, typer.Argument(help="folder of results files"
         if s is None:
             continue
         step = f"{s['step']:>5}/{s['total_steps'] or 0:<5}"
-        best = f"{pct(s['best_smash']):>10} {pct(s['best_test']):>9}"
+        p = s["pick"]
+        picked = "-" if p is None else f"{pct(p['val_error'])[:-1]}/{pct(p['test_error'])}"
+        best = f"{pct(s['top_smash']):>9} {picked:>13}"
         name = f"{path.stem[:20]:<20} {s['state']:<8} {s['phase']:<7}"
         typer.echo(f"{name} {step} {s['n_scored']:>6} {best}  {s['updated_at'][:19]}")
 
@@ -220,6 +238,14 @@ def show(
     """The run's status and leaderboard, or one architecture."""
     conn = _reader(db)
     run = _run(conn, db)
+    if arch == "best":
+        p = store.pick(conn, run["id"])
+        first = store.leaderboard(conn, run["id"], limit=1)
+        if p is None and not first:
+            raise ResultsFileError(f"{db} has no scored architecture yet, so no best one")
+        arch = p["arch_id"] if p else first[0]["arch_id"]
+        if not as_json:
+            typer.echo(f"best = {'the pick' if p else 'SMASH first place (no final training has finished)'}: {arch}")
     if arch:
         row = store.get_arch(conn, arch)
         if row is None:
@@ -249,13 +275,28 @@ def show(
                f"{run['total_steps'] or '?'}, dataset {run['dataset']}, device {run['device']}")
     if run.get("message"):
         typer.echo(f"  {run['message']}")
+    for line in pick_summary(str(db), store.pick(conn, run["id"]), rows[0] if rows else None,
+                             len(store.leaderboard(conn, run["id"]))):
+        typer.echo(line)
     typer.echo(f"{'rank':>4} {'arch':<16} {'smash err':>9} {'params':>9} {'MFLOPs':>8} {'ops':>4} {'verify':>7} "
-               f"{'source':<9} final")
+               f"{'source':<9} final (val / test error)")
     for r in rows:
-        final = "" if r["final_status"] is None else f"{r['final_status']} {pct(r['final_test_error'])}"
+        final = "" if r["final_status"] is None else \
+            f"{r['final_status']} {pct(r['final_val_error'])} / {pct(r['final_test_error'])}"
         verify = "-" if r.get("verify_error") is None else pct(r["verify_error"])
         typer.echo(f"{r['rank']:>4} {r['arch_id']:<16} {pct(r['smash_error']):>9} {r['params'] or 0:>9,} "
                    f"{(r['flops'] or 0) / 1e6:>8.1f} {r['n_ops'] or 0:>4} {verify:>7} {r['source']:<9} {final}")
+
+
+def _which(db: Path, asked: str, arch_id: str) -> str:
+    """What `--arch best` resolved to, for the line naming the file written."""
+    if asked != "best":
+        return ""
+    with store.connect_reader(db) as conn:
+        p = store.pick(conn, _run(conn, db)["id"])
+    if p is None or p["arch_id"] != arch_id:
+        return ": best = SMASH's first place, as no final training has finished"
+    return f": best = the pick, final #{p['final_id']}, validation error {pct(p['val_error'])}"
 
 
 def _public_run(run: dict) -> dict:
@@ -290,8 +331,8 @@ def query(
 @app.command()
 def export(
     db: Path,
-    arch: Annotated[str, typer.Option(help="architecture id or unique prefix, or 'best' (the best finished final "
-                                           "by validation error, else the leaderboard's first)")],
+    arch: Annotated[str, typer.Option(help="architecture id or unique prefix, or 'best' (the run's pick: the finished "
+                                           "final with the lowest validation error; else SMASH's first place)")],
     output: Annotated[Path | None, typer.Option("-o", "--output", help="file (default: stdout, for json)")] = None,
     fmt: Annotated[str | None, typer.Option("--format", help="json (the architecture), onnx or pt2 (the trained "
                                                               "network); default: from -o's suffix, else json")] = None,
@@ -314,7 +355,7 @@ def export(
         from smash_engine.export import export_model
 
         export_model(api.load_model(db, a.id), a, output, fmt)
-        typer.echo(f"wrote {output} ({a.id}, trained weights, batch size free)", err=True)
+        typer.echo(f"wrote {output} ({a.id}{_which(db, arch, a.id)}, trained weights, batch size free)", err=True)
         return
     text = a.to_json(indent=2) + "\n"
     if output is None:
@@ -326,7 +367,7 @@ def export(
     # before anything is written, so a missing one leaves no JSON without its weights
     src = api.weights_path(db, a.id) if weights else None
     _write_atomic(output, text.encode())
-    typer.echo(f"wrote {output}", err=True)
+    typer.echo(f"wrote {output} ({a.id}{_which(db, arch, a.id)})", err=True)
     if src is not None:
         dest = output.with_suffix(".safetensors")
         _write_atomic(dest, src.read_bytes())

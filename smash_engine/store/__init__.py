@@ -27,6 +27,7 @@ from smash_engine.store.readers import (
     leaderboard,
     loss_curve,
     next_queued_final,
+    pick,
     provisional_scores,
     run_readonly_query,
     run_summary,
@@ -61,6 +62,6 @@ __all__ = [
     "Writer",
     "best_score", "commands", "connect_reader", "connect_writer", "count_scores", "engine_state", "events_since",
     "final_steps", "finals", "get_arch", "get_run", "get_study", "insert_command", "leaderboard", "loss_curve",
-    "next_queued_final", "now_iso", "provisional_scores", "run_readonly_query", "run_summary", "schema_sql",
+    "next_queued_final", "now_iso", "pick", "provisional_scores", "run_readonly_query", "run_summary", "schema_sql",
     "scores_since", "steps_since", "studies", "study_archs", "study_stats", "transfer_final", "verifications",
 ]

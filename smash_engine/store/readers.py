@@ -153,18 +153,25 @@ def next_queued_final(conn: sqlite3.Connection, run_id: int) -> dict[str, Any] |
     return rows[0] if rows else None
 
 
+def pick(conn: sqlite3.Connection, run_id: int) -> dict[str, Any] | None:
+    """The run's pick (the `pick` view: the finished final with the lowest validation error, ties to the better
+    SMASH rank), or None before a final training finishes."""
+    rows = as_dicts(conn, "SELECT * FROM pick WHERE run_id = ?", run_id)
+    return rows[0] if rows else None
+
+
 def run_summary(conn: sqlite3.Connection, run_id: int | None = None) -> dict[str, Any] | None:
-    """One line of `smash-tui ls`: the run with its engine state, scored count, best SMASH and test error."""
+    """One line of `smash-tui ls`: the run with its engine state, scored count, SMASH's first place (`top_smash`)
+    and the run's `pick` (None before a final finishes)."""
     run = get_run(conn, run_id)
     if run is None:
         return None
     sql = (
         "SELECT (SELECT count(*) FROM scores WHERE run_id = :r AND status = 'ok'),"
-        " (SELECT min(smash_error) FROM scores WHERE run_id = :r AND status = 'ok'),"
-        " (SELECT min(test_error) FROM finals WHERE run_id = :r AND status = 'done' AND dataset IS NULL)"
+        " (SELECT min(smash_error) FROM scores WHERE run_id = :r AND status = 'ok')"
     )
-    n, best_smash, best_test = conn.execute(sql, {"r": run["id"]}).fetchone()
-    return {**run, "state": engine_state(run), "n_scored": n, "best_smash": best_smash, "best_test": best_test}
+    n, top_smash = conn.execute(sql, {"r": run["id"]}).fetchone()
+    return {**run, "state": engine_state(run), "n_scored": n, "top_smash": top_smash, "pick": pick(conn, run["id"])}
 
 
 def insert_command(path: str | os.PathLike[str], run_id: int, kind: str, args: dict[str, Any] | None = None) -> int:

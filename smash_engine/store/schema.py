@@ -217,6 +217,16 @@ def m002_studies(conn: sqlite3.Connection) -> None:
 
 # Search quality beside its baselines: every correlation statistic gets its bootstrap interval, and a
 # correlation study stores one row per predictor (SMASH and the free baselines) in study_stats.
+# schema 3's leaderboard after its SELECT list: one more column, the verify phase's error
+_LEADERBOARD_FROM_3 = """,
+    v.val_error AS verify_error
+FROM latest AS s
+JOIN archs AS a ON a.id = s.arch_id
+LEFT JOIN best_final AS f ON f.run_id = s.run_id AND f.arch_id = s.arch_id AND f.nth = 1
+LEFT JOIN verifications AS v ON v.run_id = s.run_id AND v.arch_id = s.arch_id AND v.status = 'done'
+WHERE s.nth = 1
+ORDER BY s.run_id, rank"""
+
 _M003 = (
     "ALTER TABLE study_stats ADD COLUMN kendall_lo REAL",  # bootstrap 95% interval over architectures
     "ALTER TABLE study_stats ADD COLUMN kendall_hi REAL",
@@ -247,14 +257,7 @@ ORDER BY st.id, s.kendall_tau DESC""",
     PRIMARY KEY (run_id, arch_id)
 )""",
     "DROP VIEW leaderboard",
-    "CREATE VIEW leaderboard AS\n" + _LEADERBOARD_SELECT + """,
-    v.val_error AS verify_error
-FROM latest AS s
-JOIN archs AS a ON a.id = s.arch_id
-LEFT JOIN best_final AS f ON f.run_id = s.run_id AND f.arch_id = s.arch_id AND f.nth = 1
-LEFT JOIN verifications AS v ON v.run_id = s.run_id AND v.arch_id = s.arch_id AND v.status = 'done'
-WHERE s.nth = 1
-ORDER BY s.run_id, rank""",
+    "CREATE VIEW leaderboard AS\n" + _LEADERBOARD_SELECT + _LEADERBOARD_FROM_3,
 )
 
 
@@ -277,8 +280,43 @@ def m004_run_identity(conn: sqlite3.Connection) -> None:
         conn.execute(statement)
 
 
+# What the search found, defined once (README "What a search gives you", docs/api.md): the run's *pick* is its
+# finished final training on its own dataset with the lowest validation error; a tie goes to the better SMASH
+# rank, then to the earlier final. The header, `ls`, `show`, `export`, `load_model` and the end-of-search summary
+# all read this view. The split sizes say what an error of 1.01% means (3 of 297 test images, or 30 of 2,970).
+_M005 = (
+    "ALTER TABLE finals ADD COLUMN val_images INTEGER",  # held-out images behind best_val_error
+    "ALTER TABLE finals ADD COLUMN test_images INTEGER",  # test images behind test_error
+    # the leaderboard's final of an architecture was its lowest *test* error: choosing by the test split.
+    # Now its finished final with the lowest validation error, as the pick.
+    "DROP VIEW leaderboard",
+    "CREATE VIEW leaderboard AS\n" + _LEADERBOARD_SELECT.replace(
+        "ORDER BY status = 'done' DESC, test_error IS NULL, test_error, id DESC",
+        "ORDER BY status = 'done' DESC, best_val_error IS NULL, best_val_error, id").replace(
+        "    FROM finals\n)", "    FROM finals WHERE dataset IS NULL\n)") + _LEADERBOARD_FROM_3,
+    """CREATE VIEW pick AS
+SELECT run_id, arch_id, final_id, val_error, test_error, val_images, test_images, params, flops, epochs,
+    weights_path, smash_rank, smash_error
+FROM (
+    SELECT f.run_id, f.arch_id, f.id AS final_id, f.best_val_error AS val_error, f.test_error, f.val_images,
+        f.test_images, f.params, f.flops, f.epochs, f.weights_path, l.rank AS smash_rank, l.smash_error,
+        ROW_NUMBER() OVER (PARTITION BY f.run_id
+                           ORDER BY f.best_val_error, l.rank IS NULL, l.rank, f.id) AS nth
+    FROM finals AS f
+    LEFT JOIN leaderboard AS l ON l.run_id = f.run_id AND l.arch_id = f.arch_id
+    WHERE f.status = 'done' AND f.dataset IS NULL AND f.best_val_error IS NOT NULL
+)
+WHERE nth = 1""",
+)
+
+
+def m005_pick(conn: sqlite3.Connection) -> None:
+    for statement in _M005:
+        conn.execute(statement)
+
+
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [m001_initial, m002_studies, m003_ranking_quality,
-                                                          m004_run_identity]
+                                                          m004_run_identity, m005_pick]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -27,7 +27,8 @@ _RUN_COLUMNS = frozenset(
     "pid host heartbeat_at images_per_s message updated_at".split()
 )
 _FINAL_COLUMNS = frozenset(
-    "status epochs epoch best_val_error test_error params flops weights_path started_at finished_at message".split()
+    ("status epochs epoch best_val_error test_error params flops weights_path started_at finished_at message"
+     " val_images test_images").split()
 )
 STUDY_KINDS = ("correlation", "capacity", "corrupt", "archgrad")
 STUDY_STATUSES = ("running", "done", "failed")

@@ -80,8 +80,12 @@ def status_text(run: dict[str, Any] | None, state: str, p: Progress, colorless: 
         f" {p.phase}{count}{pct} ep {run['epoch']}{ips}{eta} ", (f"[{run['device'] or '?'}]",
                                                                                     style("dim")))
     parts: list[tuple[str, str] | str] = []
-    if p.best:
-        parts.append(f"best {100 * p.best[1]:.2f}% {p.best[0][:8]}  ")
+    message = str(run.get("message") or "")
+    if message.startswith("pick "):  # a finished search: its pick (README "What a search gives you") comes first
+        parts.append(message + "  ")
+        message = ""
+    elif p.best:  # SMASH's first place, named as such: "best" is the pick, which needs a finished final
+        parts.append(f"top SMASH {100 * p.best[1]:.2f}% {p.best[0][:8]}  ")
     parts.append(f"{p.scored} scored  ")
     if p.final:
         parts.append(f"{p.final}  ")
@@ -91,8 +95,8 @@ def status_text(run: dict[str, Any] | None, state: str, p: Progress, colorless: 
         parts.append(("no engine has picked the run up yet (r starts one)", style("bold")))
     elif state in ("crashed", "stopped", "failed"):
         parts.append(("engine not running: r resumes", style("bold red" if state != "stopped" else "bold")))
-    elif run.get("message") and state not in ("running",):
-        parts.append(str(run["message"]))
+    elif message and state not in ("running",):
+        parts.append(message)
     return Text.assemble(line1, "\n", *parts, no_wrap=True, overflow="ellipsis")
 
 

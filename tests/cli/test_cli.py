@@ -49,6 +49,13 @@ def test_headless_search_through_the_entry_point(tmp_path):
     db = tmp_path / "runs" / "e2e.db"
     assert "done: runs/e2e.db" in proc.stderr
     assert "smash 24/24" in proc.stderr and "final 1/1" in proc.stderr  # plain lines off a terminal
+    picked = sqlite3.connect(db).execute("select arch_id, smash_rank, val_images, test_images from pick").fetchone()
+    # the search ends by saying what it found: the pick, both errors out of their split sizes, where it is
+    found = proc.stderr[proc.stderr.index("done: runs/e2e.db"):]
+    assert f"pick {picked[0]}: validation " in found and f"/{picked[2]:,}), test " in found
+    assert f"/{picked[3]:,}); SMASH rank {picked[1]}/" in found
+    assert f"export:  smash-tui export runs/e2e.db --arch best -o {picked[0]}.json --weights" in found
+    assert "weights: " in found and "final-1.safetensors" in found
     conn = sqlite3.connect(db)
     assert conn.execute("select status, phase from runs").fetchone() == ("done", "done")
     assert conn.execute("select count(*) from scores").fetchone()[0] == 4 + 10 + 10
@@ -66,7 +73,13 @@ def test_show_query_export(run_copy, tmp_path):
     out = cli("show", run_copy, "--top", "3", check=0).stdout
     lines = out.splitlines()
     assert lines[0].startswith("run tiny: done, phase done")
-    assert lines[2].split()[:2] == ["1", top[0]] and len(lines) == 5
+    picked = sqlite3.connect(run_copy).execute("select arch_id, final_id from pick").fetchone()
+    assert any(line.startswith(f"pick {picked[0]}: validation ") for line in lines[:4])
+    head = next(i for i, line in enumerate(lines) if line.lstrip().startswith("rank"))
+    assert "final (val / test error)" in lines[head]
+    assert lines[head + 1].split()[:2] == ["1", top[0]] and len(lines) == head + 4
+    best = cli("show", run_copy, "--arch", "best", check=0).stdout
+    assert best.startswith(f"best = the pick: {picked[0]}") and f"architecture {picked[0]}" in best
     arch = cli("show", run_copy, "--arch", top[0][:6], check=0).stdout
     assert f"architecture {top[0]}" in arch and "block 0:" in arch and "block 2:" in arch
     table = arch[arch.index("part "):].splitlines()  # the model summary under the diagram
@@ -83,6 +96,8 @@ def test_show_query_export(run_copy, tmp_path):
     rows = json.loads(cli("query", run_copy, "select count(*) as n from scores", "--json", check=0).stdout)
     assert rows == [{"n": 10}]
     dest = tmp_path / "best.json"
+    said = cli("export", run_copy, "--arch", "best", "-o", dest, check=0).stderr
+    assert said.startswith(f"wrote {dest} ({picked[0]}: best = the pick, final #{picked[1]}, validation error ")
     cli("export", run_copy, "--arch", top[0], "-o", dest, "--weights", check=0)
     from smash_engine.space import Architecture
 

@@ -97,6 +97,8 @@ TABLE_COLUMNS = {
         "finished_at",
         "message",
         "dataset",
+        "val_images",
+        "test_images",
     ],
     "studies": ["id", "run_id", "kind", "status", "options_json", "created_at", "updated_at", "message"],
     "study_archs": [
@@ -153,6 +155,10 @@ VIEW_COLUMNS = {
         "spearman_rho", "spearman_lo", "spearman_hi", "top_k", "top_k_overlap", "regret",
         "tau_over_best_baseline",
     ],
+    "pick": [
+        "run_id", "arch_id", "final_id", "val_error", "test_error", "val_images", "test_images", "params",
+        "flops", "epochs", "weights_path", "smash_rank", "smash_error",
+    ],
 }  # fmt: skip
 
 
@@ -208,8 +214,8 @@ def test_writer_pragmas(writer: store.Writer) -> None:
     assert c.execute("PRAGMA foreign_keys").fetchone()[0] == 1
     assert c.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
     assert c.execute("PRAGMA busy_timeout").fetchone()[0] == 10_000
-    assert [tuple(r) for r in c.execute("SELECT version FROM schema_version")] == [(1,), (2,), (3,), (4,)]
-    assert SCHEMA_VERSION == len(store.MIGRATIONS) == 4
+    assert [tuple(r) for r in c.execute("SELECT version FROM schema_version")] == [(1,), (2,), (3,), (4,), (5,)]
+    assert SCHEMA_VERSION == len(store.MIGRATIONS) == 5
 
 
 def test_reader_is_read_only_patient_and_holds_no_snapshot(writer: store.Writer, db: Path) -> None:
@@ -234,7 +240,7 @@ def test_migrations_idempotent_on_reopen(db: Path) -> None:
         ddl = store.schema_sql(w.conn)
     with connect_writer(db) as w:
         assert store.schema_sql(w.conn) == ddl
-        assert [r[0] for r in w.conn.execute("SELECT version FROM schema_version")] == [1, 2, 3, 4]
+        assert [r[0] for r in w.conn.execute("SELECT version FROM schema_version")] == [1, 2, 3, 4, 5]
         assert w.conn.execute("SELECT name FROM runs WHERE id = ?", (run_id,)).fetchone()[0] == "quick"
 
 
@@ -292,14 +298,14 @@ def test_creates_missing_folder(tmp_path: Path) -> None:
 def test_newer_schema_refused_without_modification(db: Path) -> None:
     connect_writer(db).close()
     raw = sqlite3.connect(db)
-    raw.execute("INSERT INTO schema_version VALUES (5, '2030-01-01T00:00:00.000Z')")
+    raw.execute("INSERT INTO schema_version VALUES (6, '2030-01-01T00:00:00.000Z')")
     raw.commit()
     raw.close()
     before = db.read_bytes()
     with pytest.raises(ResultsFileError) as e:
         connect_writer(db)
     msg = str(e.value)
-    assert "newer smash-tui (schema 5, this one reads 4): upgrade smash-tui" in msg
+    assert "newer smash-tui (schema 6, this one reads 5): upgrade smash-tui" in msg
     assert "\n" not in msg
     with pytest.raises(ResultsFileError, match="newer smash-tui"):
         connect_reader(db)
@@ -461,6 +467,55 @@ def test_leaderboard_order_ranks_latest_score_and_final(writer: store.Writer, db
     assert store.leaderboard(conn, run_id, rank=4) == []  # dddd04's failed score is not ranked
     assert store.leaderboard(conn, run_id + 1) == []
     conn.close()
+
+
+def test_pick_is_the_lowest_validation_error_and_a_tie_goes_to_the_better_smash_rank(
+        writer: store.Writer, db: Path) -> None:
+    """The one meaning of "best" (README "What a search gives you"): never the test error, never queue order."""
+    run_id = new_run(writer)
+    for arch_id, err in (("aaaa01", 0.10), ("bbbb02", 0.20), ("cccc03", 0.30)):
+        add_arch(writer, run_id, arch_id)
+        writer.add_score(run_id, arch_id, err, 1.0, 500, 10)
+    conn = connect_reader(db)
+    assert store.pick(conn, run_id) is None  # no finished final: no pick
+    # a user-queued final of SMASH's third place finishes first and ties the first place on validation error
+    third = writer.create_final(run_id, "cccc03", 5, 1000, 2000)
+    writer.update_final(third, status="done", best_val_error=0.05, test_error=0.01, val_images=300,
+                        test_images=297)
+    first = writer.create_final(run_id, "aaaa01", 5, 1000, 2000)
+    writer.update_final(first, status="done", best_val_error=0.05, test_error=0.04, val_images=300,
+                        test_images=297)
+    second = writer.create_final(run_id, "bbbb02", 5, 1000, 2000)  # lower test error, higher validation error
+    writer.update_final(second, status="done", best_val_error=0.06, test_error=0.0)
+    transfer = writer.create_transfer_final(run_id, "bbbb02", 5, 1000, 2000, "cifar10")
+    writer.update_final(transfer, status="done", best_val_error=0.01, test_error=0.0)
+    p = store.pick(conn, run_id)
+    assert (p["arch_id"], p["final_id"], p["smash_rank"], p["val_images"], p["test_images"]) == (
+        "aaaa01", first, 1, 300, 297)
+    assert list(p) == VIEW_COLUMNS["pick"]
+    board = {r["arch_id"]: r for r in store.leaderboard(conn, run_id)}
+    assert board["bbbb02"]["final_id"] == second  # the leaderboard's final is chosen by validation error too
+    summary = store.run_summary(conn, run_id)
+    assert summary["pick"]["arch_id"] == "aaaa01" and summary["top_smash"] == 0.10
+    conn.close()
+
+
+def test_schema_4_file_gains_the_split_sizes_and_the_pick(tmp_path: Path) -> None:
+    """Schema 5: an older file keeps its finals, gets the split-size columns (NULL for old finals) and the pick."""
+    path = tmp_path / "old.db"
+    raw = _old_file(path, 4)
+    raw.execute("INSERT INTO runs (name, created_at, updated_at, config_json) VALUES ('old', 'x', 'x', '{}')")
+    raw.execute("INSERT INTO archs (id, run_id, spec_json, source, created_at) "
+                "VALUES ('aaaa01', 1, '{}', 'random', 'x')")
+    raw.execute("INSERT INTO scores (run_id, arch_id, smash_error, scored_at) VALUES (1, 'aaaa01', 0.2, 'x')")
+    raw.execute("INSERT INTO finals (run_id, arch_id, status, epochs, best_val_error, test_error) "
+                "VALUES (1, 'aaaa01', 'done', 5, 0.1, 0.12)")
+    raw.commit()
+    raw.close()
+    connect_writer(path).close()
+    with connect_reader(path) as conn:
+        p = store.pick(conn, 1)
+    assert (p["arch_id"], p["val_error"], p["test_images"], p["smash_rank"]) == ("aaaa01", 0.1, None, 1)
 
 
 def test_incremental_readers_return_only_newer_rows(writer: store.Writer, db: Path) -> None:
