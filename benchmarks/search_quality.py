@@ -47,6 +47,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--score-at", default="", help="also score the panel after these epochs, e.g. 1,2")
     ap.add_argument("--train-size", type=int, default=None, help="SMASH trains on a seeded subset of this size")
     ap.add_argument("--hyper", default=None, help="HyperNet size (paper | small | tiny); default: the preset's")
+    ap.add_argument("--hyper-set", action="append", default=[], metavar="KEY=VALUE",
+                    help="HyperNet setting on top of --hyper, e.g. templates=1 (hypernet.HyperConfig)")
     ap.add_argument("--preset", default="quick", help="run preset whose settings are measured")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="TrainConfig override, e.g. --set lr=0.002 --set batch_size=64 (repeatable)")
@@ -111,6 +113,8 @@ def make_cfg(a: argparse.Namespace, dataset: str, val_size: int, base_space=None
     cfg = dataclasses.replace(cfg, space=dataclasses.replace(base_space or cfg.space, **space))
     if a.hyper:
         cfg = dataclasses.replace(cfg, hyper=hyper_preset(a.hyper))
+    if a.hyper_set:
+        cfg = dataclasses.replace(cfg, hyper=dataclasses.replace(cfg.hyper, **pairs(a.hyper_set, "--hyper-set")))
     return cfg
 
 

@@ -25,6 +25,7 @@ from . import dist, probes, store
 from .commands import Commands, Stop
 from .config import RunConfig
 from .context import Context, NoWriter, Reporter
+from .cpu_share import CpuShare
 from .encoding import FIELDS
 from .errors import ResultsFileError, SmashError
 from .finals import Finals
@@ -38,8 +39,9 @@ from .train import Smash, bn_calibration, perturbed, rank_arch, validation_archs
 
 
 class Engine:
-    def __init__(self, db_path: Path, reporter: Reporter | None = None):
+    def __init__(self, db_path: Path, reporter: Reporter | None = None, threads: int | None = None):
         self.db_path = Path(db_path)
+        self.threads = threads  # torch threads; None: this process's share of the cores (cpu_share.py)
         world = dist.world_from_env()
         if world.active and torch.cuda.is_available():
             torch.cuda.set_device(world.local_rank)
@@ -93,6 +95,7 @@ class Engine:
             self.w.fail_stale(ctx.run_id)
             ctx.dir.mkdir(parents=True, exist_ok=True)
         old = {s: signal.signal(s, self.commands.on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+        share = CpuShare(self.threads).__enter__()
         try:
             where = f"{self.device.type} x{self.world.size}" if self.world.active else str(self.device)
             ctx.set(status="running", message=None, device=where)
@@ -132,6 +135,7 @@ class Engine:
             self._record_failure(f"{type(e).__name__}: {e}", f"engine failed: {type(e).__name__}: {e}")
             raise
         finally:
+            share.__exit__()
             for s, h in old.items():
                 signal.signal(s, h)
             self.w.close()
@@ -345,9 +349,10 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m smash_engine.engine")
     ap.add_argument("db", type=Path)
     ap.add_argument("--progress", action="store_true", help="plain progress lines on stderr (rank 0)")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: a share of the cores)")
     a = ap.parse_args(argv)
     try:
-        status = Engine(a.db, reporter=plain_reporter() if a.progress else None).run()
+        status = Engine(a.db, reporter=plain_reporter() if a.progress else None, threads=a.threads).run()
     except SmashError as e:
         print(f"smash-tui engine: {e}", file=sys.stderr)
         return e.exit_code

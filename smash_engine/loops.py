@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
-from . import dist
+from . import cpu_share, dist
 from .config import RunConfig
 from .data import DeviceData
 from .dist import SINGLE, World
@@ -30,6 +30,7 @@ def shards(data: DeviceData, batch: int, gen: torch.Generator, world: World = SI
     """This rank's part of each global batch of `batch` x world images (every rank draws the same)."""
     r = world.rank
     for x, y in data.epoch_batches(batch * world.size, gen, start=start):
+        cpu_share.tick()  # every training step of both loops: make room when another engine starts
         yield x[r * batch:(r + 1) * batch], y[r * batch:(r + 1) * batch]
 
 

@@ -18,6 +18,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from . import cpu_share
 from .config import RunConfig, TrainConfig
 from .data import DeviceData
 from .dist import SINGLE, World
@@ -216,6 +217,7 @@ def _evaluate(forward, data: DeviceData, batch: int) -> tuple[float, float]:
     wrong = torch.zeros((), device=data.device)
     loss = torch.zeros((), device=data.device)
     for x, y in data.eval_batches(batch):
+        cpu_share.tick()
         if x.dim() == 6:  # (B, V, C, D, H, W): every orientation of each voxel grid; average their logits
             logits = forward(x.flatten(0, 1)).float().unflatten(0, x.shape[:2]).mean(1)
         else:

@@ -24,7 +24,7 @@ from smash_engine.report import pick_summary
 from smash_engine.space import Architecture
 
 from . import cli_studies
-from .cli_common import pct, require_db, term_width
+from .cli_common import check_threads, pct, require_db, term_width
 from .diagram import LEGEND, diagram, summary_lines
 from .launch import engine_command, spawn_engine
 
@@ -86,6 +86,8 @@ def run(
     seed: Annotated[int, typer.Option(help="seed for everything random")] = 0,
     headless: Annotated[bool, typer.Option(help="run here with progress on the terminal, no UI")] = False,
     nproc_per_node: Annotated[int, typer.Option(help="processes (GPUs) on this machine, through torchrun")] = 1,
+    threads: Annotated[int | None, typer.Option(help="torch threads per process (default: its share of the cores, "
+                                                     "shrinking while other searches or studies run)")] = None,
     detach: Annotated[bool, typer.Option(hidden=True, help="start the engine detached, print the results file, "
                                          "open no UI (the UI's new-search form)")] = False,
 ) -> None:
@@ -93,6 +95,7 @@ def run(
     from smash_engine.config import make_config
 
     _check_nproc(nproc_per_node)
+    check_threads(threads)
     cfg = make_config(preset, dataset, seed, device, data_dir, download, name or "", epochs=epochs,
                       n_random=archs, final_top=final_top, final_epochs=final_epochs, batch_size=batch_size,
                       val_size=val_size, score_bn=score_bn, verify_top=verify_top, verify_epochs=verify_epochs,
@@ -106,11 +109,11 @@ def run(
 
     create_run(db, cfg)
     if detach:
-        spawn_engine(db, nproc_per_node)
+        spawn_engine(db, nproc_per_node, threads)
         typer.echo(str(db))
         return
     typer.echo(f"results file: {db}", err=True)
-    _start(db, headless, nproc_per_node)
+    _start(db, headless, nproc_per_node, threads)
 
 
 @app.command()
@@ -118,11 +121,14 @@ def resume(
     db: Path,
     headless: Annotated[bool, typer.Option(help="run here, no UI")] = False,
     nproc_per_node: Annotated[int, typer.Option(help="processes (GPUs) on this machine, through torchrun")] = 1,
+    threads: Annotated[int | None, typer.Option(help="torch threads per process (default: a share of the cores)")]
+    = None,
 ) -> None:
     """Continue a stopped, paused or crashed search (or answer commands queued on a finished one)."""
     _check_nproc(nproc_per_node)
+    check_threads(threads)
     require_db(db)
-    _start(db, headless, nproc_per_node)
+    _start(db, headless, nproc_per_node, threads)
 
 
 def _check_nproc(n: int) -> None:
@@ -140,10 +146,10 @@ def _unique_db(name: str) -> Path:
     return path
 
 
-def _start(db: Path, headless: bool, nproc: int = 1) -> None:
+def _start(db: Path, headless: bool, nproc: int = 1, threads: int | None = None) -> None:
     if headless and nproc > 1:
         # torchrun in the foreground: Ctrl-C reaches it and every rank; rank 0 prints plain progress
-        code = subprocess.call(engine_command(db, nproc, progress=True))
+        code = subprocess.call(engine_command(db, nproc, progress=True, threads=threads))
         with store.connect_reader(db) as conn:
             run = store.get_run(conn)  # rank 0 printed how it ended already
         status = run["status"] if run else "crashed"
@@ -165,14 +171,14 @@ def _start(db: Path, headless: bool, nproc: int = 1) -> None:
         from .progress import headless_reporter
 
         with headless_reporter() as report:
-            status = Engine(db, reporter=report).run()
+            status = Engine(db, reporter=report, threads=threads).run()
         typer.echo(f"{status}: {db}", err=True)
         if status == "done":
             _print_found(db)
         if status == "stopped":
             typer.echo(f"continue with: smash-tui resume {db}", err=True)
         return
-    spawn_engine(db, nproc)
+    spawn_engine(db, nproc, threads)
     _open_ui(db)
 
 

@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from smash_engine.errors import ResultsFileError
+from smash_engine.errors import ConfigError, ResultsFileError
 
 
 def require_db(db: Path) -> None:
@@ -21,3 +21,8 @@ def pct(x: float | None) -> str:
 
 def term_width() -> int:
     return os.get_terminal_size().columns if sys.stdout.isatty() else 80
+
+
+def check_threads(n: int | None) -> None:
+    if n is not None and n < 1:
+        raise ConfigError(f"--threads must be 1 or more, got {n}; leave it out to take a share of the cores")

@@ -14,7 +14,7 @@ import typer
 from smash_engine import store
 from smash_engine.errors import ConfigError, ResultsFileError
 
-from .cli_common import pct, require_db, term_width
+from .cli_common import check_threads, pct, require_db, term_width
 
 # -- studies and transfer (smash_engine.studies) --------------------------------------------------------
 STUDY_KINDS = ("correlation", "capacity", "corrupt", "archgrad")
@@ -49,12 +49,16 @@ def study(
     new: Annotated[bool, typer.Option(help="start a new study instead of continuing the last one")] = False,
     device: Annotated[str | None, typer.Option(help="cpu | cuda | cuda:N (default: the run's)")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the stored statistics as JSON")] = False,
+    threads: Annotated[int | None, typer.Option(help="torch threads (default: this study's share of the cores, "
+                                                     "shrinking while other searches or studies run)")] = None,
 ) -> None:
     """Run one of the paper's experiments on a finished run; results go to the results file (docs/studies.md)."""
     if kind not in STUDY_KINDS:
         raise ConfigError(f"unknown study {kind!r}; choose one of {', '.join(STUDY_KINDS)}")
+    check_threads(threads)
     require_db(db)
     from smash_engine import studies
+    from smash_engine.cpu_share import CpuShare
 
     ctx = studies.open_run(db, device)
 
@@ -62,15 +66,16 @@ def study(
         typer.echo(line, err=True)
 
     try:
-        if kind == "correlation":
-            sid = studies.correlation(ctx, every, count, epochs or 10, top, new, say, train_size, source)
-        elif kind == "capacity":
-            sid = studies.capacity(ctx, hyper, epochs, new, say)
-        elif kind == "corrupt":
-            sid = studies.corrupt(ctx, every, count, tuple(f.strip() for f in fields.split(",") if f.strip()), new,
-                                  say)
-        else:
-            sid = studies.archgrad(ctx, arch, trials, changes, new, say)
+        with CpuShare(threads):  # next to a search, each takes its share of the cores (cpu_share.py)
+            if kind == "correlation":
+                sid = studies.correlation(ctx, every, count, epochs or 10, top, new, say, train_size, source)
+            elif kind == "capacity":
+                sid = studies.capacity(ctx, hyper, epochs, new, say)
+            elif kind == "corrupt":
+                fs = tuple(f.strip() for f in fields.split(",") if f.strip())
+                sid = studies.corrupt(ctx, every, count, fs, new, say)
+            else:
+                sid = studies.archgrad(ctx, arch, trials, changes, new, say)
     finally:
         ctx.close()
     _print_study(db, sid, as_json)
@@ -145,17 +150,21 @@ def final(
     epochs: Annotated[int | None, typer.Option(help="epochs (default: the run's final epochs)")] = None,
     batch: Annotated[int | None, typer.Option(help="training batch (default: the run's final batch)")] = None,
     device: Annotated[str | None, typer.Option(help="cpu | cuda | cuda:N (default: the run's)")] = None,
+    threads: Annotated[int | None, typer.Option(help="torch threads (default: a share of the cores)")] = None,
 ) -> None:
     """Final-train an architecture of this run on another dataset (transfer), here and now; resumable."""
     require_db(db)
+    check_threads(threads)
     from smash_engine import studies
+    from smash_engine.cpu_share import CpuShare
     from smash_engine.runs import run_dir
     from smash_engine.transfer import transfer_final
 
     ctx = studies.open_run(db, device)
     try:
-        fid = transfer_final(ctx, run_dir(db), arch, dataset or ctx.cfg.dataset, data_dir, epochs,
-                             lambda line: typer.echo(line, err=True), batch)
+        with CpuShare(threads):
+            fid = transfer_final(ctx, run_dir(db), arch, dataset or ctx.cfg.dataset, data_dir, epochs,
+                                 lambda line: typer.echo(line, err=True), batch)
         row = next(r for r in store.finals(ctx.w.conn, ctx.run_id) if r["id"] == fid)
     finally:
         ctx.close()

@@ -129,6 +129,8 @@ def test_query_cannot_write(run_copy):
     (["run", "--device", "tpu", "--headless"], ["unknown device 'tpu'"]),
     (["run", "--score-bn", "running", "--headless"], ["unknown --score-bn 'running'", "recal"]),
     (["run", "--verify-top", "-1", "--headless"], ["--verify-top must be 0 or more"]),
+    (["run", "--threads", "0", "--headless"], ["--threads must be 1 or more, got 0"]),
+    (["study", "corrupt", "RUN", "--threads", "-2"], ["--threads must be 1 or more, got -2"]),
     (["run", "--val-size", "1500", "--headless"], ["--val-size 1500 leaves no training images (1500 in all)"]),
     (["run", "--dataset", "modelnet10", "--headless"], ["3-D voxel grids", "--dataset modelnet10"]),
     (["final", "RUN", "--arch", "ffffffffff", "--dataset", "modelnet10"], ["no architecture 'ffffffffff'"]),
