@@ -8,6 +8,7 @@ active convolutions: branch A = conv0 then conv1, branch B = conv2 then conv3, e
 
 from __future__ import annotations
 
+from smash_engine.cost import summary
 from smash_engine.space import Architecture, Conv, Op
 
 LEGEND = "R read  W write (add)  B both  . untouched; widths: in>1x1>out; A=conv0>conv1  B=conv2>conv3"
@@ -56,8 +57,6 @@ def diagram(arch: Architecture, width: int = 80, ascii_only: bool = False) -> li
 
 def summary_lines(arch: Architecture) -> list[str]:
     """A model summary (torchinfo's shape): parameters, FLOPs and output shape of each part, then totals."""
-    from smash_engine.network import summary
-
     parts = summary(arch)
     lines = [f"{'part':<13}{'ops':>4}{'params':>10}{'MFLOPs':>9}  output"]
     for p in parts:
