@@ -2,7 +2,7 @@
 
 Both take a batch of any size (a dynamic first dimension) and carry the architecture JSON in the file:
 the ONNX model's `metadata_props["architecture"]`, the `.pt2` archive's extra file `architecture.json`.
-ONNX needs the optional extra (`pip install 'smash-tui[export]'`: onnx and onnxscript; onnxruntime to run it).
+ONNX needs the optional extra (`pip install -e '.[export]'` in a checkout: onnx and onnxscript; onnxruntime to run it).
 """
 
 from __future__ import annotations
@@ -48,7 +48,8 @@ def _onnx(model, arch: Architecture, x, batch, tmp: Path) -> None:
         import onnx  # noqa: F401
         import onnxscript  # noqa: F401
     except ImportError as e:
-        raise ConfigError("ONNX export needs onnx and onnxscript: pip install 'smash-tui[export]'") from e
+        raise ConfigError("ONNX export needs onnx and onnxscript: pip install -e '.[export]' in the smash-tui "
+                          "checkout") from e
     # the exporter prints its progress on stdout; a CLI that writes a file should not
     with contextlib.redirect_stdout(io.StringIO()):
         program = torch.onnx.export(model, (x,), dynamo=True, dynamic_shapes=batch, input_names=["images"],

@@ -113,7 +113,7 @@ def run(
         typer.echo(str(db))
         return
     typer.echo(f"results file: {db}", err=True)
-    _start(db, headless, nproc_per_node, threads)
+    _start(db, headless or not sys.stdout.isatty(), nproc_per_node, threads)
 
 
 @app.command()
@@ -128,7 +128,8 @@ def resume(
     _check_nproc(nproc_per_node)
     check_threads(threads)
     require_db(db)
-    _start(db, headless, nproc_per_node, threads)
+    # with stdout redirected or piped (nohup, a script) there is no one to show a UI to
+    _start(db, headless or not sys.stdout.isatty(), nproc_per_node, threads)
 
 
 def _check_nproc(n: int) -> None:
@@ -208,7 +209,10 @@ def _run(conn, db: Path) -> dict:
 @app.command("ls")
 def ls_(directory: Annotated[Path, typer.Argument(help="folder of results files")] = RUNS_DIR) -> None:
     """List the runs in a folder: status (crashed if the engine's heartbeat is stale), phase, best scores."""
-    files = sorted(directory.glob("*.db")) if directory.is_dir() else []
+    if not directory.is_dir():
+        raise ResultsFileError(f"no folder {directory}/; start a search with: smash-tui run --preset quick "
+                               "(results files go to runs/)")
+    files = sorted(directory.glob("*.db"))
     if not files:
         typer.echo(f"no results files in {directory}/; start one with: smash-tui run --preset quick")
         return
@@ -401,8 +405,12 @@ def control(
     run = _run(conn, db)
     if payload.get("arch") and store.get_arch(conn, payload["arch"]) is None:
         raise ResultsFileError(f"no architecture {payload['arch']!r} in {db}; see `smash-tui show {db}` for ids")
-    cid = store.insert_command(db, run["id"], kind, payload)
     state = store.engine_state(run)
+    if kind in ("pause", "continue", "stop") and state == "done":
+        # queued, a pause would wait for the next `resume` and leave that engine idle and paused
+        raise ConfigError(f"the search in {db} is done, so there is nothing to {kind}; `sample N` or `final ARCH` "
+                          "queue more work")
+    cid = store.insert_command(db, run["id"], kind, payload)
     if state not in ("running", "paused"):
         typer.echo(f"command #{cid} queued; the engine is {state}: it runs when you `smash-tui resume {db}`")
         return

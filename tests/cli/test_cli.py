@@ -113,6 +113,15 @@ def test_control_on_a_stopped_engine_queues_the_command(run_copy):
     assert row[0] == "final" and json.loads(row[1]) == {"arch": top, "epochs": 2} and row[2] == "pending"
 
 
+def test_resume_with_its_output_redirected_runs_headless(run_copy):
+    """No terminal, no UI: resume answers the queued command and ends with what the search found."""
+    top = sqlite3.connect(run_copy).execute("select arch_id from leaderboard limit 1").fetchone()[0]
+    cli("control", run_copy, "sample", "1", check=0)
+    proc = cli("resume", run_copy, check=0)
+    assert f"done: {run_copy}" in proc.stderr and "pick " in proc.stderr and top
+    assert sqlite3.connect(run_copy).execute("select status from commands").fetchone() == ("done",)
+
+
 def test_query_cannot_write(run_copy):
     before = run_copy.read_bytes()
     for sql in ["delete from scores", "drop table runs", "update runs set status = 'x'",
@@ -145,6 +154,8 @@ def test_query_cannot_write(run_copy):
     (["control", "RUN", "score", "INVALID.json"], ["reads bank 99, which nothing has written yet"]),
     (["control", "RUN", "score", "MISSING.json"], ["no architecture file MISSING.json"]),
     (["export", "RUN", "--arch", "ffffffffff"], ["no architecture"]),
+    (["control", "RUN", "pause"], ["is done, so there is nothing to pause", "sample N"]),
+    (["ls", "NOFOLDER"], ["no folder NOFOLDER/", "smash-tui run"]),
 ])
 def test_bad_input_is_one_line_and_nonzero(tmp_path, run_copy, args, fragments):
     (tmp_path / "EMPTY").mkdir()
