@@ -26,16 +26,41 @@ class RunFeed:
         self.last_event = 0
         self.final_epochs: dict[int, int] = {}  # final id -> epochs already sent
         self.polls = 0
+        self.data_version: int | None = None
+        self.run: dict[str, Any] | None = None
+        self.state = "created"
+        self.tables: tuple[list[dict[str, Any]], ...] = ([], [], [])  # commands, finals, verifications last read
 
     def connect(self) -> sqlite3.Connection:
+        self.data_version = None  # each connection counts its own versions
         return store.connect_reader(self.db)
 
+    def poll_changes(self, conn: sqlite3.Connection) -> Batch | None:
+        """`poll`, or None when nothing has changed since the last one. SQLite moves `PRAGMA data_version`
+        whenever another connection commits, so a look at a finished run costs one pragma, not eight
+        queries. The engine's state is recomputed each time regardless: an engine can die without writing."""
+        version = conn.execute("PRAGMA data_version").fetchone()[0]
+        if version != self.data_version:
+            self.data_version = version
+            return self.poll(conn)
+        if self.run is None:
+            return None
+        state = store.engine_state(self.run)
+        if state == self.state:
+            return None
+        self.state = state
+        # the small tables are read whole each time: an empty list would say they emptied
+        commands, finals, verifications = self.tables
+        return Batch(run=self.run, state=state, commands=commands, finals=finals, verifications=verifications)
+
     def poll(self, conn: sqlite3.Connection) -> Batch:
-        run = store.get_run(conn, self.run_id)
+        run = self.run = store.get_run(conn, self.run_id)
         if run is None:
+            self.state = "created"
             return Batch(run=None, state="created", first=self.polls == 0)
         rid = self.run_id = int(run["id"])
-        batch = Batch(run=run, state=store.engine_state(run), first=self.polls == 0)
+        self.state = store.engine_state(run)
+        batch = Batch(run=run, state=self.state, first=self.polls == 0)
         batch.steps = store.steps_since(conn, rid, self.last_step, "train")
         batch.val_steps = store.steps_since(conn, rid, self.last_val_step, "val")
         batch.scores = store.scores_since(conn, rid, self.last_score)
@@ -45,6 +70,7 @@ class RunFeed:
         batch.final_steps = self._final_steps(conn, batch.finals)
         batch.verifications = store.verifications(conn, rid)
         self._advance(batch)
+        self.tables = (batch.commands, batch.finals, batch.verifications)
         return batch
 
     def _final_steps(self, conn: sqlite3.Connection, finals: list[dict[str, Any]]) -> dict[int, list[dict[str, Any]]]:

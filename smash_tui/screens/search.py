@@ -1,7 +1,8 @@
 """The search screen: status line, loss plot, leaderboard, memory-bank diagram, event/command log, controls.
 
-Data flow: a thread worker polls the results file (`RunFeed`, incremental) and posts a `Polled` batch at
-most every POLL_S; the handlers here apply it to the widgets on the event loop. Controls write one
+Data flow: a thread worker polls the results file (`RunFeed`, incremental) and posts a `Polled` batch when
+something changed, looking every POLL_S (IDLE_POLL_S while no engine is alive); the handlers here apply it to
+the widgets on the event loop, redrawing only what the batch changed. Controls write one
 `commands` row each (`store.insert_command`) from a worker; the row stays "pending" on the status line
 until the engine marks it done or error, and its answer lands in the log.
 """
@@ -35,7 +36,7 @@ from ..widgets.event_log import EventLog
 from ..widgets.leaderboard import Leaderboard
 from ..widgets.loss_plot import LossPlot
 from ..widgets.status import Progress, Rate, StatusLine
-from .base import BaseScreen
+from .base import IDLE_POLL_S, POLL_S, BaseScreen
 from .dialogs import AskNumber, Confirm, FilterDialog
 from .feed import RunFeed
 from .studies import StudiesScreen
@@ -87,6 +88,8 @@ class SearchScreen(BaseScreen):
         self.arch_rows: dict[str, dict[str, Any] | None] = {}  # cache of archs rows read for the diagram
         self.show_diagram: bool | None = None  # None: shown when wide, on demand (d) when narrow
         self.polls = 0
+        self._enabled: tuple[str, bool] | None = None
+        self._plot_caption: Text | None = None
 
     def compose(self) -> ComposeResult:
         yield StatusLine(id="status")
@@ -101,7 +104,7 @@ class SearchScreen(BaseScreen):
 
     def on_mount(self) -> None:
         self.plot.colorless = self.app.no_color
-        self.plot.border_title = self.plot.caption()
+        self._caption_plot()
         self.query_one("#diagram").border_title = "memory banks (d hides, a ASCII)"
         self.log_view.border_title = "events and commands"
         self.board.border_title = Text("leaderboard (loading)")
@@ -145,13 +148,16 @@ class SearchScreen(BaseScreen):
             while True:
                 try:
                     conn = conn or self.feed.connect()
-                    self.post_message(Polled(self.feed.poll(conn)))
+                    batch = self.feed.poll_changes(conn)
+                    if batch is not None:
+                        self.post_poll(Polled(batch))
                 except (SmashError, sqlite3.Error) as e:  # locked, replaced, not migrated yet: try again
-                    self.post_message(PollFailed(str(e)))
+                    self.post_poll(PollFailed(str(e)))
                     if conn is not None:
                         conn.close()
                     conn = None
-                if not self.wait_next_poll():
+                # nothing but an engine writes to a run, so without one alive there is little to look for
+                if not self.wait_next_poll(POLL_S if self.feed.state in (*ALIVE, "created") else IDLE_POLL_S):
                     return
         finally:
             if conn is not None:
@@ -202,9 +208,19 @@ class SearchScreen(BaseScreen):
         if b.first and self.board.row_count:
             self.board.move_cursor(row=0)
             self._want_arch(self.board.highlighted)
-        self.plot.border_title = self.plot.caption()
+        self._caption_plot()
         self._show_status()
-        self.refresh_bindings()
+        # what check_action greys out depends on these alone; refreshing bindings rebuilds the whole footer
+        enabled = (self.state, self.board.row_count > 0)
+        if enabled != self._enabled:
+            self._enabled = enabled
+            self.refresh_bindings()
+
+    def _caption_plot(self) -> None:
+        caption = self.plot.caption()
+        if caption != self._plot_caption:  # setting a border title repaints the widget, changed or not
+            self._plot_caption = caption
+            self.plot.border_title = caption
 
     def _apply_commands(self, rows: list[dict[str, Any]]) -> None:
         for c in reversed(rows):  # oldest first, so the log reads in order
@@ -423,7 +439,7 @@ class SearchScreen(BaseScreen):
         self.diagram.toggle_ascii()
 
     def _replot(self) -> None:
-        self.plot.border_title = self.plot.caption()
+        self._caption_plot()
         self.plot.refresh()
 
     def action_back(self) -> None:

@@ -22,7 +22,7 @@ from ..cli_common import pct
 from ..launch import spawn_engine
 from ..messages import Notice, RunsListed, SearchStarted
 from ..widgets.status import STATE_STYLE, parse_time
-from .base import BaseScreen
+from .base import IDLE_POLL_S, BaseScreen
 from .dialogs import NewSearch
 
 COLUMNS = (("run", "run"), ("state", "status"), ("phase", "phase"), ("progress", "progress"),
@@ -99,10 +99,9 @@ class StartScreen(BaseScreen):
     def scan_loop(self) -> None:
         while True:
             files = sorted(self.runs_dir.glob("*.db")) if self.runs_dir.is_dir() else []
-            self.post_message(RunsListed([summarize(p) for p in files]))
-            for _ in range(4):  # every ~2 s: a list of runs changes slowly
-                if not self.wait_next_poll():
-                    return
+            self.post_poll(RunsListed([summarize(p) for p in files]))
+            if not self.wait_next_poll(IDLE_POLL_S):  # a list of runs changes slowly
+                return
 
     def on_runs_listed(self, msg: RunsListed) -> None:
         self._drawn.set()

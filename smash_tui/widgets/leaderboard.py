@@ -77,6 +77,7 @@ class Leaderboard(DataTable):
         self.shown: list[str] = []  # arch ids in table order
         self._text: dict[str, tuple[str, ...]] = {}  # arch id -> the cells on screen
         self.matching = 0
+        self._title = ""
 
     def on_mount(self) -> None:
         for key, label, width in COLUMNS:
@@ -131,7 +132,10 @@ class Leaderboard(DataTable):
         self.shown = ids
         self.matching = self.model.count(self.conditions)
         self._label_sorted_column()
-        self.border_title = Text(self.title())
+        title = self.title()
+        if title != self._title:  # setting a border title repaints the table, changed or not
+            self._title = title
+            self.border_title = Text(title)
         if keep in wanted:
             self.move_cursor(row=self.get_row_index(keep), animate=False)
         elif keep is None and self.row_count:
