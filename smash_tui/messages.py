@@ -76,6 +76,14 @@ class Notice(Message):
         self.text, self.level = text, level
 
 
+class Launch(Message):
+    """What a search started from the runs list is doing, or why it failed ("" once its run opens)."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text = text
+
+
 class SearchStarted(Message):
     """`smash-tui run --detach` created a results file and started its engine."""
 

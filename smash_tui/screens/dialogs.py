@@ -3,6 +3,8 @@ new-search form. Each dismisses with its answer, or None on Escape; keyboard onl
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
 from typing import Any
 
 from textual.app import ComposeResult
@@ -18,6 +20,7 @@ from ..widgets.board_model import parse_filter
 PRESETS = ("quick", "fmnist", "paper")
 DATASETS = ("digits", "mnist", "fashion-mnist", "fashion-mnist16", "cifar10", "cifar100", "stl10", "imagenet32")
 DEVICES = ("auto", "cpu", "cuda")
+RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")  # a file name on any system, never a path
 
 
 class Dialog(ModalScreen):
@@ -99,9 +102,14 @@ class FilterDialog(Dialog):
 
 
 class NewSearch(Dialog):
-    """The new-search form; returns the `smash-tui run` options it sets."""
+    """The new-search form; returns the `smash-tui run` options it sets (name "" for the preset's, made
+    unique)."""
 
     BINDINGS = [Binding("ctrl+s", "start", "Start")]
+
+    def __init__(self, title: str, runs_dir: Path) -> None:
+        super().__init__(title)
+        self.runs_dir = runs_dir
 
     def compose(self) -> ComposeResult:
         def select(options: tuple[str, ...], id: str, first: str | None = None) -> Select:
@@ -109,20 +117,29 @@ class NewSearch(Dialog):
             return Select(items, value=items[0][1], allow_blank=False, id=id, compact=True)
 
         yield self.frame(
+            Label(f"name: the results file {self.runs_dir}/NAME.db (empty: the preset's, made unique)"),
+            Input("", placeholder="e.g. digits-long", id="name", compact=True),
             Label("preset"), select(PRESETS, "preset"),
             Label("dataset"), select(DATASETS, "dataset", first="the preset's"),
             Label("SMASH epochs (empty: the preset's)"), Input("", type="integer", id="epochs", compact=True),
             Label("device"), select(DEVICES, "device"),
             Label("", classes="dialog-error"),
-            Label("Tab moves, Enter in the epochs field or Ctrl+S starts, Escape cancels", classes="hint"))
+            Label("Tab moves, Enter or Ctrl+S starts, Escape cancels", classes="hint"))
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         self.action_start()
 
     def action_start(self) -> None:
+        name = self.query_one("#name", Input).value.strip()
+        if name and not RUN_NAME.fullmatch(name):
+            self.error("name: letters, digits, '.', '_' or '-', starting with a letter or digit")
+            return
+        if name and ((self.runs_dir / f"{name}.db").exists() or (self.runs_dir / name).exists()):
+            self.error(f"name: {self.runs_dir / name}.db (or its run folder) exists already; pick another")
+            return
         epochs = self.query_one("#epochs", Input).value.strip()
         if epochs and (not epochs.isdigit() or int(epochs) <= 0):
             self.error("epochs: a whole number above 0, or empty")
             return
         opts = {k: str(self.query_one(f"#{k}", Select).value) for k in ("preset", "dataset", "device")}
-        self.dismiss({**opts, "epochs": int(epochs) if epochs else None})
+        self.dismiss({**opts, "name": name, "epochs": int(epochs) if epochs else None})

@@ -56,20 +56,23 @@ def describe(kind: str, args: dict[str, Any]) -> str:
 
 class SearchScreen(BaseScreen):
     BINDINGS = [
-        Binding("p", "pause_continue", "Pause/cont", tooltip="pause the engine, or continue a paused one"),
+        Binding("p", "pause_continue", "Pause", tooltip="pause the engine, or continue a paused one"),
         Binding("n", "sample", "Sample N", tooltip="score N more random architectures (asks N, default 100)"),
         Binding("f", "final", "Final", tooltip="final-train the highlighted architecture (asks epochs, confirms)"),
         Binding("s", "stop", "Stop", tooltip="stop the search: checkpoint and exit the engine (confirms)"),
         Binding("r", "resume", "Resume", tooltip="start an engine on a stopped, crashed or finished run"),
-        Binding("e", "export", "Export", tooltip="write the highlighted architecture's JSON to the run folder"),
         Binding("d", "toggle_diagram", "Diagram", tooltip="show or hide the memory-bank diagram"),
-        Binding("slash", "filter", "Filter", key_display="/", tooltip="filter the leaderboard: params < 2e6"),
-        Binding("l", "log_scale", "Log y", tooltip="log scale on the plot's y axes"),
-        Binding("m", "smooth", "Smooth", tooltip="smooth the plotted curves (moving average)"),
-        Binding("g", "cycle_curve", "Curve", tooltip="plot the search, or each final training in turn"),
+        # the footer shows the keys above (and q, ?) in 80 columns; these are in the help (?) and palette
+        Binding("e", "export", "Export", show=False,
+                tooltip="write the highlighted architecture's JSON to the run folder"),
+        Binding("slash", "filter", "Filter", key_display="/", show=False,
+                tooltip="filter the leaderboard: params < 2e6"),
+        Binding("l", "log_scale", "Log y", show=False, tooltip="log scale on the plot's y axes"),
+        Binding("m", "smooth", "Smooth", show=False, tooltip="smooth the plotted curves (moving average)"),
+        Binding("g", "cycle_curve", "Curve", show=False, tooltip="plot the search, or each final training in turn"),
         Binding("t", "studies", "Studies", show=False, tooltip="the run's studies (smash-tui study), their statistics"),
         Binding("a", "ascii", "ASCII", show=False, tooltip="ASCII-only diagram on or off"),
-        Binding("escape", "back", "Runs", tooltip="back to the list of runs (the engine keeps running)"),
+        Binding("escape", "back", "Runs", show=False, tooltip="back to the list of runs (the engine keeps running)"),
     ]
 
     def __init__(self, db: Path) -> None:
@@ -100,7 +103,7 @@ class SearchScreen(BaseScreen):
             with Vertical(id="right"):
                 yield BankDiagram(id="diagram")
                 yield EventLog(id="log")
-        yield Footer()
+        yield Footer(show_command_palette=False)  # 80 columns hold the keys or the palette's hint, not both
 
     def on_mount(self) -> None:
         self.plot.colorless = self.app.no_color
@@ -324,10 +327,18 @@ class SearchScreen(BaseScreen):
                     self.send("final", {"arch": arch, "epochs": epochs})
 
             if epochs:
-                q = f"Train {arch} from scratch for {epochs} epochs? The engine runs it after the search phases."
-                self.app.push_screen(Confirm("final training", q), go)
+                self.app.push_screen(Confirm("final training", self.final_question(arch, epochs)), go)
 
         self.app.push_screen(AskNumber("final training", f"epochs of final training for {arch}:", default), confirm)
+
+    def final_question(self, arch: str, epochs: int) -> str:
+        q = f"Train {arch} from scratch for {epochs} epochs?"
+        if self.state not in ALIVE:  # nothing will pick the command up until an engine starts
+            return (f"{q} No engine is running on this run ({self.state}): y queues the training, then press r "
+                    "to start an engine, which runs it.")
+        phase = self.run["phase"] if self.run else ""
+        when = "next" if phase in ("final", "done") else "after the search phases"  # as the engine answers
+        return f"{q} The engine queues it and runs it {when}."
 
     def action_stop(self) -> None:
         if self.state not in ALIVE:

@@ -20,13 +20,15 @@ from smash_engine.errors import SmashError
 
 from ..cli_common import pct
 from ..launch import spawn_engine
-from ..messages import Notice, RunsListed, SearchStarted
+from ..messages import Launch, Notice, RunsListed, SearchStarted
 from ..widgets.status import STATE_STYLE, parse_time
 from .base import IDLE_POLL_S, BaseScreen
 from .dialogs import NewSearch
 
-COLUMNS = (("run", "run"), ("state", "status"), ("phase", "phase"), ("progress", "progress"),
-           ("best_smash", "best SMASH"), ("best_test", "best test"), ("age", "updated"), ("engine", "engine"))
+# a running engine's row has to fit 80 columns: the phase leads the progress cell, and an unreadable file's
+# reason goes to the hint line (the cell would be too narrow for it anyway)
+COLUMNS = (("run", "run"), ("state", "status"), ("progress", "progress"), ("top_smash", "top SMASH"),
+           ("pick_test", "pick test"), ("age", "updated"), ("engine", "engine"))
 ALIVE = ("running", "paused")
 
 
@@ -54,15 +56,17 @@ def summarize(path: Path) -> dict[str, Any]:
 def row_cells(s: dict[str, Any], colorless: bool) -> tuple[Any, ...]:
     name = Path(s["path"]).stem
     if "error" in s:
-        return (name, "unreadable", "-", "-", "-", "-", "-", s["error"][:40])
+        return (name, "unreadable", "-", "-", "-", "-", "-")
     state = s["state"]
     if s["phase"] == "smash" and s["total_steps"]:
-        progress = f"{s['step']}/{s['total_steps']} steps"
+        progress = f"smash {s['step']}/{s['total_steps']}"
     else:
-        progress = f"{s['n_scored']} scored"
-    engine = f"alive pid {s['pid']}" if state in ALIVE else "-"
-    return (name, Text(state, style="" if colorless else STATE_STYLE.get(state, "")), s["phase"], progress,
-            pct(s["best_smash"]), pct(s["best_test"]), _age(s["heartbeat_at"] or s["updated_at"]), engine)
+        progress = f"{s['phase']} {s['n_scored']} scored"
+    pick = s["pick"]  # the run's pick (README: "best"), once a final training has finished
+    engine = f"pid {s['pid']}" if state in ALIVE else "-"
+    return (name, Text(state, style="" if colorless else STATE_STYLE.get(state, "")), progress,
+            pct(s["top_smash"]), pct(pick["test_error"] if pick else None), _age(s["heartbeat_at"] or s["updated_at"]),
+            engine)
 
 
 class StartScreen(BaseScreen):
@@ -76,6 +80,9 @@ class StartScreen(BaseScreen):
         super().__init__()
         self.runs_dir = Path(runs_dir)
         self.summaries: dict[str, dict[str, Any]] = {}
+        self.cells: dict[str, tuple[Any, ...]] = {}
+        self.launch = ""  # what the search started from here is doing, or why it failed; "" once its run opens
+        self._hint = ""
 
     def compose(self) -> ComposeResult:
         yield Static(f"runs in {self.runs_dir}/", id="start-title")
@@ -111,25 +118,35 @@ class StartScreen(BaseScreen):
             key = str(s["path"])
             seen.add(key)
             cells = row_cells(s, self.app.no_color)
-            if key not in self.summaries:
+            old = self.cells.get(key)
+            if old is None:
                 table.add_row(*cells, key=key)
-            else:
-                for (col, _), value in zip(COLUMNS, cells, strict=True):
-                    table.update_cell(key, col, value)
-            self.summaries[key] = s
+            else:  # only what changed: a rewritten cell repaints the table
+                for (col, _), value, was in zip(COLUMNS, cells, old, strict=True):
+                    if value != was:
+                        table.update_cell(key, col, value)
+            self.summaries[key], self.cells[key] = s, cells
         for key in [k for k in self.summaries if k not in seen]:
             table.remove_row(key)
-            del self.summaries[key]
-        hint = "Enter opens a run, n starts a new search, r resumes a stopped or crashed one, ? lists every key"
-        if not msg.runs:
+            del self.summaries[key], self.cells[key]
+        self.show_hint()
+
+    def show_hint(self) -> None:
+        s = self.highlighted()
+        if self.launch:
+            hint: str | Text = Text(self.launch)
+        elif s is not None and "error" in s:  # the table cell is too narrow for the reason: say it in full
+            hint = Text(f"{Path(s['path']).name}: {s['error']}")
+        elif not self.summaries:
             hint = f"no results files in {self.runs_dir}/ yet: press n to start a search"
-        self.query_one("#start-hint", Static).update(hint)
-        self.on_data_table_row_highlighted()
+        else:
+            hint = "Enter opens a run, n starts a new search, r resumes a stopped or crashed one, ? lists every key"
+        if str(hint) != self._hint:
+            self._hint = str(hint)
+            self.query_one("#start-hint", Static).update(hint)
 
     def on_data_table_row_highlighted(self) -> None:
-        s = self.highlighted()
-        if s is not None and "error" in s:  # the table cell is too narrow for the reason: say it in full
-            self.query_one("#start-hint", Static).update(Text(f"{Path(s['path']).name}: {s['error']}"))
+        self.show_hint()
 
     def highlighted(self) -> dict[str, Any] | None:
         table = self.query_one("#runs", DataTable)
@@ -164,32 +181,36 @@ class StartScreen(BaseScreen):
     def action_new(self) -> None:
         def chosen(opts: dict | None) -> None:
             if opts:
-                self.start_search(opts)
+                db = self.runs_dir / f"{opts['name']}.db" if opts.get("name") else self._unique_db(opts["preset"])
+                # said at once: creating the run loads torch in the child, which takes up to a minute
+                self.set_launch(f"starting engine for {db} ... (creating the run loads torch: up to a minute; "
+                                "it opens here when ready)")
+                self.start_search(db, opts)
 
-        self.app.push_screen(NewSearch("new search"), chosen)
+        self.app.push_screen(NewSearch("new search", self.runs_dir), chosen)
 
     @work(thread=True, exit_on_error=False, group="launch")
-    def start_search(self, opts: dict[str, Any]) -> None:
+    def start_search(self, db: Path, opts: dict[str, Any]) -> None:
         """`smash-tui run --detach` in a child process: creating a run loads the training code, which this UI
         process never imports."""
-        db = self._unique_db(opts["preset"])
         cmd = [sys.executable, "-m", "smash_tui.cli", "run", "--detach", "--preset", opts["preset"],
                "--device", opts["device"], "--db", str(db), "--name", db.stem]
         if opts.get("dataset"):
             cmd += ["--dataset", opts["dataset"]]
         if opts.get("epochs"):
             cmd += ["--epochs", str(opts["epochs"])]
-        self.post_message(Notice(f"creating {db} ..."))
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
         if done.returncode != 0:
             why = (done.stderr.strip().splitlines() or ["no message"])[-1]
+            self.post_message(Launch(f"could not start the search: {why}"))  # stays until the next try
             self.post_message(Notice(f"could not start the search: {why}", "error"))
             return
+        self.post_message(Launch(""))
         self.post_message(SearchStarted(db))
 
     def _unique_db(self, name: str) -> Path:
         path, n = self.runs_dir / f"{name}.db", 1
-        while path.exists():
+        while path.exists() or path.with_suffix("").exists():  # a run folder left by a deleted file is taken
             n += 1
             path = self.runs_dir / f"{name}-{n}.db"
         return path
@@ -197,6 +218,13 @@ class StartScreen(BaseScreen):
     def on_notice(self, msg: Notice) -> None:
         self.app.notify(msg.text, severity="error" if msg.level == "error" else "information",
                         timeout=8 if msg.level == "error" else 4)
+
+    def set_launch(self, text: str) -> None:
+        self.launch = text
+        self.show_hint()
+
+    def on_launch(self, msg: Launch) -> None:
+        self.set_launch(msg.text)
 
     def on_search_started(self, msg: SearchStarted) -> None:
         self.app.open_run(msg.db)  # type: ignore[attr-defined]

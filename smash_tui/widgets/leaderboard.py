@@ -65,7 +65,7 @@ class Leaderboard(DataTable):
         def control(self) -> Leaderboard:
             return self.board
 
-    BINDINGS = [Binding("o", "cycle_sort", "Sort", tooltip="sort by the next column"),
+    BINDINGS = [Binding("o", "cycle_sort", "Sort", show=False, tooltip="sort by the next column"),
                 Binding("O", "reverse_sort", "Reverse", show=False, tooltip="reverse the sort order")]
 
     def __init__(self, *, id: str | None = None) -> None:

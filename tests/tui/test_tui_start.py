@@ -36,7 +36,7 @@ def test_start_screen_lists_runs_with_their_state_and_opens_one(tiny_run, tmp_pa
     with store.connect_writer(crashed) as w:
         w.update_run(1, status="running", heartbeat_at="2020-01-01T00:00:00.000Z", pid=999_999)
     (runs / "broken.db").write_text("not a results file")
-    best = run_row(done)["best_smash"]
+    summary = run_row(done)
 
     async def check(pilot):
         screen = pilot.app.screen
@@ -44,7 +44,9 @@ def test_start_screen_lists_runs_with_their_state_and_opens_one(tiny_run, tmp_pa
         table = screen.query_one("#runs")
         await until(pilot, lambda: table.row_count == 3, what="three rows")
         a, b, broken = cells(table, str(done)), cells(table, str(crashed)), cells(table, str(runs / "broken.db"))
-        assert a[:3] == ["alpha", "done", "done"] and a[4] == f"{100 * best:.2f}%" and a[7] == "-"
+        assert a[:2] == ["alpha", "done"] and a[2] == f"done {summary['n_scored']} scored"
+        assert a[3] == f"{100 * summary['top_smash']:.2f}%" and a[4] == f"{100 * summary['pick']['test_error']:.2f}%"
+        assert a[6] == "-"
         assert b[:2] == ["beta", "crashed"]
         assert broken[:2] == ["broken", "unreadable"]
         assert "n starts a new search" in str(screen.query_one("#start-hint").render())
@@ -120,11 +122,12 @@ def test_new_search_form_starts_an_engine_that_answers_pause_and_stop(tmp_path, 
 
     async def check(pilot):
         await pilot.press("n")
-        await pilot.press("tab", "tab", "5", "enter")  # preset quick, dataset: the preset's, 5 epochs
+        # name "mine", preset quick, dataset: the preset's, 5 epochs
+        await pilot.press(*"mine", "tab", "tab", "tab", "5", "enter")
         await until(pilot, lambda: isinstance(pilot.app.screen, SearchScreen), timeout=120, what="the new run")
         s = pilot.app.screen
         db = s.db
-        assert db == runs / "quick.db"
+        assert db == runs / "mine.db"
         try:
             await until(pilot, lambda: s.state == "running", timeout=480, what="the engine to start")
             for key, answer, state in (("p", "paused", "paused"), ("p", "continuing", "running")):
