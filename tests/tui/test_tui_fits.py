@@ -145,6 +145,7 @@ def test_new_search_says_at_once_that_it_is_starting_and_why_it_failed(tmp_path,
     """Enter gets an answer on screen before the child `smash-tui run --detach` has done anything; a dataset
     that is not on disk makes that child fail in a few seconds (no engine is started), and the hint says why."""
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # the child's default data folder: empty
     runs = tmp_path / "runs"
 
     async def check(pilot):
