@@ -48,9 +48,9 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 import common  # noqa: E402  (benchmarks/ is not a package)
 
 from smash_engine.config import make_config  # noqa: E402
+from smash_engine.cost import arch_cost, conv_in  # noqa: E402
 from smash_engine.data import DeviceData, dataset_info  # noqa: E402
 from smash_engine.encoding import encode  # noqa: E402
-from smash_engine.network import arch_cost, conv_in  # noqa: E402
 from smash_engine.sampler import sample_architecture  # noqa: E402
 from smash_engine.seeds import ARCH, RANK, rng  # noqa: E402
 from smash_engine.train import Smash, smash_score, smash_step  # noqa: E402

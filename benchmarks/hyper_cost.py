@@ -3,8 +3,8 @@
     python benchmarks/hyper_cost.py                 # the truth panel's space, Fashion-MNIST 16 px, 1 thread
     python benchmarks/hyper_cost.py --smoke --out /tmp/c
 
-Each option (`--hyper small` as the baseline, `small-gains`, `encode_writers`, both) trains a fresh SMASH on the
-same batches and scores the same panel architectures; the options take turns in rounds, so machine load
+Each option (`--hyper small` as the baseline, `small-gains`, `encode_writers`, both, `graph`) trains a fresh
+SMASH on the same batches and scores the same panel architectures; the options take turns in rounds, so machine load
 falls on all of them alike, and the figure reported is each option's median time over rounds divided by
 the baseline's. Issue 21's budget: at most 1.5x the default for both.
 """
@@ -26,7 +26,7 @@ import common  # noqa: E402
 import truth_panel  # noqa: E402
 
 OPTIONS = {"default": ("small", False), "gains": ("small-gains", False), "writers": ("small", True),
-           "gains+writers": ("small-gains", True)}
+           "gains+writers": ("small-gains", True), "graph": ("graph", False)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,6 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--archs", type=int, default=4, help="panel architectures scored per option per round")
     ap.add_argument("--images", type=int, default=2000, help="held-out images per score")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--options", default=",".join(OPTIONS), help="comma-separated, from: " + ", ".join(OPTIONS))
     ap.add_argument("--smoke", action="store_true", help="digits, tiny: checks the code path only")
     ap.add_argument("--out", type=Path, default=common.RESULTS)
     a = ap.parse_args(argv)
@@ -65,7 +66,12 @@ def main(argv: list[str] | None = None) -> int:
 
         archs = [sample_architecture(space0, rng(0, RANK, i), 1.0) for i in range(a.archs)]
     runs = {}
-    for name, (hyper, writers) in OPTIONS.items():
+    chosen = ["default", *(o for o in a.options.split(",") if o and o != "default")]
+    unknown = [o for o in chosen if o not in OPTIONS]
+    if unknown:
+        raise SystemExit(f"unknown option(s) {', '.join(unknown)}; choose from {', '.join(OPTIONS)}")
+    for name in chosen:
+        hyper, writers = OPTIONS[name]
         cfg = dataclasses.replace(cfg0, hyper=hyper_preset(hyper), space=dataclasses.replace(space0,
                                                                                               encode_writers=writers))
         s = Smash.create(cfg, cpu)

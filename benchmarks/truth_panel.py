@@ -70,7 +70,7 @@ def draw_panel(n: int | None = None, seed: int = PANEL_SEED, sp=None, pool: int 
     """
     import math
 
-    from smash_engine.network import arch_cost
+    from smash_engine.cost import arch_cost
     from smash_engine.sampler import sample_architecture
     from smash_engine.seeds import PANEL, rng
 
@@ -109,7 +109,7 @@ def load_recipe(panel_dir: Path = PANEL_DIR) -> dict:
 
 
 def cmd_build(a) -> int:
-    from smash_engine.network import arch_cost
+    from smash_engine.cost import arch_cost
     from smash_engine.seeds import PANEL
 
     path = a.dir / "panel.json"

@@ -27,8 +27,9 @@ from typing import TypedDict
 import torch
 
 from . import store
+from .cost import Part, summary
 from .errors import ConfigError, ResultsFileError
-from .network import FixedNet, Part, summary
+from .network import FixedNet
 from .space import Architecture, reshaped
 
 __all__ = [

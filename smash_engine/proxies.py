@@ -5,7 +5,7 @@ parameters gives a user nothing (`shared/reference/ranking.md`: parameter count 
 NAS-Bench-101 sub-spaces). Each predictor here returns a *predicted error*: lower means "expected to train
 to a lower error", so every predictor is compared with true error the same way SMASH's error is.
 
-- `params`, `flops`: the exact counts of `network.arch_cost`, negated (bigger is predicted better).
+- `params`, `flops`: the exact counts of `cost.arch_cost`, negated (bigger is predicted better).
 - `synflow` (Tanaka et al. 2020; as a NAS proxy, Abdelfattah et al. 2021): at initialisation, with every
   weight replaced by its absolute value, in float64, the sum over weights of |w * dR/dw| where R is the sum
   of the logits for an all-ones input. Data-free. BatchNorm runs in eval mode on its initial statistics
@@ -24,7 +24,8 @@ import math
 import torch
 import torch.nn as nn
 
-from .network import FixedNet, arch_cost
+from .cost import arch_cost
+from .network import FixedNet
 from .space import Architecture
 
 BASELINES = ("params", "flops", "synflow", "naswot")

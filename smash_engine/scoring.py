@@ -14,8 +14,8 @@ import torch
 
 from . import dist
 from .context import EngineView
+from .cost import arch_cost
 from .errors import SmashError
-from .network import arch_cost
 from .space import Architecture
 from .train import smash_score
 

@@ -14,11 +14,11 @@ import dataclasses
 from pathlib import Path
 
 from . import store
+from .cost import arch_cost
 from .data import dataset_info
 from .errors import ConfigError
 from .finals import FinalRecord
 from .loops import EpochEnd, fit
-from .network import arch_cost
 from .runs import RunContext, arch_of, load_owned, load_splits
 from .seeds import NORMAL, rng, torch_gen
 from .space import Architecture, reshaped

