@@ -215,12 +215,10 @@ def quality_table(pred: dict[str, list[float]], true: list[float], top_k: int = 
 
 
 def baselines(archs, train) -> dict[str, list[float]]:
-    import torch
 
-    from smash_engine.proxies import predicted_errors
+    from smash_engine.proxies import naswot_batch, predicted_errors
 
-    x, _ = next(train.epoch_batches(64, torch.Generator().manual_seed(0), augment=False))
-    return predicted_errors(archs, x)
+    return predicted_errors(archs, naswot_batch(train))
 
 
 def print_table(rows: dict[str, dict], ceiling: dict | None, head: str) -> None:

@@ -71,6 +71,13 @@ def naswot(arch: Architecture, x: torch.Tensor) -> float:
     return torch.linalg.slogdet(k)[1].item()
 
 
+def naswot_batch(data) -> torch.Tensor:
+    """The images NASWOT scores every architecture on: 64 training images from a fixed draw, so the truth panel's
+    figures (`search_quality.py`) and a correlation study's are the same computation."""
+    x, _ = next(data.epoch_batches(64, torch.Generator().manual_seed(0), augment=False))
+    return x
+
+
 def predicted_errors(archs: list[Architecture], x: torch.Tensor | None = None,
                      which: tuple[str, ...] = BASELINES) -> dict[str, list[float]]:
     """Per baseline, one predicted error per architecture (the negated score). `naswot` needs `x`."""

@@ -47,7 +47,7 @@ def correlation(ctx: RunContext, every: int = 5, count: int = 50, epochs: int = 
         report(f"trained {i + 1}/{len(opts['archs'])} {arch_id}: SMASH {row.get('smash_error', float('nan')):.3f}"
                f"  true val {m['val_error']:.3f}  test {m['test_error']:.3f}")
     stats = correlation_stats(ctx.w.conn, sid, "trained", "run", top_k)
-    base = baseline_stats(ctx.w.conn, sid, top_k)
+    base = baseline_stats(ctx.w.conn, sid, top_k, ctx.train)
     return finish(ctx, sid, [stats, *base], f"{headline(stats)}; {_versus(stats, base)}")
 
 
@@ -68,15 +68,18 @@ def correlation_stats(conn, sid: int, variant: str, name: str, top_k: int,
     return {**stats, "variant": name, "extra_json": {"against_test_error": test}}
 
 
-def baseline_stats(conn, sid: int, top_k: int) -> list[dict]:
+def baseline_stats(conn, sid: int, top_k: int, train: DeviceData | None = None) -> list[dict]:
     """The same statistics for what a user gets without SMASH, over the same trained architectures:
-    parameter count, FLOPs and synflow at initialisation (`proxies`), each as a predicted error."""
-    from ..proxies import predicted_errors
+    parameter count, FLOPs, synflow at initialisation and, given the training images, NASWOT (`proxies`),
+    each as a predicted error."""
+    from ..proxies import naswot_batch, predicted_errors
 
     rows = [r for r in store.study_archs(conn, sid, "trained") if r["val_error"] is not None]
     archs = [arch_of(conn, r["arch_id"]) for r in rows]
     out = []
-    for name, pred in predicted_errors(archs, which=("params", "flops", "synflow")).items():
+    which = ("params", "flops", "synflow", *(("naswot",) if train is not None else ()))
+    x = naswot_batch(train) if train is not None else None
+    for name, pred in predicted_errors(archs, x, which).items():
         stats = rank_stats(pred, [r["val_error"] for r in rows], top_k)
         test = rank_stats(pred, [r["test_error"] for r in rows], top_k, ci=False)
         out.append({**stats, "variant": name, "extra_json": {"against_test_error": test,

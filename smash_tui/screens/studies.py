@@ -18,12 +18,14 @@ from textual.widgets import Static
 
 from smash_engine import store
 
-# (column, header, format) of study_stats worth showing; a column empty for every row is left out
+# (column, header, format) of study_stats worth showing; a column empty for every row is left out. Errors and
+# their differences are fractions in the file and shown as the study headlines say them: percent and points.
 COLUMNS = (("variant", "variant", "{}"), ("n", "n", "{}"), ("kendall_tau", "tau", "{:+.3f}"),
            ("kendall_ci", "tau 95%", "{}"), ("spearman_rho", "rho", "{:+.3f}"),
-           ("top_k_overlap", "top-k", "{:.2f}"), ("regret", "regret", "{:.4f}"),
-           ("win_rate", "true wins", "{:.2f}"), ("mean_gap", "mean gap", "{:+.4f}"),
-           ("mean_error", "mean err", "{:.4f}"), ("best_error", "best err", "{:.4f}"))
+           ("top_k_overlap", "top-k", "{:.2f}"), ("regret", "regret", "{:.2f} pts"),
+           ("win_rate", "true wins", "{:.0%}"), ("mean_gap", "mean gap", "{:+.2f} pts"),
+           ("mean_error", "mean err", "{:.2f}%"), ("best_error", "best err", "{:.2f}%"))
+_AS_POINTS = {"regret", "mean_gap", "mean_error", "best_error"}  # x100 before formatting
 BASELINES = ("params", "flops", "synflow", "naswot")  # a correlation study's free predictors, listed after SMASH
 EMPTY = "no studies yet: run `smash-tui study correlation|capacity|corrupt|archgrad DB` (docs/studies.md)"
 
@@ -44,7 +46,8 @@ def studies_text(rows: list[tuple[dict, list[dict]]]) -> list:
         for _, header, _ in cols:
             table.add_column(header, no_wrap=True)
         for s in stats:
-            table.add_row(*("-" if s.get(k) is None else fmt.format(s[k]) for k, _, fmt in cols))
+            table.add_row(*("-" if s.get(k) is None else fmt.format(100 * s[k] if k in _AS_POINTS else s[k])
+                            for k, _, fmt in cols))
         out += [table, Text("")]
     return out
 

@@ -35,7 +35,7 @@ def test_correlation_cli_stats_equal_scipy_and_resume(run_db: Path) -> None:
                                "WHERE study_id = ?", (s["id"],)).fetchall()
     # --source random (the default) leaves refine's near copies out
     assert [r["arch_id"] for r in rows] == board[::2][:3] and s["status"] == "done"
-    assert set(by_variant) == {"run", "params", "flops", "synflow"}
+    assert set(by_variant) == {"run", "params", "flops", "synflow", "naswot"}
     st = by_variant["run"]
     smash, true = [r["smash_error"] for r in rows], [r["val_error"] for r in rows]
     tau, rho = stats.kendalltau(smash, true), stats.spearmanr(smash, true)
@@ -50,7 +50,7 @@ def test_correlation_cli_stats_equal_scipy_and_resume(run_db: Path) -> None:
     want = stats.kendalltau([-p for p in params], true).statistic
     got = by_variant["params"]["kendall_tau"]
     assert (got is None and np.isnan(want)) or got == pytest.approx(want)
-    assert len(quality) == 4 and {q[0] for q in quality} == set(by_variant)
+    assert len(quality) == 5 and {q[0] for q in quality} == set(by_variant)
     # resume: a lost measurement is the only one trained again, in the same study
     w = store.connect_writer(run_db)
     w.conn.execute("DELETE FROM study_archs WHERE trial = 1")

@@ -372,7 +372,7 @@ def test_studies_key_shows_each_study_and_its_statistics(db):
         await pilot.press("t")
         await until(pilot, lambda: "0.424" in screen_text(pilot.app), what="the study's statistics")
         shot = screen_text(pilot.app)
-        for text in ("correlation (done)", "tau 0.424, rho 0.576", "0.576", "0.60", "0.0123", "-0.10..+0.80",
+        for text in ("correlation (done)", "tau 0.424, rho 0.576", "0.576", "0.60", "1.23 pts", "-0.10..+0.80",
                      "params", "+0.111", "-0.30..+0.50"):
             assert text in shot, text
         assert shot.index("run ") < shot.index("params")  # SMASH first, the baselines under it
