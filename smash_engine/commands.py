@@ -94,12 +94,15 @@ class Commands:
             e.checkpoint()
             self.paused = True
             self.ctx.set(status="paused")
+            self.ctx.report(dict(phase=e.phase, note="paused; checkpoint written (continue: smash-tui control DB "
+                                                     "continue)"))
             return "paused; checkpoint written"
         if kind == "continue":
             if not self.paused:
                 return "was not paused"
             self.paused = False
             self.ctx.set(status="running")
+            self.ctx.report(dict(phase=e.phase, note="continuing"))
             return "continuing"
         if kind == "stop":
             self.paused, self.stop_asked = False, True

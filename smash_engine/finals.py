@@ -126,7 +126,7 @@ class Finals:
             m["images_per_s"] = e.steps * t.final_batch * ctx.world.size / (time.perf_counter() - e.started)
             rec.commit(m)
             ctx.report(dict(phase="final", done=e.epoch, total=final["epochs"], loss=e.loss, error=m["test_error"],
-                            images_per_s=m["images_per_s"]))
+                            images_per_s=m["images_per_s"], arch=arch.id, final=fid, error_name="test"))
 
         fit(f, train, final["epochs"], t.final_batch, t.final_lr,
             lambda epoch: torch_gen(ctx.cfg.seed, FINAL, fid * 100_000 + epoch), start, ctx.world, self.between,

@@ -1,4 +1,5 @@
-"""Plain progress lines (headless runs whose output is not a terminal, and engines under torchrun)."""
+"""Plain progress lines (headless runs whose output is not a terminal, and engines under torchrun), and the
+lines that say what a search found (`pick_line`, `pick_summary`)."""
 
 from __future__ import annotations
 
@@ -10,32 +11,51 @@ PLAIN_EVERY_S = 5.0
 
 
 def detail(info: dict) -> str:
+    """The figures of a progress report, each named: SMASH error while scoring, test error in final training."""
     parts = []
+    if info.get("final") is not None:
+        parts.append(f"#{info['final']} {str(info.get('arch', ''))[:8]}".rstrip())
+    elif info.get("stage") and info["stage"] != info["phase"]:
+        parts.append(str(info["stage"]))  # refine's perturb and hill-climb stages share one count
     if info.get("loss") is not None:
         parts.append(f"loss {info['loss']:.3f}")
     if info.get("error") is not None:
-        parts.append(f"err {100 * info['error']:.1f}%")
+        name = info.get("error_name") or ("SMASH err" if info["phase"] in ("rank", "refine", "sample") else "err")
+        parts.append(f"{name} {100 * info['error']:.1f}%")
     if info.get("images_per_s"):
         parts.append(f"{info['images_per_s']:.0f} img/s")
     return "  ".join(parts)
 
 
+def _clock(s: float) -> str:
+    s = int(s)
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
+
+
 def plain_reporter(stream=None) -> Callable[[dict], None]:
-    """A line per phase change, per finished phase, and at most every PLAIN_EVERY_S seconds otherwise."""
+    """A line per phase change, per finished phase, per pause or continue, and at most every PLAIN_EVERY_S
+    seconds otherwise; each with the phase's elapsed time and, once it has progressed, an estimate of the rest."""
     stream = stream or sys.stderr
-    last = {"at": 0.0, "phase": None}
+    last: dict = {"at": 0.0, "phase": None, "since": time.monotonic(), "first": 0}
 
     def report(info: dict) -> None:
         now = time.monotonic()
+        if info.get("note"):
+            print(f"{info['phase']}: {info['note']}", file=stream, flush=True)
+            return
+        if info["phase"] != last["phase"]:  # the phase's clock starts at its first report
+            last.update(phase=info["phase"], since=now, first=info.get("done", 0), at=0.0)
         finished = info.get("total") and info.get("done") == info.get("total")
-        if info["phase"] != last["phase"] or finished or now - last["at"] >= PLAIN_EVERY_S:
-            last.update(at=now, phase=info["phase"])
-            total = info.get("total") or "?"
-            print(f"{info['phase']} {info.get('done', 0)}/{total} {detail(info)}".rstrip(), file=stream, flush=True)
+        if finished or now - last["at"] >= PLAIN_EVERY_S or last["at"] == 0.0:
+            last["at"] = now
+            total, done = info.get("total"), info.get("done", 0)
+            spent = now - last["since"]
+            clock = f"  {_clock(spent)}"
+            if total and done > last["first"] and not finished:
+                clock += f" ETA {_clock(spent / (done - last['first']) * (total - done))}"
+            print(f"{info['phase']} {done}/{total or '?'} {detail(info)}".rstrip() + clock, file=stream, flush=True)
 
     return report
-
-
 
 def _error(err: float | None, n: int | None, split: str) -> str:
     if err is None:

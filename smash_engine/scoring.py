@@ -39,7 +39,7 @@ class Scorer:
             for j, (arch, (err, loss, status)) in enumerate(zip(group, rows, strict=False)):
                 self._record(arch, source, parent, err, loss, int(status))
                 self.ctx.report(dict(phase="sample" if e.commands.sampling else e.phase, done=done + g + j + 1,
-                                     total=total, error=err if status == 0 else None))
+                                     total=total, error=err if status == 0 else None, stage=source, arch=arch.id))
             e.commands.between()
 
     def _score_one(self, arch: Architecture) -> list[float]:

@@ -39,6 +39,9 @@ def _rich(stream) -> Iterator[Callable[[dict], None]]:
 
     def report(info: dict) -> None:
         phase = info["phase"]
+        if info.get("note"):  # pause, continue: a line above the bars
+            progress.console.print(f"{phase}: {info['note']}")
+            return
         if phase not in tasks:
             tasks[phase] = progress.add_task(phase, total=info.get("total") or None, detail="")
         progress.update(tasks[phase], completed=info.get("done", 0), total=info.get("total") or None,
