@@ -3,6 +3,7 @@ lines that say what a search found (`pick_line`, `pick_summary`)."""
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from collections.abc import Callable
@@ -87,3 +88,13 @@ def pick_summary(db: str, p: dict | None, top: dict | None, n_scored: int | None
             f"  weights: {p['weights_path']}",
             f"  export:  smash-tui export {db} --arch best -o {p['arch_id']}.json --weights",
             f"  load:    python -c \"from smash_engine import api; print(api.load_model('{db}'))\""]
+
+
+def hyper_label(run: dict) -> str:
+    """Which HyperNet a run trains, from its stored config (no torch): "graph", or the paper's convolutional
+    one, with "+gains" where it sets c-set gains (hypernet.HYPER_PRESETS)."""
+    try:
+        h = json.loads(run.get("config_json") or "{}").get("hyper", {})
+    except ValueError:
+        return "?"
+    return f"{h.get('kind', 'conv')}{'+gains' if h.get('gains') and h.get('kind', 'conv') == 'conv' else ''}"

@@ -19,8 +19,10 @@ from typing import Annotated
 import typer
 
 from smash_engine import store
+from smash_engine.budget import Budget, BudgetError
+from smash_engine.cost import arch_cost
 from smash_engine.errors import ConfigError, ResultsFileError, SmashError
-from smash_engine.report import pick_summary
+from smash_engine.report import hyper_label, pick_summary
 from smash_engine.space import Architecture
 
 from . import cli_studies
@@ -80,6 +82,12 @@ def run(
     verify_epochs: Annotated[int | None, typer.Option(help="epochs of each verification training")] = None,
     verify_images: Annotated[int | None, typer.Option(help="training images of each verification (0 = all)")]
     = None,
+    max_params: Annotated[int | None, typer.Option(help="budget: every architecture the search scores has at most N "
+                                                        "parameters (0 = no limit)")] = None,
+    max_mflops: Annotated[float | None, typer.Option(help="budget: every architecture the search scores has at most "
+                                                          "X million forward FLOPs per image, counted 2 per "
+                                                          "multiply-add as the leaderboard's MFLOPs (0 = no limit)")]
+    = None,
     db: Annotated[Path | None, typer.Option(help="results file (default runs/NAME.db)")] = None,
     name: Annotated[str | None, typer.Option(help="run name (default: the preset, made unique)")] = None,
     device: Annotated[str, typer.Option(help="cpu | cuda | cuda:N | auto")] = "auto",
@@ -99,7 +107,7 @@ def run(
     cfg = make_config(preset, dataset, seed, device, data_dir, download, name or "", epochs=epochs,
                       n_random=archs, final_top=final_top, final_epochs=final_epochs, batch_size=batch_size,
                       val_size=val_size, score_bn=score_bn, verify_top=verify_top, verify_epochs=verify_epochs,
-                      verify_images=verify_images)
+                      verify_images=verify_images, max_params=max_params, max_mflops=max_mflops)
     db = db or _unique_db(name or preset)
     if name is None:
         import dataclasses
@@ -282,7 +290,10 @@ def show(
         typer.echo(json.dumps({"run": _public_run(run), "leaderboard": rows}, indent=2, default=str))
         return
     typer.echo(f"run {run['name']}: {store.engine_state(run)}, phase {run['phase']}, step {run['step']}/"
-               f"{run['total_steps'] or '?'}, dataset {run['dataset']}, device {run['device']}")
+               f"{run['total_steps'] or '?'}, dataset {run['dataset']}, device {run['device']}, "
+               f"HyperNet {hyper_label(run)}")
+    for line in _budget_lines(conn, run):
+        typer.echo(f"  {line}")
     if run.get("message"):
         typer.echo(f"  {run['message']}")
     for line in pick_summary(str(db), store.pick(conn, run["id"]), rows[0] if rows else None,
@@ -296,6 +307,28 @@ def show(
         verify = "-" if r.get("verify_error") is None else pct(r["verify_error"])
         typer.echo(f"{r['rank']:>4} {r['arch_id']:<16} {pct(r['smash_error']):>9} {r['params'] or 0:>9,} "
                    f"{(r['flops'] or 0) / 1e6:>8.1f} {r['n_ops'] or 0:>4} {verify:>7} {r['source']:<9} {final}")
+
+
+def _budget(run: dict) -> Budget:
+    return Budget.of(json.loads(run["config_json"]).get("train", {}))
+
+
+def _budget_lines(conn, run: dict) -> list[str]:
+    """The run's budget, the range of what it scored, and the engine's word on the draws the budget rejected
+    (once each: a resumed rank phase says the same again)."""
+    budget = _budget(run)
+    if not budget:
+        return []
+    sql = ("SELECT min(a.params), max(a.params), min(a.flops), max(a.flops) FROM archs a"
+           " WHERE a.id IN (SELECT arch_id FROM scores WHERE run_id = ?)")
+    lo_p, hi_p, lo_f, hi_f = conn.execute(sql, (run["id"],)).fetchone()
+    scored = "" if lo_p is None else \
+        f"; scored: {lo_p:,}-{hi_p:,} params, {lo_f / 1e6:.2f}-{hi_f / 1e6:.2f} MFLOPs"
+    lines = [f"budget: {budget.describe()} (FLOPs 2 per multiply-add){scored}"]
+    sql = "SELECT message FROM events WHERE run_id = ? AND message LIKE 'budget: %' ORDER BY id"
+    said = dict.fromkeys(m.removeprefix("budget: ").replace(f" ({budget.describe()})", "")
+                         for (m,) in conn.execute(sql, (run["id"],)))
+    return lines + [f"  {m}" for m in said]
 
 
 def _which(db: Path, asked: str, arch_id: str) -> str:
@@ -405,6 +438,7 @@ def control(
     run = _run(conn, db)
     if payload.get("arch") and store.get_arch(conn, payload["arch"]) is None:
         raise ResultsFileError(f"no architecture {payload['arch']!r} in {db}; see `smash-tui show {db}` for ids")
+    _check_budget(run, payload, conn)
     state = store.engine_state(run)
     if kind in ("pause", "continue", "stop") and state == "done":
         # queued, a pause would wait for the next `resume` and leave that engine idle and paused
@@ -424,6 +458,20 @@ def control(
             return
         time.sleep(0.2)
     typer.echo(f"command #{cid} pending: the engine answers between steps")
+
+
+def _check_budget(run: dict, payload: dict, conn) -> None:
+    """`score` and `final` of an architecture outside the run's budget are refused here, before they are queued
+    (the engine refuses them too)."""
+    budget = _budget(run)
+    row = store.get_arch(conn, payload["arch"]) if payload.get("arch") else None
+    spec = payload.get("spec") or (row or {}).get("spec_json")
+    if not budget or not spec:
+        return
+    a = Architecture.from_json(spec)
+    why = budget.refusal(a.id, *arch_cost(a))
+    if why:
+        raise BudgetError(why)
 
 
 def _command_args(kind: str, args: list[str]) -> dict:

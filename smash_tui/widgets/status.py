@@ -11,6 +11,8 @@ from typing import Any
 from rich.text import Text
 from textual.widgets import Static
 
+from smash_engine.report import hyper_label
+
 STATE_STYLE = {"running": "bold green", "paused": "bold yellow", "crashed": "bold white on red",
                "failed": "bold white on red", "stopped": "bold", "done": "bold cyan", "created": "bold"}
 
@@ -77,8 +79,8 @@ def status_text(run: dict[str, Any] | None, state: str, p: Progress, colorless: 
     ips = f" {run['images_per_s']:.0f} img/s" if run.get("images_per_s") and p.phase == "smash" else ""
     line1 = Text.assemble(
         (f"{run['name']} ", style("bold")), (f" {state.upper()} ", style(STATE_STYLE.get(state, "bold"))),
-        f" {p.phase}{count}{pct} ep {run['epoch']}{ips}{eta} ", (f"[{run['device'] or '?'}]",
-                                                                                    style("dim")))
+        f" {p.phase}{count}{pct} ep {run['epoch']}{ips}{eta} ",
+        (f"[{run['device'] or '?'}, {hyper_label(run)} HyperNet]", style("dim")))
     parts: list[tuple[str, str] | str] = []
     message = str(run.get("message") or "")
     if message.startswith("pick "):  # a finished search: its pick (README "What a search gives you") comes first

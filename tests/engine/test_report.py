@@ -34,3 +34,16 @@ def test_pick_summary_names_every_figure_and_the_split_sizes():
     assert lines[2].endswith("smash-tui export runs/q.db --arch best -o 1e673d0c2b9a4f11.json --weights")
     none = report.pick_summary("runs/q.db", None, dict(arch_id="ab12", smash_error=0.3), 90)
     assert "no final training has finished" in none[0] and none[1].endswith("smash-tui control runs/q.db final ab12")
+
+
+def test_the_hypernet_a_run_uses_is_named_from_its_stored_config():
+    import json
+
+    from smash_tui.widgets.status import Progress, status_text
+
+    run = dict(name="q", epoch=1, device="cpu", images_per_s=None, message=None,
+               config_json=json.dumps({"hyper": {"kind": "graph", "gains": True}}))
+    assert report.hyper_label(run) == "graph"
+    assert "[cpu, graph HyperNet]" in status_text(run, "running", Progress(), colorless=True).plain
+    assert report.hyper_label(dict(config_json=json.dumps({"hyper": {"gains": True}}))) == "conv+gains"
+    assert report.hyper_label(dict(config_json=json.dumps({"hyper": {"kind": "conv"}}))) == "conv"
