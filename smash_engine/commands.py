@@ -12,12 +12,14 @@ import json
 import time
 
 from . import dist, store
+from .budget import Budget, BudgetError
 from .context import EngineView
+from .cost import arch_cost
 from .encoding import check_in_space
 from .errors import ConfigError, ResultsFileError, SmashError
 from .seeds import SAMPLE
 from .space import Architecture
-from .train import rank_arch
+from .train import rank_draw
 
 HEARTBEAT_S = 2.0
 POLL_S = 0.5
@@ -118,6 +120,7 @@ class Commands:
         if kind == "score":
             arch = Architecture.from_json(str(args.get("spec", "")))
             check_in_space(arch, self.ctx.cfg.space)
+            self._check_budget(arch.id, *arch_cost(arch))
             self.user_specs.append(arch.to_json())
             return f"scoring architecture {arch.id}"
         raise ConfigError(f"unknown command {kind!r}")
@@ -126,12 +129,18 @@ class Commands:
         row = store.get_arch(self.ctx.conn, str(args.get("arch", "")))
         if row is None:
             raise ResultsFileError(f"no architecture {args.get('arch')!r} in this run; pick an id from the leaderboard")
+        self._check_budget(row["id"], *arch_cost(Architecture.from_json(row["spec_json"])))
         epochs = int(args.get("epochs") or self.ctx.cfg.train.final_epochs)
         if epochs <= 0:
             raise ConfigError(f"final training needs a positive number of epochs, got {epochs}")
         fid = self.engine.finals.queue(row["id"], epochs)
         when = "next" if self.engine.phase in ("final", "done") else "after the search phases"
         return f"final training #{fid} of {row['id']} queued ({epochs} epochs), runs {when}"
+
+    def _check_budget(self, arch_id: str, params: int, flops: int) -> None:
+        why = Budget.of(self.ctx.cfg.train).refusal(arch_id, params, flops)
+        if why:
+            raise BudgetError(why)
 
     def _score_user_archs(self) -> None:
         specs, self.user_specs = self.ctx.agreed(lambda: self.user_specs), []
@@ -147,7 +156,16 @@ class Commands:
             while self.samples_wanted:  # more may be asked for while these are scored
                 n, self.samples_wanted = self.samples_wanted, 0
                 start = self.engine.count("sample")
-                archs = [rank_arch(self.ctx.cfg, SAMPLE, i) for i in range(start, start + n)]
-                self.engine.scorer.score_many(archs, "sample", None, 0, n)
+                draws = [rank_draw(self.ctx.cfg, SAMPLE, i) for i in range(start, start + n)]
+                self._budget_event(n, sum(r for _, r in draws))
+                self.engine.scorer.score_many([a for a, _ in draws], "sample", None, 0, n)
         finally:
             self.sampling = False
+
+    def _budget_event(self, n: int, rejected: int) -> None:
+        budget = Budget.of(self.ctx.cfg.train)
+        if budget and self.ctx.world.main:
+            note = (f"{n} random architectures within the budget ({budget.describe()}); {rejected:,} draws rejected "
+                    f"({rejected / (n + rejected):.0%} of {n + rejected:,})")
+            self.ctx.event("info", f"budget: sample: {note}")
+            self.ctx.report(dict(phase="sample", note=note))

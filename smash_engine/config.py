@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import asdict, dataclass, field
 
+from .budget import Budget, check_space
 from .errors import ConfigError
 from .hypernet import HYPER_PRESETS, HyperConfig
 from .space import SpaceConfig, space_preset
@@ -46,6 +47,10 @@ class TrainConfig:
     final_weight_decay: float = 1e-4
     log_every: int = 10  # steps per row of the training curve (mean over the window)
     max_failures: int = 20  # consecutive failing steps or scores before the run stops
+    # a budget on every architecture the search scores (budget.py; 0 = none): parameters, and forward MFLOPs per
+    # image counted as cost.arch_cost counts them (2 per multiply-add). SMASH training itself draws from the whole space
+    max_params: int = 0
+    max_mflops: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -70,7 +75,7 @@ class RunConfig:
         d = dict(d)
         hyper = dict(d.pop("hyper"))
         hyper["dense"] = tuple(hyper["dense"])
-        train = dict(d.pop("train"))
+        train = dict(d.pop("train"))  # files from before a field existed take its default (max_params, ...)
         train["betas"] = tuple(train["betas"])
         return cls(space=SpaceConfig.from_dict(d.pop("space")), hyper=HyperConfig(**hyper),
                    train=TrainConfig(**train), **d)
@@ -94,6 +99,10 @@ DATASET_SHAPES = {"digits": (1, 8, 10), "mnist": (1, 32, 10), "fashion-mnist": (
                   "cifar100": (3, 32, 100), "stl10": (3, 96, 10), "imagenet32": (3, 32, 1000)}
 
 
+# options where 0 means "none" (no final training, no verify phase, all images, no budget)
+ZERO_MEANS_NONE = ("final_top", "verify_top", "verify_images", "max_params", "max_mflops")
+
+
 def make_config(preset: str = "quick", dataset: str | None = None, seed: int = 0, device: str = "auto",
                 data_dir: str | None = None, download: bool = False, name: str = "", **train_overrides) -> RunConfig:
     """Resolve a preset with CLI overrides (None means "keep the preset's value")."""
@@ -114,14 +123,15 @@ def make_config(preset: str = "quick", dataset: str | None = None, seed: int = 0
     if unknown:
         raise ConfigError(f"unknown training option(s): {', '.join(sorted(unknown))}")
     for key, value in overrides.items():
-        if isinstance(value, int) and value <= 0 and key not in ("final_top", "verify_top", "verify_images"):
+        if isinstance(value, int) and value <= 0 and key not in ZERO_MEANS_NONE:
             raise ConfigError(f"--{key.replace('_', '-')} must be positive, got {value}")
-        if key in ("final_top", "verify_top", "verify_images") and value < 0:
-            raise ConfigError(f"--{key.replace('_', '-')} must be 0 or more, got {value}")
+        if key in ZERO_MEANS_NONE and value < 0:
+            raise ConfigError(f"--{key.replace('_', '-')} must be 0 or more, got {value:g}")
     train = dataclasses.replace(TrainConfig(**p["train"]), **overrides)
     if train.score_bn not in ("shared", "recal", "batch"):
         raise ConfigError(f"unknown --score-bn {train.score_bn!r}; choose shared, recal or batch")
     if device not in ("auto", "cpu", "cuda") and not device.startswith("cuda:"):
         raise ConfigError(f"unknown device {device!r}; use cpu, cuda, cuda:N or auto")
+    check_space(space, Budget.of(train), seed, f"the {preset} preset's")  # before any results file is made
     return RunConfig(preset, dataset, space, HYPER_PRESETS[p["hyper"]], train, seed, device, data_dir, download,
                      name or preset)

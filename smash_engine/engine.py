@@ -22,9 +22,11 @@ from pathlib import Path
 import torch
 
 from . import dist, probes, store
+from .budget import Budget
 from .commands import Commands, Stop
 from .config import RunConfig
 from .context import Context, NoWriter, Reporter
+from .cost import arch_cost
 from .cpu_share import CpuShare
 from .encoding import FIELDS
 from .errors import ResultsFileError, SmashError
@@ -35,7 +37,7 @@ from .runs import disk_full, load_owned, load_splits, missing_folder, resolve_de
 from .scoring import Scorer
 from .seeds import HILLCLIMB, PERTURB, RANK, VERIFY, torch_gen
 from .space import Architecture
-from .train import Smash, bn_calibration, perturbed, rank_arch, validation_archs, validation_error
+from .train import Smash, bn_calibration, perturbed_draw, rank_draw, validation_archs, validation_error
 
 
 class Engine:
@@ -55,6 +57,7 @@ class Engine:
         self.ctx = Context(w, run["id"], run["uid"], cfg, run_dir(self.db_path),
                            resolve_device(cfg.device, world.local_rank), world, report)
         self.cfg, self.world, self.device, self.w = cfg, world, self.ctx.device, w
+        self.budget = Budget.of(cfg.train)  # what every scored architecture must fit (budget.py)
         self._run_row = run
         self.phase = run["phase"]
         self.commands = Commands(self)
@@ -237,8 +240,32 @@ class Engine:
         self._rescore_provisional()
         n = self.cfg.train.n_random
         start = self.count("random")
-        self.scorer.score_many([rank_arch(self.cfg, RANK, i) for i in range(start, n)], "random", None, start, n)
+        archs = self._drawn("rank", "random architectures", lambda i: rank_draw(self.cfg, RANK, i), start, n)
+        self.scorer.score_many(archs, "random", None, start, n)
         self._enter("refine")
+
+    def _drawn(self, stage: str, what: str, draw, start: int, n: int) -> list[Architecture]:
+        """Architectures `start`..`n - 1` of a stage (`draw(i)` -> (architecture, draws rejected)). Under a
+        budget all `n` are drawn (pure Python, well under a second per thousand draws), so the event that says how
+        many draws the budget rejected covers the whole stage, resumed or not."""
+        if not self.budget:
+            return [draw(i)[0] for i in range(start, n)]
+        draws = [draw(i) for i in range(n)]
+        self._budget_event(stage, f"{n} {what}", sum(r for _, r in draws), [a for a, _ in draws])
+        return [a for a, _ in draws[start:]]
+
+    def _budget_event(self, stage: str, what: str, rejected: int, archs: list[Architecture]) -> None:
+        """In the log and on a headless run's terminal: 'budget: rank: 60 random architectures within the budget
+        (max 100,000 params); 57 draws rejected (49% of 117); the largest 99,962 params, 3.52 MFLOPs'."""
+        if not self.world.main or not archs:
+            return
+        costs = [arch_cost(a) for a in archs]
+        drawn = len(archs) + rejected
+        note = (f"{what} within the budget ({self.budget.describe()}); {rejected:,} draws rejected "
+                f"({rejected / drawn:.0%} of {drawn:,}); the largest {max(p for p, _ in costs):,} params, "
+                f"{max(f for _, f in costs) / 1e6:.2f} MFLOPs")
+        self.ctx.event("info", f"budget: {stage}: {note}")
+        self.ctx.report(dict(phase=stage, note=note))
 
     def _rescore_provisional(self) -> None:
         """Score again, with the trained HyperNet, what `sample`/`score` commands scored during SMASH training.
@@ -258,7 +285,8 @@ class Engine:
         if base is not None:
             arch = Architecture.from_json(base["spec_json"])
             start = self.count("perturb")
-            cands = [perturbed(self.cfg, arch, PERTURB, i) for i in range(start, t.n_perturb)]
+            cands = self._drawn("refine", f"perturbations of {arch.id}",
+                                lambda i: perturbed_draw(self.cfg, arch, PERTURB, i), start, t.n_perturb)
             self.scorer.score_many(cands, "perturb", arch.id, start, t.n_perturb + t.n_hillclimb)
             self._hillclimb()
         if t.verify_top:
@@ -274,10 +302,18 @@ class Engine:
         """Greedy: perturb the current best; keep a candidate only if strictly better. The current
         architecture is always the best of (start, candidates so far), so it is re-derived on resume."""
         t = self.cfg.train
-        for i in range(self.count("hillclimb"), t.n_hillclimb):
+        start = self.count("hillclimb")
+        rejected, cands = 0, []
+        for i in range(start, t.n_hillclimb):
             arch = Architecture.from_json(self._best("random", "perturb", "hillclimb")["spec_json"])
-            self.scorer.score_many([perturbed(self.cfg, arch, HILLCLIMB, i)], "hillclimb", arch.id, t.n_perturb + i,
-                            t.n_perturb + t.n_hillclimb)
+            cand, r = perturbed_draw(self.cfg, arch, HILLCLIMB, i)
+            rejected += r
+            cands.append(cand)
+            self.scorer.score_many([cand], "hillclimb", arch.id, t.n_perturb + i, t.n_perturb + t.n_hillclimb)
+        if self.budget:  # each candidate hangs on the scores before it: a resumed run counts its own candidates
+            what = f"hill-climbing candidates {start}-{t.n_hillclimb - 1}" if start else \
+                f"{t.n_hillclimb} hill-climbing candidates"
+            self._budget_event("refine", what, rejected, cands)
 
     def _queues_finals(self) -> bool:
         return bool(self.cfg.train.final_top) and self.world.main

@@ -19,6 +19,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from . import cpu_share
+from .budget import Budget, draw_within
 from .config import RunConfig, TrainConfig
 from .data import DeviceData
 from .dist import SINGLE, World
@@ -99,6 +100,9 @@ class Smash:
 
 
 def smash_arch(cfg: RunConfig, step: int, total: int) -> Architecture:
+    # the whole space, whatever the run's budget: the HyperNet and the shared weights learn from every kind of
+    # architecture (the annealed early ones are small anyway), and a budget changes neither the steps nor the
+    # weights, so a budgeted run's SMASH training is the unbudgeted one's; only what is scored is budgeted
     return sample_architecture(cfg.space, rng(cfg.seed, ARCH, step), progress=step / max(total, 1))
 
 
@@ -247,11 +251,26 @@ def validation_error(s: Smash, cfg: RunConfig, data: DeviceData,
 
 
 def rank_arch(cfg: RunConfig, purpose: int, index: int) -> Architecture:
-    return sample_architecture(cfg.space, rng(cfg.seed, purpose, index), progress=1.0)
+    return rank_draw(cfg, purpose, index)[0]
+
+
+def rank_draw(cfg: RunConfig, purpose: int, index: int) -> tuple[Architecture, int]:
+    """Random architecture `index` of stage `purpose` (end-of-training space) within the run's budget, and the
+    number of draws the budget rejected before it (`budget.draw_within`; 0 without a budget)."""
+    r = rng(cfg.seed, purpose, index)
+    return draw_within(Budget.of(cfg.train), lambda: sample_architecture(cfg.space, r, progress=1.0),
+                       f"random architecture {index} (stage {purpose})")
 
 
 def perturbed(cfg: RunConfig, base: Architecture, purpose: int, index: int) -> Architecture:
-    return perturb(base, cfg.space, rng(cfg.seed, purpose, index), cfg.train.perturb_prob)
+    return perturbed_draw(cfg, base, purpose, index)[0]
+
+
+def perturbed_draw(cfg: RunConfig, base: Architecture, purpose: int, index: int) -> tuple[Architecture, int]:
+    """Perturbation `index` of `base` for stage `purpose` within the run's budget, and the draws rejected."""
+    r = rng(cfg.seed, purpose, index)
+    return draw_within(Budget.of(cfg.train), lambda: perturb(base, cfg.space, r, cfg.train.perturb_prob),
+                       f"perturbation {index} of {base.id} (stage {purpose})")
 
 
 @dataclass

@@ -138,6 +138,10 @@ def test_query_cannot_write(run_copy):
     (["run", "--device", "tpu", "--headless"], ["unknown device 'tpu'"]),
     (["run", "--score-bn", "running", "--headless"], ["unknown --score-bn 'running'", "recal"]),
     (["run", "--verify-top", "-1", "--headless"], ["--verify-top must be 0 or more"]),
+    (["run", "--max-mflops", "-1", "--headless"], ["--max-mflops must be 0 or more, got -1"]),
+    (["run", "--max-params", "1000", "--headless"], ["no architecture of the quick preset's search space fits the "
+                                                     "budget (max 1,000 params): the smallest of 2,000 drawn has ",
+                                                     "raise --max-params"]),
     (["run", "--threads", "0", "--headless"], ["--threads must be 1 or more, got 0"]),
     (["study", "corrupt", "RUN", "--threads", "-2"], ["--threads must be 1 or more, got -2"]),
     (["run", "--val-size", "1500", "--headless"], ["--val-size 1500 leaves no training images (1500 in all)"]),
@@ -169,6 +173,27 @@ def test_bad_input_is_one_line_and_nonzero(tmp_path, run_copy, args, fragments):
     one_line_error(cli(*args, cwd=tmp_path), *fragments)
     assert run_copy.read_bytes() == before
     assert not (tmp_path / "runs" / "quick.db").exists()  # nothing half-written
+
+
+def test_a_budget_is_shown_and_score_or_final_outside_it_refused_before_queueing(run_copy, tmp_path):
+    """The finished tiny run given a budget that its first place exceeds (a budgeted run would never have scored
+    it: the test's shortcut to an architecture outside the budget in the file)."""
+    conn = sqlite3.connect(run_copy)
+    top, params, flops, spec = conn.execute("select l.arch_id, a.params, a.flops, a.spec_json from leaderboard l "
+                                            "join archs a on a.id = l.arch_id order by l.rank limit 1").fetchone()
+    config = json.loads(conn.execute("select config_json from runs").fetchone()[0])
+    config["train"].update(max_params=params - 1, max_mflops=100.0)
+    conn.execute("update runs set config_json = ?", (json.dumps(config),))
+    conn.commit()
+    conn.close()
+    (tmp_path / "top.json").write_text(spec)
+    why = f"architecture {top} has {params:,} params and {flops / 1e6:.2f} MFLOPs, outside this run's budget " \
+          f"(max {params - 1:,} params, 100 MFLOPs)"
+    one_line_error(cli("control", run_copy, "final", top[:8], "1"), why)
+    one_line_error(cli("control", run_copy, "score", tmp_path / "top.json"), why)
+    assert sqlite3.connect(run_copy).execute("select count(*) from commands").fetchone() == (0,)  # nothing queued
+    out = cli("show", run_copy, check=0).stdout.splitlines()
+    assert out[1].startswith(f"  budget: max {params - 1:,} params, 100 MFLOPs (FLOPs 2 per multiply-add); scored: ")
 
 
 def test_device_cuda_without_a_gpu(tmp_path):
