@@ -197,8 +197,9 @@ class StartScreen(BaseScreen):
                "--device", opts["device"], "--db", str(db), "--name", db.stem]
         if opts.get("dataset"):
             cmd += ["--dataset", opts["dataset"]]
-        if opts.get("epochs"):
-            cmd += ["--epochs", str(opts["epochs"])]
+        for key in ("epochs", "max_params", "max_mflops"):  # the budget: 0 or absent means none
+            if opts.get(key):
+                cmd += [f"--{key.replace('_', '-')}", str(opts[key])]
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
         if done.returncode != 0:
             why = (done.stderr.strip().splitlines() or ["no message"])[-1]
