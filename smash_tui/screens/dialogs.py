@@ -9,7 +9,7 @@ from typing import Any
 
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Vertical
+from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Input, Label, Select
 
@@ -123,6 +123,11 @@ class NewSearch(Dialog):
             Label("dataset"), select(DATASETS, "dataset", first="the preset's"),
             Label("SMASH epochs (empty: the preset's)"), Input("", type="integer", id="epochs", compact=True),
             Label("device"), select(DEVICES, "device"),
+            # one row: the form must still read whole at 80x24 with an error under it (tests/tui/test_tui_fits.py)
+            Horizontal(Label("budget, empty for none: max params"),
+                       Input("", type="integer", placeholder="100000", id="max_params", compact=True),
+                       Label("max MFLOPs"), Input("", type="number", placeholder="3.5", id="max_mflops", compact=True),
+                       classes="budget"),
             Label("", classes="dialog-error"),
             Label("Tab moves, Enter or Ctrl+S starts, Escape cancels", classes="hint"))
 
@@ -141,5 +146,15 @@ class NewSearch(Dialog):
         if epochs and (not epochs.isdigit() or int(epochs) <= 0):
             self.error("epochs: a whole number above 0, or empty")
             return
+        budget: dict[str, float | None] = {}
+        for key, cast in (("max_params", int), ("max_mflops", float)):
+            text = self.query_one(f"#{key}", Input).value.strip()
+            try:
+                budget[key] = cast(text) if text else None
+            except ValueError:
+                budget[key] = -1
+            if budget[key] is not None and budget[key] <= 0:  # type: ignore[operator]
+                self.error(f"budget: {'parameters' if key == 'max_params' else 'MFLOPs'} above 0, or empty")
+                return
         opts = {k: str(self.query_one(f"#{k}", Select).value) for k in ("preset", "dataset", "device")}
-        self.dismiss({**opts, "name": name, "epochs": int(epochs) if epochs else None})
+        self.dismiss({**opts, "name": name, "epochs": int(epochs) if epochs else None, **budget})

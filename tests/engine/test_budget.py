@@ -32,7 +32,7 @@ def test_a_budgeted_search_scores_refines_verifies_and_trains_only_within_its_bu
     store.insert_command(db, 1, "sample", {"n": 3})  # answered during SMASH training, rescored in the rank phase
 
     def reporter(info):
-        if info.get("stage") == "random" and info["done"] >= 3:
+        if info.get("stage") == "random" and info.get("done", 0) >= 3:
             engine.commands.stop_signal = 1  # stop in the middle of the rank phase (what SIGINT does)
 
     engine = Engine(db, reporter=reporter)

@@ -102,10 +102,10 @@ def test_commands_round_trip(tmp_path):
         sent[kind if kind not in sent else kind + "2"] = store.insert_command(db, 1, kind, args or {})
 
     def reporter(info):
-        if info["phase"] == "smash" and info["done"] >= 4 and "pause" not in sent:
+        if info["phase"] == "smash" and info.get("done", 0) >= 4 and "pause" not in sent:
             send("pause")
             threading.Timer(1.5, send, ("continue",)).start()
-        if info["phase"] == "rank" and info["done"] >= 2 and "sample" not in sent:
+        if info["phase"] == "rank" and info.get("done", 0) >= 2 and "sample" not in sent:
             send("sample", {"n": 2})
             arch = _q(db, "select id from archs order by created_at limit 1")[0][0]
             send("final", {"arch": arch[:8], "epochs": 1})
@@ -132,7 +132,7 @@ def test_scores_taken_during_smash_training_are_taken_again_with_the_trained_hyp
     sent = {}
 
     def reporter(info):
-        if info["phase"] == "smash" and info["done"] >= 2 and "sample" not in sent:
+        if info["phase"] == "smash" and info.get("done", 0) >= 2 and "sample" not in sent:
             sent["sample"] = store.insert_command(db, 1, "sample", {"n": 2})
 
     assert Engine(db, reporter=reporter).run() == "done"

@@ -178,3 +178,23 @@ def test_new_search_form_refuses_a_name_that_is_taken_or_not_a_file_name(db):
             assert_dialog_reads_whole(pilot.app)
 
     drive(SmashApp(db=None, runs_dir=db.parent), check)
+
+
+def test_new_search_form_takes_a_budget_and_refuses_a_bad_one(db):
+    got = {}
+
+    async def check(pilot):
+        await pilot.press("n")
+        form = pilot.app.screen
+        form.query_one("#max_params").value = "0"
+        form.action_start()
+        await pilot.pause()
+        assert pilot.app.screen is form and "parameters above 0" in given(form.query_one(".dialog-error", Label))
+        form.query_one("#max_params").value = "100000"
+        form.query_one("#max_mflops").value = "3.5"
+        form.dismiss = lambda opts: got.update(opts)  # what the form hands to `smash-tui run --detach`
+        form.action_start()
+        assert_dialog_reads_whole(pilot.app)
+
+    drive(SmashApp(db=None, runs_dir=db.parent), check)
+    assert got["max_params"] == 100000 and got["max_mflops"] == 3.5
