@@ -3,7 +3,7 @@
 The architecture is rebuilt for the new images: same blocks and ops, the stem takes the new image
 channels and the classifier the new classes (the global average pool makes the image size free; only
 the skeleton's transitions halve it). For voxel grids (ModelNet10) it becomes the 3-D variant: the
-same program with 3-D convolutions (`network.per_axis`). The result is a `finals` row with `dataset`
+same program with 3-D convolutions (`cost.per_axis`). The result is a `finals` row with `dataset`
 set, an `archs` row for the rebuilt architecture (source `transfer`, parent the original), per-epoch
 `final_steps`, a resumable checkpoint `runs/NAME/final-ID.pt` and the weights `final-ID.safetensors`.
 """

@@ -15,8 +15,8 @@ import torch
 from scipy import stats
 
 from smash_engine.config import make_config
+from smash_engine.cost import arch_cost
 from smash_engine.data import device_data, load_dataset
-from smash_engine.network import arch_cost
 from smash_engine.proxies import naswot, predicted_errors, synflow
 from smash_engine.sampler import sample_architecture
 
