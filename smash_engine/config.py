@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 
 from .budget import Budget, check_space
 from .errors import ConfigError
-from .hypernet import HYPER_PRESETS, HyperConfig
+from .hypernet import HyperConfig, hyper_preset
 from .space import SpaceConfig, space_preset
 
 
@@ -104,8 +104,10 @@ ZERO_MEANS_NONE = ("final_top", "verify_top", "verify_images", "max_params", "ma
 
 
 def make_config(preset: str = "quick", dataset: str | None = None, seed: int = 0, device: str = "auto",
-                data_dir: str | None = None, download: bool = False, name: str = "", **train_overrides) -> RunConfig:
-    """Resolve a preset with CLI overrides (None means "keep the preset's value")."""
+                data_dir: str | None = None, download: bool = False, name: str = "", hyper: str | None = None,
+                **train_overrides) -> RunConfig:
+    """Resolve a preset with CLI overrides (None means "keep the preset's value"); `hyper` names a HyperNet
+    preset (`hypernet.HYPER_PRESETS`) in place of the preset's."""
     if preset not in PRESETS:
         raise ConfigError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
     p = PRESETS[preset]
@@ -133,5 +135,5 @@ def make_config(preset: str = "quick", dataset: str | None = None, seed: int = 0
     if device not in ("auto", "cpu", "cuda") and not device.startswith("cuda:"):
         raise ConfigError(f"unknown device {device!r}; use cpu, cuda, cuda:N or auto")
     check_space(space, Budget.of(train), seed, f"the {preset} preset's")  # before any results file is made
-    return RunConfig(preset, dataset, space, HYPER_PRESETS[p["hyper"]], train, seed, device, data_dir, download,
-                     name or preset)
+    return RunConfig(preset, dataset, space, hyper_preset(hyper or p["hyper"]), train, seed, device, data_dir,
+                     download, name or preset)

@@ -84,7 +84,8 @@ def pick_summary(db: str, p: dict | None, top: dict | None, n_scored: int | None
                 f"(SMASH error {100 * top['smash_error']:.2f}%)",
                 f"  train it: smash-tui control {db} final {top['arch_id']}"]
     mflops = (p["flops"] or 0) / 1e6
-    return [f"{pick_line(p, n_scored)}; {mflops:.2f} MFLOPs; final training #{p['final_id']}, {p['epochs']} epochs",
+    epochs = f"{p['epochs']} epoch{'s' if p['epochs'] != 1 else ''}"
+    return [f"{pick_line(p, n_scored)}; {mflops:.2f} MFLOPs; final training #{p['final_id']}, {epochs}",
             f"  weights: {p['weights_path']}",
             f"  export:  smash-tui export {db} --arch best -o {p['arch_id']}.json --weights",
             f"  load:    python -c \"from smash_engine import api; print(api.load_model('{db}'))\""]

@@ -96,6 +96,8 @@ def run(
     nproc_per_node: Annotated[int, typer.Option(help="processes (GPUs) on this machine, through torchrun")] = 1,
     threads: Annotated[int | None, typer.Option(help="torch threads per process (default: its share of the cores, "
                                                      "shrinking while other searches or studies run)")] = None,
+    hyper: Annotated[str | None, typer.Option(help="HyperNet: small | paper | small-gains | graph | tiny (default: "
+                                                   "the preset's; README, search quality)")] = None,
     detach: Annotated[bool, typer.Option(hidden=True, help="start the engine detached, print the results file, "
                                          "open no UI (the UI's new-search form)")] = False,
 ) -> None:
@@ -104,7 +106,7 @@ def run(
 
     _check_nproc(nproc_per_node)
     check_threads(threads)
-    cfg = make_config(preset, dataset, seed, device, data_dir, download, name or "", epochs=epochs,
+    cfg = make_config(preset, dataset, seed, device, data_dir, download, name or "", hyper=hyper, epochs=epochs,
                       n_random=archs, final_top=final_top, final_epochs=final_epochs, batch_size=batch_size,
                       val_size=val_size, score_bn=score_bn, verify_top=verify_top, verify_epochs=verify_epochs,
                       verify_images=verify_images, max_params=max_params, max_mflops=max_mflops)
@@ -294,7 +296,7 @@ def show(
                f"HyperNet {hyper_label(run)}")
     for line in _budget_lines(conn, run):
         typer.echo(f"  {line}")
-    if run.get("message"):
+    if run.get("message") and not str(run["message"]).startswith("pick "):  # the pick comes whole below
         typer.echo(f"  {run['message']}")
     for line in pick_summary(str(db), store.pick(conn, run["id"]), rows[0] if rows else None,
                              len(store.leaderboard(conn, run["id"]))):

@@ -143,6 +143,7 @@ def test_query_cannot_write(run_copy):
                                                      "budget (max 1,000 params): the smallest of 2,000 drawn has ",
                                                      "raise --max-params"]),
     (["run", "--threads", "0", "--headless"], ["--threads must be 1 or more, got 0"]),
+    (["run", "--hyper", "huge", "--headless"], ["unknown HyperNet preset 'huge'", "graph"]),
     (["study", "corrupt", "RUN", "--threads", "-2"], ["--threads must be 1 or more, got -2"]),
     (["run", "--val-size", "1500", "--headless"], ["--val-size 1500 leaves no training images (1500 in all)"]),
     (["run", "--dataset", "modelnet10", "--headless"], ["3-D voxel grids", "--dataset modelnet10"]),
