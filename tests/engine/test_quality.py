@@ -202,6 +202,6 @@ def test_hyper_cost_smoke(tmp_path):
     assert proc.returncode == 0, proc.stderr
     (path,) = tmp_path.glob("hyper-cost-smoke-*.json")
     doc = json.loads(path.read_text())
-    assert set(doc["options"]) == {"default", "gains", "writers", "gains+writers"}
+    assert set(doc["options"]) == {"default", "gains", "writers", "gains+writers", "graph"}
     assert doc["options"]["default"]["step_ratio"] == 1.0 and set(doc["machine"]) == set(common.MACHINE_KEYS)
     assert doc["options"]["writers"]["hyper_params"] > doc["options"]["default"]["hyper_params"]
