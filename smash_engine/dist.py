@@ -54,8 +54,13 @@ def init(world: World) -> None:
         td.init_process_group(backend, timeout=datetime.timedelta(days=7))
 
 
-def shutdown() -> None:
+def shutdown(clean: bool = False) -> None:
+    """Tear the process group down; after a clean end (done, stopped) first wait for every rank, so that no rank
+    destroys its group while another is still finishing (a rank aborted at exit under load otherwise). After a
+    failure no barrier: the other ranks may be gone, and torchrun ends them anyway."""
     if td.is_initialized():
+        if clean:
+            td.barrier()
         td.destroy_process_group()
 
 

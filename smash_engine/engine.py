@@ -99,6 +99,7 @@ class Engine:
             ctx.dir.mkdir(parents=True, exist_ok=True)
         old = {s: signal.signal(s, self.commands.on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
         share = CpuShare(self.threads).__enter__()
+        clean = False  # ended done or stopped: the ranks leave together (dist.shutdown)
         try:
             where = f"{self.device.type} x{self.world.size}" if self.world.active else str(self.device)
             ctx.set(status="running", message=None, device=where)
@@ -117,6 +118,7 @@ class Engine:
             found = self._found()
             ctx.set(status="done", phase="done", progress=1.0, message=found)
             ctx.event("info", f"search finished: {found}")
+            clean = True
             return "done"
         except Stop:
             self.checkpoint()
@@ -125,6 +127,7 @@ class Engine:
                           (ctx.run_id,))
             ctx.set(status="stopped", message="stopped; continue with smash-tui resume")
             ctx.event("info", "stopped on request; checkpoint written")
+            clean = True
             return "stopped"
         except SmashError as e:
             self._record_failure(str(e))
@@ -142,7 +145,7 @@ class Engine:
             for s, h in old.items():
                 signal.signal(s, h)
             self.w.close()
-            dist.shutdown()
+            dist.shutdown(clean)
 
     def _record_failure(self, message: str, event: str | None = None) -> None:
         """Mark the run failed, if the results file can still take it (not on a full disk: then the run
