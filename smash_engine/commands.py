@@ -12,7 +12,7 @@ import json
 import time
 
 from . import dist, store
-from .budget import Budget, BudgetError
+from .budget import BudgetError
 from .context import EngineView
 from .cost import arch_cost
 from .encoding import check_in_space
@@ -138,7 +138,7 @@ class Commands:
         return f"final training #{fid} of {row['id']} queued ({epochs} epochs), runs {when}"
 
     def _check_budget(self, arch_id: str, params: int, flops: int) -> None:
-        why = Budget.of(self.ctx.cfg.train).refusal(arch_id, params, flops)
+        why = self.engine.budget.refusal(arch_id, params, flops)
         if why:
             raise BudgetError(why)
 
@@ -157,15 +157,8 @@ class Commands:
                 n, self.samples_wanted = self.samples_wanted, 0
                 start = self.engine.count("sample")
                 draws = [rank_draw(self.ctx.cfg, SAMPLE, i) for i in range(start, start + n)]
-                self._budget_event(n, sum(r for _, r in draws))
-                self.engine.scorer.score_many([a for a, _ in draws], "sample", None, 0, n)
+                archs = [a for a, _ in draws]
+                self.engine.budget_event("sample", f"{n} random architectures", sum(r for _, r in draws), archs)
+                self.engine.scorer.score_many(archs, "sample", None, 0, n)
         finally:
             self.sampling = False
-
-    def _budget_event(self, n: int, rejected: int) -> None:
-        budget = Budget.of(self.ctx.cfg.train)
-        if budget and self.ctx.world.main:
-            note = (f"{n} random architectures within the budget ({budget.describe()}); {rejected:,} draws rejected "
-                    f"({rejected / (n + rejected):.0%} of {n + rejected:,})")
-            self.ctx.event("info", f"budget: sample: {note}")
-            self.ctx.report(dict(phase="sample", note=note))

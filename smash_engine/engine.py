@@ -254,13 +254,14 @@ class Engine:
         if not self.budget:
             return [draw(i)[0] for i in range(start, n)]
         draws = [draw(i) for i in range(n)]
-        self._budget_event(stage, f"{n} {what}", sum(r for _, r in draws), [a for a, _ in draws])
+        self.budget_event(stage, f"{n} {what}", sum(r for _, r in draws), [a for a, _ in draws])
         return [a for a, _ in draws[start:]]
 
-    def _budget_event(self, stage: str, what: str, rejected: int, archs: list[Architecture]) -> None:
-        """In the log and on a headless run's terminal: 'budget: rank: 60 random architectures within the budget
-        (max 100,000 params); 57 draws rejected (49% of 117); the largest 99,962 params, 3.52 MFLOPs'."""
-        if not self.world.main or not archs:
+    def budget_event(self, stage: str, what: str, rejected: int, archs: list[Architecture]) -> None:
+        """Under a budget, in the log and on a headless run's terminal (rank, refine and `sample` commands):
+        'budget: rank: 60 random architectures within the budget (max 100,000 params); 57 draws rejected (49% of
+        117); the largest 99,962 params, 3.52 MFLOPs'."""
+        if not self.budget or not self.world.main or not archs:
             return
         costs = [arch_cost(a) for a in archs]
         drawn = len(archs) + rejected
@@ -316,7 +317,7 @@ class Engine:
         if self.budget:  # each candidate hangs on the scores before it: a resumed run counts its own candidates
             what = f"hill-climbing candidates {start}-{t.n_hillclimb - 1}" if start else \
                 f"{t.n_hillclimb} hill-climbing candidates"
-            self._budget_event("refine", what, rejected, cands)
+            self.budget_event("refine", what, rejected, cands)
 
     def _queues_finals(self) -> bool:
         return bool(self.cfg.train.final_top) and self.world.main
