@@ -32,7 +32,7 @@ from .encoding import FIELDS
 from .errors import ResultsFileError, SmashError
 from .finals import Finals
 from .loops import smash_steps, steps_per_epoch
-from .report import pick_line, plain_reporter
+from .report import no_pick_line, pick_line, plain_reporter
 from .runs import disk_full, load_owned, load_splits, missing_folder, resolve_device, run_dir, save_atomic
 from .scoring import Scorer
 from .seeds import HILLCLIMB, PERTURB, RANK, VERIFY, torch_gen
@@ -84,8 +84,7 @@ class Engine:
         if p is not None:
             return pick_line(p, len(store.leaderboard(conn, run_id)))
         top = store.leaderboard(conn, run_id, limit=1)
-        return "no final training finished, so no pick" + (
-            f"; SMASH's first place is {top[0]['arch_id']}" if top else "")
+        return no_pick_line(top[0] if top else None)
 
     # -- the run -------------------------------------------------------------------------------
     def run(self) -> str:

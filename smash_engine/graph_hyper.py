@@ -88,8 +88,8 @@ class GraphHyperNet(nn.Module):
         writers = before[:, None, :] * write.T[None, :, :]  # [j, b, i]: earlier op i of j's block writes b
         return x, same, edges, writers, is_input
 
-    def states(self, plan: ArchPlan) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(node states (n_ops, D), each bank's writer state per op (n_ops, max_banks, D), the graph's x)."""
+    def states(self, plan: ArchPlan) -> tuple[torch.Tensor, torch.Tensor]:
+        """(node states (n_ops, D), each bank's writer state per op (n_ops, max_banks, D))."""
         x, same, edges, writers, is_input = self._graph(plan)
         h = self.embed(x)
 
@@ -101,13 +101,13 @@ class GraphHyperNet(nn.Module):
         count = writers.sum(2) + is_input  # (n_ops, max_banks)
         bank_state = (torch.einsum("jbi,id->jbd", writers, h) + is_input[..., None] * self.input_state) \
             / count.clamp(min=1)[..., None]
-        return h, bank_state, x
+        return h, bank_state
 
     def generate(self, plan: ArchPlan):
         """(1x1 matrix as `HyperNet.op_weights`, gains (n_ops, max_bottleneck + 4 N_max), mix (n_ops, 4, T))."""
         if len(plan.op_in) == 0:
             return plan.c.new_zeros(0, 0, dtype=torch.float32), None, None
-        h, bank_state, _ = self.states(plan)
+        h, bank_state = self.states(plan)
         p = plan._packed.float()
         off, s = self.offsets, self.space
         op = plan.slice_op

@@ -3,6 +3,7 @@ lines that say what a search found (`pick_line`, `pick_summary`)."""
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 import time
@@ -73,16 +74,22 @@ def pick_line(p: dict, n_scored: int | None = None, id_len: int = 16) -> str:
             f"{_error(p['test_error'], p.get('test_images'), 'test')}; {rank}; {p['params'] or 0:,} params")
 
 
+def no_pick_line(top: dict | None) -> str:
+    """Before a final training finishes: no pick, and SMASH's first place (`top`, a leaderboard row) if any."""
+    if top is None:
+        return "nothing scored yet: no pick"
+    return (f"no final training has finished, so no pick yet; SMASH's first place is {top['arch_id']} "
+            f"(SMASH error {100 * top['smash_error']:.2f}%)")
+
+
 def pick_summary(db: str, p: dict | None, top: dict | None, n_scored: int | None = None) -> list[str]:
     """What a finished search found, for the end of a headless run and `smash-tui show`: the pick (`store.pick`)
     with its errors and split sizes, SMASH rank, size, weights and the commands that take it home; before a
     final finishes, SMASH's first place (`top`, a leaderboard row) and how to train it."""
     if p is None:
         if top is None:
-            return ["nothing scored yet: no pick"]
-        return [f"no final training has finished, so no pick yet; SMASH's first place is {top['arch_id']} "
-                f"(SMASH error {100 * top['smash_error']:.2f}%)",
-                f"  train it: smash-tui control {db} final {top['arch_id']}"]
+            return [no_pick_line(None)]
+        return [no_pick_line(top), f"  train it: smash-tui control {db} final {top['arch_id']}"]
     mflops = (p["flops"] or 0) / 1e6
     epochs = f"{p['epochs']} epoch{'s' if p['epochs'] != 1 else ''}"
     return [f"{pick_line(p, n_scored)}; {mflops:.2f} MFLOPs; final training #{p['final_id']}, {epochs}",
@@ -94,8 +101,14 @@ def pick_summary(db: str, p: dict | None, top: dict | None, n_scored: int | None
 def hyper_label(run: dict) -> str:
     """Which HyperNet a run trains, from its stored config (no torch): "graph", or the paper's convolutional
     one, with "+gains" where it sets c-set gains (hypernet.HYPER_PRESETS)."""
+    return _hyper_label(run.get("config_json") or "{}")
+
+
+@functools.lru_cache(maxsize=8)
+def _hyper_label(config_json: str) -> str:
+    # the UI header asks on every redraw; a run's config never changes, so parse it once
     try:
-        h = json.loads(run.get("config_json") or "{}").get("hyper", {})
+        h = json.loads(config_json).get("hyper", {})
     except ValueError:
         return "?"
     return f"{h.get('kind', 'conv')}{'+gains' if h.get('gains') and h.get('kind', 'conv') == 'conv' else ''}"
