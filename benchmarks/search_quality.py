@@ -181,7 +181,7 @@ def smash_epochs(cfg, train, ckpt: Path, stops: list[int], on_stop, report=print
 
 SCORING_ONLY = ("score_bn", "bn_batches", "score_batch", "n_random", "n_perturb", "n_hillclimb", "final_top",
                 "final_epochs", "final_batch", "final_lr", "final_weight_decay", "log_every", "val_size",
-                "val_archs", "val_every", "verify_top", "verify_epochs", "verify_images")
+                "val_archs", "val_every", "verify_top", "verify_eta", "verify_budget", "verify_add", "verify_add_top")
 
 
 def _trained_by(cfg: dict) -> dict:

@@ -53,7 +53,9 @@ class LeaderboardRow(TypedDict):
     final_status: str | None  # queued | running | done | failed | stopped, or None: never final-trained
     final_test_error: float | None
     final_val_error: float | None
-    verify_error: float | None  # after the verify phase's short training, or None
+    verify_error: float | None  # held-out error at the highest verify rung it finished, or None
+    verify_rung: int | None  # the highest verify rung it reached (0-based), or None: not a candidate
+    verify_in: int | None  # 1 while still in the verify phase's halving, 0 once out
 
 
 class LossPoint(TypedDict):

@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field
 
 from .budget import Budget, check_space
 from .errors import ConfigError
+from .halving import ADD_CHOICES
 from .hypernet import HyperConfig, hyper_preset
 from .space import SpaceConfig, space_preset
 
@@ -35,11 +36,14 @@ class TrainConfig:
     n_perturb: int = 100  # refine phase: perturbations of the best random architecture
     n_hillclimb: int = 100  # refine phase: greedy hill-climbing steps
     perturb_prob: float = 0.05  # chance of resampling each field of each op
-    # verify phase: SMASH's best verify_top trained briefly (verify_epochs over verify_images training images,
-    # 0 = all); final training takes the best of them by held-out error (0 = no verify phase)
-    verify_top: int = 0
-    verify_epochs: int = 1
-    verify_images: int = 0
+    # verify phase (halving.py): successive halving over SMASH's best verify_top (0 = no verify phase), keeping the
+    # best 1/verify_eta by held-out error at each rung, the whole phase training verify_budget x the images SMASH
+    # training went through; verify_add (flops | naswot) adds that baseline's best verify_add_top as candidates
+    verify_top: int = 16
+    verify_eta: int = 4
+    verify_budget: float = 0.25
+    verify_add: str = ""
+    verify_add_top: int = 4
     final_top: int = 1  # architectures final-trained after the search (0 = none)
     final_epochs: int = 100
     final_batch: int = 50
@@ -76,6 +80,8 @@ class RunConfig:
         hyper = dict(d.pop("hyper"))
         hyper["dense"] = tuple(hyper["dense"])
         train = dict(d.pop("train"))  # files from before a field existed take its default (max_params, ...)
+        for gone in ("verify_epochs", "verify_images"):  # the single-rung verify phase before successive halving
+            train.pop(gone, None)
         train["betas"] = tuple(train["betas"])
         return cls(space=SpaceConfig.from_dict(d.pop("space")), hyper=HyperConfig(**hyper),
                    train=TrainConfig(**train), **d)
@@ -99,8 +105,8 @@ DATASET_SHAPES = {"digits": (1, 8, 10), "mnist": (1, 32, 10), "fashion-mnist": (
                   "cifar100": (3, 32, 100), "stl10": (3, 96, 10), "imagenet32": (3, 32, 1000)}
 
 
-# options where 0 means "none" (no final training, no verify phase, all images, no budget)
-ZERO_MEANS_NONE = ("final_top", "verify_top", "verify_images", "max_params", "max_mflops")
+# options where 0 means "none" (no final training, no verify phase, no added candidates, no budget)
+ZERO_MEANS_NONE = ("final_top", "verify_top", "verify_add_top", "max_params", "max_mflops")
 
 
 def make_config(preset: str = "quick", dataset: str | None = None, seed: int = 0, device: str = "auto",
@@ -130,6 +136,13 @@ def make_config(preset: str = "quick", dataset: str | None = None, seed: int = 0
         if key in ZERO_MEANS_NONE and value < 0:
             raise ConfigError(f"--{key.replace('_', '-')} must be 0 or more, got {value:g}")
     train = dataclasses.replace(TrainConfig(**p["train"]), **overrides)
+    if train.verify_eta < 2:
+        raise ConfigError(f"--verify-eta must be 2 or more (each rung keeps 1/eta), got {train.verify_eta}")
+    if not 0 < train.verify_budget <= 10:
+        raise ConfigError(f"--verify-budget is a fraction of SMASH's training images, in (0, 10]; "
+                          f"got {train.verify_budget:g}")
+    if train.verify_add not in ADD_CHOICES:
+        raise ConfigError(f"unknown --verify-add {train.verify_add!r}; choose flops or naswot (or leave it out)")
     if train.score_bn not in ("shared", "recal", "batch"):
         raise ConfigError(f"unknown --score-bn {train.score_bn!r}; choose shared, recal or batch")
     if device not in ("auto", "cpu", "cuda") and not device.startswith("cuda:"):

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from . import dist, probes, store
+from . import dist, halving, probes, store
 from .budget import Budget
 from .commands import Commands, Stop
 from .config import RunConfig
@@ -35,7 +35,7 @@ from .loops import smash_steps, steps_per_epoch
 from .report import no_pick_line, pick_line, plain_reporter
 from .runs import disk_full, load_owned, load_splits, missing_folder, resolve_device, run_dir, save_atomic
 from .scoring import Scorer
-from .seeds import HILLCLIMB, PERTURB, RANK, VERIFY, torch_gen
+from .seeds import HILLCLIMB, PERTURB, RANK
 from .space import Architecture
 from .train import Smash, bn_calibration, perturbed_draw, rank_draw, validation_archs, validation_error
 
@@ -293,10 +293,12 @@ class Engine:
             self.scorer.score_many(cands, "perturb", arch.id, start, t.n_perturb + t.n_hillclimb)
             self._hillclimb()
         if t.verify_top:
+            cands = self._verify_candidates() if self.world.main else []
+            rungs = self._rungs(len(cands))
             with self.w.transaction():  # the candidates are fixed and the phase moves on together, or neither
-                rows = store.leaderboard(self.ctx.conn, self.ctx.run_id, limit=t.verify_top) if self.world.main else []
-                self.w.queue_verifications(self.ctx.run_id, [(r["arch_id"], r["rank"]) for r in rows],
-                                           t.verify_epochs, self._verify_images())
+                if rungs:
+                    n = len(self.train)
+                    self.w.queue_verifications(self.ctx.run_id, cands, 0, rungs[0].epochs(n), rungs[0].subset(n))
                 self._enter("verify")
             return
         self._queue_finals_and_enter([r["arch_id"] for r in self._top(t.final_top)])
@@ -330,31 +332,64 @@ class Engine:
                 self.finals.queue(arch_id, self.cfg.train.final_epochs)
             self._enter("final")
 
-    def _verify_images(self) -> int:
-        n = self.cfg.train.verify_images
-        return len(self.train) if n == 0 else min(n, len(self.train))
+    def _verify_candidates(self) -> list[tuple[str, int, str]]:
+        """SMASH's verify_top best, and with verify_add the best verify_add_top of that baseline among the scored
+        architectures (NASWOT: once per architecture, on the truth panel's fixed batch of training images)."""
+        t = self.cfg.train
+        board = store.leaderboard(self.ctx.conn, self.ctx.run_id)
+
+        def naswot(rows: list[dict]) -> list[float]:
+            from .proxies import naswot as score
+            from .proxies import naswot_batch
+
+            x = naswot_batch(self.train)
+            return [score(Architecture.from_json(store.get_arch(self.ctx.conn, r["arch_id"])["spec_json"]), x)
+                    for r in rows]
+
+        return halving.candidates(board, t.verify_top, t.verify_add, t.verify_add_top, naswot)
+
+    def _rungs(self, n: int) -> list[halving.Rung]:
+        """The phase's rungs for n candidates; its budget is verify_budget x the images SMASH training took."""
+        t = self.cfg.train
+        smash_images = self.total_steps * t.batch_size * self.world.size
+        return halving.plan(n, t.verify_eta, int(t.verify_budget * smash_images), t.final_batch)
 
     def _verify(self) -> None:
-        """Train SMASH's best few briefly; final training gets the best of them by held-out error.
-
-        A SMASH score ranks roughly; a short real training separates the top candidates far better than their
-        SMASH scores do, at the cost of a few short trainings. Each result is committed as it lands; one cut
-        short by a stop is trained again on resume (it is short).
-        """
+        """Successive halving over the candidates queued at rung 0 (halving.py); final training takes them in the
+        order it leaves. Each training is committed as it lands, and the next rung's candidates are queued in one
+        transaction once a rung is done: a stop loses at most the training in progress, which runs again."""
         t, ctx = self.cfg.train, self.ctx
-        todo = ctx.agreed(lambda: [r for r in store.verifications(ctx.conn, ctx.run_id) if r["status"] != "done"])
-        total = t.verify_top
-        # the same seeded images for every candidate, so they differ by architecture, not by data
-        data = self.train.subset(self._verify_images(), torch_gen(self.cfg.seed, VERIFY, 0))
-        for row in todo:
-            self.finals.verify_one(row["arch_id"], data, self.val, total - len(todo) + todo.index(row), total)
         rows = ctx.agreed(lambda: store.verifications(ctx.conn, ctx.run_id))
-        best = [r["arch_id"] for r in sorted(rows, key=lambda r: (r["val_error"], r["smash_rank"]))]
+        rungs = self._rungs(sum(r["rung"] == 0 for r in rows))
+        total = halving.cost(rungs)
+        while rows:
+            r = max(row["rung"] for row in rows)
+            here = [row for row in rows if row["rung"] == r]
+            done = sum(row["images"] * row["epochs"] for row in rows if row["status"] == "done")
+            for row in [row for row in here if row["status"] != "done"]:
+                self.finals.verify_one(row["arch_id"], rungs[r], self.train, self.val, done, total, len(rungs))
+                done += rungs[r].images
+            rows = ctx.agreed(lambda: store.verifications(ctx.conn, ctx.run_id))
+            here = [row for row in rows if row["rung"] == r]
+            if r + 1 >= len(rungs):
+                break
+            keep = halving.survivors(here, rungs[r + 1].candidates)
+            if self.world.main:
+                ctx.event("info", f"verify rung {r + 1}/{len(rungs)} done: {len(keep)} of {len(here)} go on to "
+                                  f"{rungs[r + 1].images:,} images each (best {keep[0]['arch_id']}, held-out error "
+                                  f"{keep[0]['val_error']:.4f})")
+            n = len(self.train)
+            self.w.queue_verifications(ctx.run_id, [(k["arch_id"], k["smash_rank"], k["via"]) for k in keep], r + 1,
+                                       rungs[r + 1].epochs(n), rungs[r + 1].subset(n))
+            rows = ctx.agreed(lambda: store.verifications(ctx.conn, ctx.run_id))
+        best = halving.order(rows)
         rest = [r["arch_id"] for r in self._top(t.final_top + len(best)) if r["arch_id"] not in best]
         if best and self.world.main:
-            ctx.event("info", f"verified {len(best)}: best {best[0]} (SMASH rank "
-                              f"{next(r['smash_rank'] for r in rows if r['arch_id'] == best[0])}, held-out error "
-                              f"{min(r['val_error'] for r in rows):.4f})")
+            top = next(r for r in rows if r["arch_id"] == best[0] and r["status"] == "done"
+                       and r["rung"] == max(x["rung"] for x in rows))
+            ctx.event("info", f"verified {sum(r['rung'] == 0 for r in rows)} over {len(rungs)} rungs "
+                              f"({halving.cost(rungs):,} training images): best {best[0]} (SMASH rank "
+                              f"{top['smash_rank']}, held-out error {top['val_error']:.4f})")
         self._queue_finals_and_enter((best + rest)[:t.final_top])
 
     def _final(self) -> None:

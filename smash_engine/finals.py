@@ -18,9 +18,10 @@ from . import store
 from .context import Context
 from .data import DeviceData
 from .errors import ResultsFileError
+from .halving import Rung, train_rung
 from .loops import EpochEnd, fit
 from .runs import load_owned, save_atomic, save_weights
-from .seeds import FINAL, VERIFY, rng, torch_gen
+from .seeds import FINAL, torch_gen
 from .space import Architecture
 from .train import Final
 
@@ -141,18 +142,18 @@ class Finals:
         rec.finish()
         ctx.event("info", f"final training #{fid} done: test error {test_err:.4f}")
 
-    def verify_one(self, arch_id: str, data: DeviceData, val: DeviceData, done: int, total: int) -> None:
-        """The verify phase's short training of one candidate, on the phase's image subset `data`, from the
-        same seed for every candidate; its held-out error is committed as it lands."""
+    def verify_one(self, arch_id: str, rung: Rung, train: DeviceData, val: DeviceData, done: int, total: int,
+                   rungs: int) -> None:
+        """One candidate's training at a verify rung (`halving.train_rung`); its held-out error is committed as it
+        lands. `done` and `total` count the phase's training images, for the progress line."""
         ctx, t = self.ctx, self.ctx.cfg.train
         arch = Architecture.from_json(ctx.agreed(lambda: store.get_arch(ctx.conn, arch_id))["spec_json"])
-        ctx.w.set_verification(ctx.run_id, arch_id, "running")
+        ctx.w.set_verification(ctx.run_id, arch_id, rung.index, "running")
         t0 = time.perf_counter()
-        f = Final.create(arch, t, rng(ctx.cfg.seed, VERIFY, 1).getrandbits(31), ctx.device, ctx.world)
-        fit(f, data, t.verify_epochs, min(t.final_batch, len(data)), t.final_lr,
-            lambda epoch: torch_gen(ctx.cfg.seed, VERIFY, 2 + epoch), world=ctx.world, after_step=self.between)
+        f = train_rung(arch, t, train, rung, ctx.cfg.seed, ctx.device, ctx.world, self.between)
         if not ctx.world.main:
             return
         err, _ = f.evaluate(val, t.score_batch)
-        ctx.w.set_verification(ctx.run_id, arch_id, "done", err, round(time.perf_counter() - t0, 2))
-        ctx.report(dict(phase="verify", done=done + 1, total=total, error=err))
+        ctx.w.set_verification(ctx.run_id, arch_id, rung.index, "done", err, round(time.perf_counter() - t0, 2))
+        ctx.report(dict(phase="verify", done=done + rung.images, total=total, error=err, error_name="held-out err",
+                        stage=f"rung {rung.index + 1}/{rungs} {arch_id[:8]}"))

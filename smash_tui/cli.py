@@ -77,11 +77,16 @@ def run(
     score_bn: Annotated[str | None, typer.Option(help="BatchNorm statistics when scoring: shared (SMASH training's "
                                                       "running ones) | recal (re-estimated per architecture) | "
                                                       "batch (default: the preset's)")] = None,
-    verify_top: Annotated[int | None, typer.Option(help="verify phase: train SMASH's best K briefly and final-train "
-                                                        "the best of them (0 = off; default: the preset's)")] = None,
-    verify_epochs: Annotated[int | None, typer.Option(help="epochs of each verification training")] = None,
-    verify_images: Annotated[int | None, typer.Option(help="training images of each verification (0 = all)")]
-    = None,
+    verify_top: Annotated[int | None, typer.Option(help="verify phase: successive halving over SMASH's best K, "
+                                                        "final training takes the last one standing (0 = off; "
+                                                        "default 16)")] = None,
+    verify_eta: Annotated[int | None, typer.Option(help="each verify rung keeps the best 1/ETA, on ETA times the "
+                                                        "images (default 4)")] = None,
+    verify_budget: Annotated[float | None, typer.Option(help="the verify phase's training images, as a fraction of "
+                                                             "SMASH training's (default 0.25)")] = None,
+    verify_add: Annotated[str | None, typer.Option(help="also verify the best of a free baseline: flops | naswot "
+                                                        "(default: none)")] = None,
+    verify_add_top: Annotated[int | None, typer.Option(help="how many --verify-add adds (default 4)")] = None,
     max_params: Annotated[int | None, typer.Option(help="budget: every architecture the search scores has at most N "
                                                         "parameters (0 = no limit)")] = None,
     max_mflops: Annotated[float | None, typer.Option(help="budget: every architecture the search scores has at most "
@@ -108,8 +113,9 @@ def run(
     check_threads(threads)
     cfg = make_config(preset, dataset, seed, device, data_dir, download, name or "", hyper=hyper, epochs=epochs,
                       n_random=archs, final_top=final_top, final_epochs=final_epochs, batch_size=batch_size,
-                      val_size=val_size, score_bn=score_bn, verify_top=verify_top, verify_epochs=verify_epochs,
-                      verify_images=verify_images, max_params=max_params, max_mflops=max_mflops)
+                      val_size=val_size, score_bn=score_bn, verify_top=verify_top, verify_eta=verify_eta,
+                      verify_budget=verify_budget, verify_add=verify_add, verify_add_top=verify_add_top,
+                      max_params=max_params, max_mflops=max_mflops)
     db = db or _unique_db(name or preset)
     if name is None:
         import dataclasses
@@ -301,14 +307,23 @@ def show(
     for line in pick_summary(str(db), store.pick(conn, run["id"]), rows[0] if rows else None,
                              len(store.leaderboard(conn, run["id"]))):
         typer.echo(line)
-    typer.echo(f"{'rank':>4} {'arch':<16} {'smash err':>9} {'params':>9} {'MFLOPs':>8} {'ops':>4} {'verify':>7} "
+    typer.echo(f"{'rank':>4} {'arch':<16} {'smash err':>9} {'params':>9} {'MFLOPs':>8} {'ops':>4} {'verify':<14} "
                f"{'source':<9} final (val / test error)")
     for r in rows:
         final = "" if r["final_status"] is None else \
             f"{r['final_status']} {pct(r['final_val_error'])} / {pct(r['final_test_error'])}"
-        verify = "-" if r.get("verify_error") is None else pct(r["verify_error"])
+        verify = verify_cell(r)
         typer.echo(f"{r['rank']:>4} {r['arch_id']:<16} {pct(r['smash_error']):>9} {r['params'] or 0:>9,} "
-                   f"{(r['flops'] or 0) / 1e6:>8.1f} {r['n_ops'] or 0:>4} {verify:>7} {r['source']:<9} {final}")
+                   f"{(r['flops'] or 0) / 1e6:>8.1f} {r['n_ops'] or 0:>4} {verify:<14} {r['source']:<9} {final}")
+
+
+def verify_cell(r: dict) -> str:
+    """The verify phase as `show` prints it: the error at the highest rung finished, that rung (1-based), and
+    whether the candidate is out ('21.30% r2', '45.20% r1 out', 'queued r2')."""
+    if r.get("verify_rung") is None:
+        return "-"
+    err = pct(r["verify_error"]) if r["verify_status"] == "done" else r["verify_status"]
+    return f"{err} r{r['verify_rung'] + 1}{'' if r['verify_in'] else ' out'}"
 
 
 def _budget(run: dict) -> Budget:

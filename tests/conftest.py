@@ -16,7 +16,9 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
-TINY = dict(epochs=2, n_random=6, n_perturb=2, n_hillclimb=2, final_epochs=1, log_every=4, val_archs=3, val_every=1)
+# verify_top=0: the verify phase has its own tests (test_halving.py); the rest stay quick
+TINY = dict(epochs=2, n_random=6, n_perturb=2, n_hillclimb=2, final_epochs=1, log_every=4, val_archs=3, val_every=1,
+            verify_top=0)
 
 
 def tiny_config(**overrides):

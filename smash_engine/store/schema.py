@@ -315,8 +315,69 @@ def m005_pick(conn: sqlite3.Connection) -> None:
         conn.execute(statement)
 
 
+# Verification by successive halving (halving.py): a candidate has one row per rung it was trained at, and why it
+# is a candidate (SMASH's top, or a baseline's top added by verify_add). SQLite cannot change a primary key, so the
+# table is rebuilt; the views that read it are dropped first and made again on top (rows of schema 3-5 are rung 0).
+_VERIFICATIONS_6 = """CREATE TABLE verifications (
+    run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+    arch_id TEXT NOT NULL REFERENCES archs(id),
+    rung INTEGER NOT NULL DEFAULT 0,        -- 0 trains every candidate; rung r + 1 the best 1/eta of rung r
+    smash_rank INTEGER NOT NULL,            -- its leaderboard rank when the verify phase began
+    via TEXT NOT NULL DEFAULT 'smash',      -- why it is a candidate: smash (SMASH's top)|flops|naswot
+    status TEXT NOT NULL DEFAULT 'queued',  -- queued|running|done
+    epochs INTEGER NOT NULL,                -- the rung's training: epochs over `images` seeded training images
+    images INTEGER NOT NULL,
+    val_error REAL,                         -- 0..1 on the held-out split after it
+    seconds REAL,
+    at TEXT NOT NULL,
+    PRIMARY KEY (run_id, arch_id, rung)
+)"""
+
+_LEADERBOARD_6 = _LEADERBOARD_SELECT.replace(
+    "ORDER BY status = 'done' DESC, test_error IS NULL, test_error, id DESC",
+    "ORDER BY status = 'done' DESC, best_val_error IS NULL, best_val_error, id").replace(
+    "    FROM finals\n)", """    FROM finals WHERE dataset IS NULL
+), reached AS (
+    SELECT *, ROW_NUMBER() OVER (PARTITION BY run_id, arch_id ORDER BY rung DESC) AS nth,
+        max(rung) OVER (PARTITION BY run_id) AS top_rung
+    FROM verifications
+), verified AS (
+    SELECT *, ROW_NUMBER() OVER (PARTITION BY run_id, arch_id ORDER BY rung DESC) AS nth
+    FROM verifications WHERE status = 'done'
+)""") + """,
+    v.val_error AS verify_error, r.rung AS verify_rung, r.status AS verify_status,
+    r.rung = r.top_rung AS verify_in, r.via AS verify_via
+FROM latest AS s
+JOIN archs AS a ON a.id = s.arch_id
+LEFT JOIN best_final AS f ON f.run_id = s.run_id AND f.arch_id = s.arch_id AND f.nth = 1
+LEFT JOIN verified AS v ON v.run_id = s.run_id AND v.arch_id = s.arch_id AND v.nth = 1
+LEFT JOIN reached AS r ON r.run_id = s.run_id AND r.arch_id = s.arch_id AND r.nth = 1
+WHERE s.nth = 1
+ORDER BY s.run_id, rank"""
+
+_M006 = (
+    "DROP VIEW pick",
+    "DROP VIEW leaderboard",
+    "ALTER TABLE verifications RENAME TO verifications_5",
+    _VERIFICATIONS_6,
+    "INSERT INTO verifications (run_id, arch_id, rung, smash_rank, via, status, epochs, images, val_error, seconds, "
+    "at) SELECT run_id, arch_id, 0, smash_rank, 'smash', status, epochs, images, val_error, seconds, at "
+    "FROM verifications_5",
+    "DROP TABLE verifications_5",
+    # verify_error: the error at the highest rung it finished; verify_rung and verify_status: the highest rung it
+    # reached and how far that training is; verify_in: 1 while it is still in (at the phase's highest rung so far)
+    "CREATE VIEW leaderboard AS\n" + _LEADERBOARD_6,
+    next(st for st in _M005 if st.startswith("CREATE VIEW pick")),
+)
+
+
+def m006_halving(conn: sqlite3.Connection) -> None:
+    for statement in _M006:
+        conn.execute(statement)
+
+
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [m001_initial, m002_studies, m003_ranking_quality,
-                                                          m004_run_identity, m005_pick]
+                                                          m004_run_identity, m005_pick, m006_halving]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -230,20 +230,23 @@ class Writer:
             fields.setdefault("finished_at", now_iso())
         self._update("finals", final_id, fields, _FINAL_COLUMNS)
 
-    def queue_verifications(self, run_id: int, rows: list[tuple[str, int]], epochs: int, images: int) -> None:
-        """The verify phase's candidates, (arch id, leaderboard rank) each, queued in one transaction."""
+    def queue_verifications(self, run_id: int, rows: list[tuple[str, int, str]], rung: int, epochs: int,
+                            images: int) -> None:
+        """A rung's candidates, (arch id, leaderboard rank, why) each, queued in one transaction."""
         now = now_iso()
         with self.transaction() as c:
             c.executemany(
-                "INSERT OR IGNORE INTO verifications (run_id, arch_id, smash_rank, epochs, images, at) "
-                "VALUES (?, ?, ?, ?, ?, ?)", [(run_id, a, r, epochs, images, now) for a, r in rows])
+                "INSERT OR IGNORE INTO verifications (run_id, arch_id, rung, smash_rank, via, epochs, images, at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [(run_id, a, rung, r, via, epochs, images, now) for a, r, via in rows])
 
-    def set_verification(self, run_id: int, arch_id: str, status: str, val_error: float | None = None,
+    def set_verification(self, run_id: int, arch_id: str, rung: int, status: str, val_error: float | None = None,
                          seconds: float | None = None) -> None:
         check_choice("verification status", status, VERIFY_STATUSES, ValueError)
         with self.transaction() as c:
             c.execute("UPDATE verifications SET status = ?, val_error = ?, seconds = ?, at = ? "
-                      "WHERE run_id = ? AND arch_id = ?", (status, val_error, seconds, now_iso(), run_id, arch_id))
+                      "WHERE run_id = ? AND arch_id = ? AND rung = ?",
+                      (status, val_error, seconds, now_iso(), run_id, arch_id, rung))
 
     def add_final_step(self, final_id: int, **row: Any) -> None:
         self._replace("final_steps", _FINAL_STEP_COLUMNS, [{**row, "final_id": final_id}])

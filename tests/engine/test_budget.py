@@ -26,8 +26,8 @@ MAX_PARAMS, MAX_MFLOPS = 90_000, 3.0
 
 def test_a_budgeted_search_scores_refines_verifies_and_trains_only_within_its_budget(tmp_path):
     db = tmp_path / "budget.db"
-    cfg = tiny_config(name="budget", max_params=MAX_PARAMS, max_mflops=MAX_MFLOPS, verify_top=2, verify_images=200,
-                      final_top=2)
+    cfg = tiny_config(name="budget", max_params=MAX_PARAMS, max_mflops=MAX_MFLOPS, verify_top=2, verify_add="flops",
+                      verify_add_top=1, final_top=2)
     create_run(db, cfg)
     store.insert_command(db, 1, "sample", {"n": 3})  # answered during SMASH training, rescored in the rank phase
 
@@ -45,7 +45,7 @@ def test_a_budgeted_search_scores_refines_verifies_and_trains_only_within_its_bu
     scored, verified, finals = costs("scores"), costs("verifications"), costs("finals")
     sources = dict(_q(db, "select source, count(*) from scores group by source"))
     assert sources == {"random": 6, "sample": 3, "rescore": 3, "perturb": 2, "hillclimb": 2}
-    assert len(verified) == 2 and len(finals) == 2
+    assert len(verified) == 3 and len(finals) == 2  # SMASH's top 2 and the largest within the budget
     for arch_id, params, flops in scored + verified + finals:
         assert params <= MAX_PARAMS and flops <= MAX_MFLOPS * 1e6, (arch_id, params, flops)
         spec = _q(db, "select spec_json from archs where id = ?", arch_id)[0][0]

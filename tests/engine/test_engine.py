@@ -10,7 +10,7 @@ from safetensors.torch import load_file
 
 from smash_engine import store
 from smash_engine.engine import Engine
-from smash_engine.errors import ConfigError, ResultsFileError
+from smash_engine.errors import ResultsFileError
 from smash_engine.network import FixedNet
 from smash_engine.runs import create_run
 from smash_engine.space import Architecture
@@ -202,43 +202,3 @@ def test_score_command_scores_a_user_architecture_and_refuses_one_outside_the_sp
     assert rows[ok]["status"] == "done" and rows[ok]["message"] == f"scoring architecture {mine.id}"
     assert rows[bad]["status"] == "error" and "outside this run's search space" in rows[bad]["message"]
     assert _q(db, "select arch_id, status from scores where source = 'user'") == [(mine.id, "ok")]
-
-
-def test_verify_phase_trains_the_top_candidates_and_final_takes_the_best(tmp_path):
-    db = tmp_path / "verify.db"
-    create_run(db, tiny_config(name="verify", verify_top=3, verify_epochs=1, verify_images=200, final_top=1))
-    assert Engine(db).run() == "done"
-    conn = store.connect_reader(db)
-    rows = store.verifications(conn, 1)
-    board = store.leaderboard(conn, 1)
-    assert [r["arch_id"] for r in rows] == [r["arch_id"] for r in board[:3]]  # SMASH's top 3, in order
-    assert all(r["status"] == "done" and 0 <= r["val_error"] <= 1 and r["images"] == 200 for r in rows)
-    best = min(rows, key=lambda r: (r["val_error"], r["smash_rank"]))
-    (final,) = store.finals(conn, 1)
-    assert final["arch_id"] == best["arch_id"]
-    shown = {r["arch_id"]: r["verify_error"] for r in board}
-    assert {a: e for a, e in shown.items() if e is not None} == {r["arch_id"]: r["val_error"] for r in rows}
-    conn.close()
-    # a verification cut short (a stop, a crash) is trained again on resume; the others are kept
-    w = store.connect_writer(db)
-    w.conn.execute("UPDATE verifications SET status = 'running', val_error = NULL WHERE smash_rank = 2")
-    w.conn.execute("DELETE FROM finals")
-    for path in db.with_suffix("").glob("final-*"):
-        path.unlink()
-    w.conn.execute("UPDATE runs SET phase = 'verify', status = 'stopped'")
-    kept = {r["arch_id"]: r["at"] for r in store.verifications(w.conn, 1) if r["smash_rank"] != 2}
-    w.close()
-    assert Engine(db).run() == "done"
-    conn = store.connect_reader(db)
-    again = store.verifications(conn, 1)
-    assert all(r["status"] == "done" for r in again)
-    assert {r["arch_id"]: r["at"] for r in again if r["smash_rank"] != 2} == kept
-    assert [f["arch_id"] for f in store.finals(conn, 1)] == [final["arch_id"]]  # same images, same seed
-    conn.close()
-
-
-def test_bad_verify_options_are_one_line_errors():
-    with pytest.raises(ConfigError, match="--verify-top must be 0 or more"):
-        tiny_config(verify_top=-1)
-    with pytest.raises(ConfigError, match="--verify-epochs must be positive"):
-        tiny_config(verify_epochs=0)

@@ -106,7 +106,7 @@ TABLE_COLUMNS = {
         "epochs", "at",
     ],
     "verifications": [
-        "run_id", "arch_id", "smash_rank", "status", "epochs", "images", "val_error", "seconds", "at",
+        "run_id", "arch_id", "rung", "smash_rank", "via", "status", "epochs", "images", "val_error", "seconds", "at",
     ],
     "study_stats": [
         "study_id", "variant", "n", "kendall_tau", "kendall_p", "spearman_rho", "spearman_p", "top_k",
@@ -140,7 +140,8 @@ VIEW_COLUMNS = {
     "leaderboard": [
         "run_id", "rank", "arch_id", "smash_error", "smash_loss", "params", "flops", "n_ops",
         "depth", "source", "parent_id", "scored_at", "final_id", "final_status",
-        "final_test_error", "final_val_error", "verify_error",
+        "final_test_error", "final_val_error", "verify_error", "verify_rung", "verify_status", "verify_in",
+        "verify_via",
     ],
     "loss_curve": [
         "run_id", "step", "epoch", "train_loss", "train_error", "val_loss", "val_error", "lr",
@@ -214,8 +215,8 @@ def test_writer_pragmas(writer: store.Writer) -> None:
     assert c.execute("PRAGMA foreign_keys").fetchone()[0] == 1
     assert c.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
     assert c.execute("PRAGMA busy_timeout").fetchone()[0] == 10_000
-    assert [tuple(r) for r in c.execute("SELECT version FROM schema_version")] == [(1,), (2,), (3,), (4,), (5,)]
-    assert SCHEMA_VERSION == len(store.MIGRATIONS) == 5
+    assert [tuple(r) for r in c.execute("SELECT version FROM schema_version")] == [(1,), (2,), (3,), (4,), (5,), (6,)]
+    assert SCHEMA_VERSION == len(store.MIGRATIONS) == 6
 
 
 def test_reader_is_read_only_patient_and_holds_no_snapshot(writer: store.Writer, db: Path) -> None:
@@ -240,7 +241,7 @@ def test_migrations_idempotent_on_reopen(db: Path) -> None:
         ddl = store.schema_sql(w.conn)
     with connect_writer(db) as w:
         assert store.schema_sql(w.conn) == ddl
-        assert [r[0] for r in w.conn.execute("SELECT version FROM schema_version")] == [1, 2, 3, 4, 5]
+        assert [r[0] for r in w.conn.execute("SELECT version FROM schema_version")] == [1, 2, 3, 4, 5, 6]
         assert w.conn.execute("SELECT name FROM runs WHERE id = ?", (run_id,)).fetchone()[0] == "quick"
 
 
@@ -298,14 +299,14 @@ def test_creates_missing_folder(tmp_path: Path) -> None:
 def test_newer_schema_refused_without_modification(db: Path) -> None:
     connect_writer(db).close()
     raw = sqlite3.connect(db)
-    raw.execute("INSERT INTO schema_version VALUES (6, '2030-01-01T00:00:00.000Z')")
+    raw.execute("INSERT INTO schema_version VALUES (7, '2030-01-01T00:00:00.000Z')")
     raw.commit()
     raw.close()
     before = db.read_bytes()
     with pytest.raises(ResultsFileError) as e:
         connect_writer(db)
     msg = str(e.value)
-    assert "newer smash-tui (schema 6, this one reads 5): upgrade smash-tui" in msg
+    assert "newer smash-tui (schema 7, this one reads 6): upgrade smash-tui" in msg
     assert "\n" not in msg
     with pytest.raises(ResultsFileError, match="newer smash-tui"):
         connect_reader(db)
@@ -500,22 +501,74 @@ def test_pick_is_the_lowest_validation_error_and_a_tie_goes_to_the_better_smash_
     conn.close()
 
 
+def _old_run_file(path: Path, version: int, scores: dict[str, float]) -> sqlite3.Connection:
+    """A schema-`version` file holding one run with these SMASH scores, the first architecture final-trained
+    (committed; open for the test to add to)."""
+    raw = _old_file(path, version)
+    raw.execute("INSERT INTO runs (name, created_at, updated_at, config_json) VALUES ('old', 'x', 'x', '{}')")
+    for arch, err in scores.items():
+        raw.execute("INSERT INTO archs (id, run_id, spec_json, source, created_at) VALUES (?, 1, '{}', 'random', 'x')",
+                    (arch,))
+        raw.execute("INSERT INTO scores (run_id, arch_id, smash_error, scored_at) VALUES (1, ?, ?, 'x')", (arch, err))
+    raw.execute("INSERT INTO finals (run_id, arch_id, status, epochs, best_val_error, test_error) "
+                "VALUES (1, ?, 'done', 5, 0.1, 0.12)", (next(iter(scores)),))
+    raw.commit()
+    return raw
+
+
 def test_schema_4_file_gains_the_split_sizes_and_the_pick(tmp_path: Path) -> None:
     """Schema 5: an older file keeps its finals, gets the split-size columns (NULL for old finals) and the pick."""
     path = tmp_path / "old.db"
-    raw = _old_file(path, 4)
-    raw.execute("INSERT INTO runs (name, created_at, updated_at, config_json) VALUES ('old', 'x', 'x', '{}')")
-    raw.execute("INSERT INTO archs (id, run_id, spec_json, source, created_at) "
-                "VALUES ('aaaa01', 1, '{}', 'random', 'x')")
-    raw.execute("INSERT INTO scores (run_id, arch_id, smash_error, scored_at) VALUES (1, 'aaaa01', 0.2, 'x')")
-    raw.execute("INSERT INTO finals (run_id, arch_id, status, epochs, best_val_error, test_error) "
-                "VALUES (1, 'aaaa01', 'done', 5, 0.1, 0.12)")
-    raw.commit()
-    raw.close()
+    _old_run_file(path, 4, {"aaaa01": 0.2}).close()
     connect_writer(path).close()
     with connect_reader(path) as conn:
         p = store.pick(conn, 1)
     assert (p["arch_id"], p["val_error"], p["test_images"], p["smash_rank"]) == ("aaaa01", 0.1, None, 1)
+
+
+def test_schema_5_file_keeps_its_verifications_as_rung_0(tmp_path: Path) -> None:
+    """Schema 6 rebuilds `verifications` with a rung per row: an older file's rows become rung 0 of SMASH's
+    candidates, the leaderboard still shows their error, and the pick view is there again."""
+    path = tmp_path / "old.db"
+    raw = _old_run_file(path, 5, {"aaaa01": 0.2, "bbbb02": 0.3})
+    raw.execute("INSERT INTO verifications (run_id, arch_id, smash_rank, status, epochs, images, val_error, at) "
+                "VALUES (1, 'aaaa01', 1, 'done', 1, 200, 0.15, 'x'), (1, 'bbbb02', 2, 'queued', 1, 200, NULL, 'x')")
+    raw.commit()
+    raw.close()
+    connect_writer(path).close()
+    with connect_reader(path) as conn:
+        rows = store.verifications(conn, 1)
+        board = {r["arch_id"]: r for r in store.leaderboard(conn, 1)}
+        p = store.pick(conn, 1)
+    assert [(r["arch_id"], r["rung"], r["via"], r["status"], r["val_error"]) for r in rows] == [
+        ("aaaa01", 0, "smash", "done", 0.15), ("bbbb02", 0, "smash", "queued", None)]
+    a = board["aaaa01"]
+    assert (a["verify_error"], a["verify_rung"], a["verify_in"]) == (0.15, 0, 1)
+    assert (board["bbbb02"]["verify_error"], board["bbbb02"]["verify_status"]) == (None, "queued")
+    assert p["arch_id"] == "aaaa01"
+
+
+def test_leaderboard_shows_each_candidates_highest_rung(writer: store.Writer, db: Path) -> None:
+    run_id = new_run(writer)
+    for arch, err in (("aaaa01", 0.2), ("bbbb02", 0.3), ("cccc03", 0.4)):
+        add_arch(writer, run_id, arch)
+        writer.add_score(run_id, arch, err, 1.0, 100, 1)
+    writer.queue_verifications(run_id, [("aaaa01", 1, "smash"), ("bbbb02", 2, "smash"), ("cccc03", 3, "flops")],
+                               0, 1, 100)
+    for arch, err in (("aaaa01", 0.5), ("bbbb02", 0.4), ("cccc03", 0.45)):
+        writer.set_verification(run_id, arch, 0, "done", err, 1.0)
+    writer.queue_verifications(run_id, [("bbbb02", 2, "smash"), ("cccc03", 3, "flops")], 1, 1, 400)
+    writer.set_verification(run_id, "cccc03", 1, "done", 0.3, 2.0)
+    conn = connect_reader(db)
+    board = {r["arch_id"]: r for r in store.leaderboard(conn, run_id)}
+    got = {a: (r["verify_rung"], r["verify_status"], r["verify_error"], r["verify_in"], r["verify_via"])
+           for a, r in board.items()}
+    assert got == {"aaaa01": (0, "done", 0.5, 0, "smash"),  # out after rung 0
+                   "bbbb02": (1, "queued", 0.4, 1, "smash"),  # in, its rung-1 training not done: rung 0's error
+                   "cccc03": (1, "done", 0.3, 1, "flops")}
+    assert [(r["arch_id"], r["rung"]) for r in store.verifications(conn, run_id)] == [
+        ("aaaa01", 0), ("bbbb02", 0), ("cccc03", 0), ("bbbb02", 1), ("cccc03", 1)]
+    conn.close()
 
 
 def test_incremental_readers_return_only_newer_rows(writer: store.Writer, db: Path) -> None:

@@ -1,0 +1,125 @@
+"""The verify phase: successive halving over the search's best candidates (issue 23).
+
+A SMASH score ranks roughly; a short real training separates close candidates better, and a longer one better
+still. Successive halving spends little on many and more on few: every candidate is trained on a few images,
+the best 1/eta of them (by held-out error, ties to the better SMASH rank) on eta times as many, and so on until
+one is left; final training takes them in that order. Each rung trains from scratch with its own
+cosine schedule (a stop partway through a longer schedule is a noisy high-learning-rate state), and every
+candidate of a rung sees the same seeded images from the same seeded init, so they differ by architecture.
+
+The phase's cost is fixed before it starts, as a fraction (`verify_budget`) of the images SMASH training
+itself went through; `plan` gives each rung an equal share (Karnin et al. 2013's successive halving). The candidates are
+SMASH's `verify_top` best, plus, with `verify_add`, the best `verify_add_top` of a free baseline (FLOPs,
+or NASWOT at initialisation) among the scored architectures: a rough ranking's misses get a second way in.
+
+`plan`, `candidates`, `survivors` and `order` are pure; `train_rung` is the one short training the engine and
+the truth panel (`benchmarks/pick_quality.py`) both use.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # the plan is torch-free (the UI and `show` read it)
+    from .config import TrainConfig
+    from .data import DeviceData
+    from .space import Architecture
+    from .train import Final
+
+ADD_CHOICES = ("", "flops", "naswot")
+
+
+@dataclass(frozen=True)
+class Rung:
+    index: int
+    candidates: int  # trained at this rung
+    images: int  # training images each: `epochs` passes over a seeded subset of images // epochs
+
+    def epochs(self, train_images: int) -> int:
+        return max(1, math.ceil(self.images / train_images))
+
+    def subset(self, train_images: int) -> int:
+        return min(train_images, self.images // self.epochs(train_images))
+
+
+def sizes(n: int, eta: int) -> list[int]:
+    """Candidates per rung: n, n // eta, ... while more than one is left (16, eta 4: [16, 4]; 20: [20, 5])."""
+    out = []
+    while n > 1:
+        out.append(n)
+        n //= eta
+    return out
+
+
+def plan(n: int, eta: int, budget_images: int, min_images: int) -> list[Rung]:
+    """The rungs for `n` candidates: each rung gets an equal share of `budget_images`, split evenly over its
+    candidates (at least `min_images` each: one batch), so rung r + 1 trains each on about eta times rung r's."""
+    ks = sizes(n, eta)
+    return [Rung(r, k, max(min_images, budget_images // (len(ks) * k))) for r, k in enumerate(ks)]
+
+
+def cost(rungs: list[Rung]) -> int:
+    """Training images the whole phase takes."""
+    return sum(r.candidates * r.images for r in rungs)
+
+
+def candidates(board: list[dict], top: int, add: str = "", add_top: int = 0,
+               naswot: Callable[[list[dict]], list[float]] | None = None) -> list[tuple[str, int, str]]:
+    """(arch id, SMASH rank, why) of the phase's candidates: the leaderboard's `top` (why 'smash'), then the
+    `add_top` best by the baseline `add` not already in (why 'flops' or 'naswot'). `board` is the leaderboard in
+    rank order (rows with arch_id, rank, flops); `naswot(rows)` gives their NASWOT scores, higher better."""
+    out = [(r["arch_id"], r["rank"], "smash") for r in board[:top]]
+    if add and add_top:
+        if add == "flops":
+            score = [float(r["flops"] or 0) for r in board]
+        elif add == "naswot":
+            if naswot is None:
+                raise ValueError("verify_add='naswot' needs the NASWOT scorer")
+            score = naswot(board)
+        else:
+            raise ValueError(f"unknown verify_add {add!r}; choose flops or naswot")
+        have = {a for a, _, _ in out}
+        best = sorted(range(len(board)), key=lambda i: (-score[i], board[i]["rank"]))
+        out += [(board[i]["arch_id"], board[i]["rank"], add) for i in best
+                if board[i]["arch_id"] not in have][:add_top]
+    return out
+
+
+def _key(row: dict) -> tuple:
+    return (row["val_error"], row["smash_rank"])
+
+
+def survivors(rung_rows: list[dict], k: int) -> list[dict]:
+    """The `k` best of a finished rung by held-out error; a tie goes to the better SMASH rank."""
+    return sorted(rung_rows, key=_key)[:k]
+
+
+def order(rows: list[dict]) -> list[str]:
+    """Every candidate, best first: those that reached a higher rung first, then by their error there."""
+    last: dict[str, dict] = {}
+    for r in rows:
+        if r["status"] == "done" and (r["arch_id"] not in last or r["rung"] > last[r["arch_id"]]["rung"]):
+            last[r["arch_id"]] = r
+    return [r["arch_id"] for r in sorted(last.values(), key=lambda r: (-r["rung"], *_key(r)))]
+
+
+def train_rung(arch: Architecture, t: TrainConfig, train: DeviceData, rung: Rung, seed: int, device: Any,
+               world: Any = None, after_step: Callable[[], None] | None = None) -> Final:
+    """One candidate's training at `rung`: the run's final-training recipe (SGD Nesterov, cosine from
+    `final_lr`) over the rung's seeded subset of `train`. Every draw is a function of (seed, rung): the same
+    images, init and batch order for every candidate of a rung (`seeds.VERIFY`)."""
+    from .dist import SINGLE
+    from .loops import fit
+    from .seeds import VERIFY, rng, torch_gen
+    from .train import Final
+
+    world = world or SINGLE
+    epochs = rung.epochs(len(train))
+    data = train.subset(rung.subset(len(train)), torch_gen(seed, VERIFY, 1000 + rung.index))
+    f = Final.create(arch, t, rng(seed, VERIFY, 1).getrandbits(31), device, world)
+    fit(f, data, epochs, min(t.final_batch, len(data)), t.final_lr,
+        lambda epoch: torch_gen(seed, VERIFY, 2000 + 100 * rung.index + epoch), world=world, after_step=after_step)
+    return f
