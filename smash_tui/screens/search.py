@@ -31,7 +31,7 @@ from smash_engine.space import Architecture
 from ..launch import spawn_engine
 from ..messages import ArchLoaded, Batch, CommandSent, Notice, Polled, PollFailed
 from ..widgets.bank_diagram import BankDiagram
-from ..widgets.board_model import parse_filter
+from ..widgets.board_model import parse_filter, verify_line
 from ..widgets.event_log import EventLog
 from ..widgets.leaderboard import Leaderboard
 from ..widgets.loss_plot import LossPlot
@@ -86,6 +86,7 @@ class SearchScreen(BaseScreen):
         self.by_source: Counter[str] = Counter()
         self.finals: list[dict[str, Any]] = []
         self.verifications: list[dict[str, Any]] = []
+        self._verify_over = False  # the run has left the verify phase (its line then ranks the last rung)
         self.cmd_status: dict[int, str] = {}  # command id -> status last seen
         self.cmd_text: dict[int, str] = {}
         self.arch_rows: dict[str, dict[str, Any] | None] = {}  # cache of archs rows read for the diagram
@@ -198,9 +199,15 @@ class SearchScreen(BaseScreen):
         # after the scores: a final's row needs its architecture on the board
         changed = self.board.model.set_finals(b.finals) if b.scores or b.finals != self.finals else []
         self.finals = b.finals
-        if b.scores or b.verifications != self.verifications:
+        verify_moved = b.verifications != self.verifications
+        if b.scores or verify_moved:
             changed += self.board.model.set_verifications(b.verifications)
         self.verifications = b.verifications
+        over = b.run is not None and b.run["phase"] in ("final", "done")
+        if verify_moved or over != self._verify_over:
+            self._verify_over = over
+            if self.diagram.arch_id:
+                self.diagram.set_verify(self._verify_line(self.diagram.arch_id))
         for fid, rows in b.final_steps.items():
             f = next((f for f in b.finals if f["id"] == fid), {})
             name = str(f.get("arch_id", "?"))[:8]
@@ -273,7 +280,7 @@ class SearchScreen(BaseScreen):
         if arch_id is None or arch_id == self.diagram.arch_id:
             return
         if arch_id in self.arch_rows:
-            self.diagram.show(arch_id, self.arch_rows[arch_id])
+            self.diagram.show(arch_id, self.arch_rows[arch_id], self._verify_line(arch_id))
         else:
             self.load_arch(arch_id)
 
@@ -290,7 +297,14 @@ class SearchScreen(BaseScreen):
             self.arch_rows.clear()
         self.arch_rows[msg.arch_id] = msg.row
         if msg.arch_id == self.board.highlighted:
-            self.diagram.show(msg.arch_id, msg.row)
+            self.diagram.show(msg.arch_id, msg.row, self._verify_line(msg.arch_id))
+
+    def _verify_line(self, arch_id: str) -> str | None:
+        if not self.verifications:
+            return None
+        # verify_eta is in the config of runs since successive halving; older ones verified in one rung
+        eta = json.loads(self.run["config_json"]).get("train", {}).get("verify_eta") if self.run else None
+        return verify_line(arch_id, self.verifications, eta, self._verify_over)
 
     # -- controls ------------------------------------------------------------------------------------
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import sys
+import textwrap
 
 from rich.text import Text
 from textual.containers import VerticalScroll
@@ -25,7 +26,8 @@ def wants_ascii() -> bool:
 
 
 class BankDiagram(VerticalScroll):
-    """Call `show(arch_id, row)` with an `archs` row (spec_json, params, flops, source...)."""
+    """Call `show(arch_id, row, verify)` with an `archs` row (spec_json, params, flops, source...) and the line
+    on its verify phase (`board_model.verify_line`), `set_verify` when only that line changed."""
 
     DEFAULT_CSS = "BankDiagram { height: 1fr; } BankDiagram > Static { width: auto; }"
 
@@ -36,13 +38,14 @@ class BankDiagram(VerticalScroll):
         self.row: dict | None = None
         self.arch: Architecture | None = None
         self.error: str | None = None
+        self.verify: str | None = None
         self._width = 0
 
     def compose(self):
         yield Static("move the leaderboard cursor to an architecture to see its banks", id="diagram-text")
 
-    def show(self, arch_id: str, row: dict | None) -> None:
-        self.arch_id, self.row, self.arch, self.error = arch_id, row, None, None
+    def show(self, arch_id: str, row: dict | None, verify: str | None = None) -> None:
+        self.arch_id, self.row, self.arch, self.error, self.verify = arch_id, row, None, None, verify
         if row is None:
             self.error = f"architecture {arch_id} is not in the results file"
         else:
@@ -52,6 +55,11 @@ class BankDiagram(VerticalScroll):
                 self.error = f"cannot draw {arch_id}: {e}"
         self._redraw()
         self.scroll_home(animate=False)
+
+    def set_verify(self, verify: str | None) -> None:
+        if verify != self.verify:  # a redraw re-renders the whole diagram: not for a line that stayed
+            self.verify = verify
+            self._redraw()
 
     def toggle_ascii(self) -> None:
         self.ascii_only = not self.ascii_only
@@ -66,7 +74,10 @@ class BankDiagram(VerticalScroll):
         r = self.row
         head = (f"{r['id']}  {r['source']}  params {r['params'] or 0:,}  MFLOPs {(r['flops'] or 0) / 1e6:.2f}"
                 + (f"  parent {r['parent_id']}" if r.get("parent_id") else ""))
-        return [head[:width], *diagram(self.arch, width=width, ascii_only=self.ascii_only), LEGEND[:width], "",
+        # the verify line sits under the headline, where it is seen without scrolling; it wraps, not cuts
+        verify = textwrap.wrap(self.verify, width, subsequent_indent="  ") if self.verify else []
+        return [head[:width], *verify, *diagram(self.arch, width=width, ascii_only=self.ascii_only),
+                LEGEND[:width], "",
                 *(line[:width] for line in summary_lines(self.arch))]
 
     def on_resize(self) -> None:

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from smash_engine import halving
 from smash_engine.errors import ConfigError
 
 # Filterable and sortable fields: the names a user may type (and aliases) -> Entry attribute.
@@ -47,8 +48,14 @@ class Entry:
     final_epoch: int = 0
     final_epochs: int = 0
     test_error: float | None = None
-    verify_error: float | None = None  # held-out error after the verify phase's short training
+    # the verify phase (successive halving): its highest rung (0-based), that training's status, the held-out
+    # error of its highest finished rung, why it is a candidate, and whether it is still in (at the phase's top)
+    verify_error: float | None = None
     verify_status: str | None = None
+    verify_rung: int | None = None
+    verify_done_rung: int | None = None
+    verify_in: bool = False
+    verify_via: str | None = None
 
     def key(self) -> tuple[float, int]:
         return (self.smash_error, self.score_id)
@@ -110,6 +117,7 @@ class BoardModel:
     def __init__(self) -> None:
         self.entries: dict[str, Entry] = {}
         self.order: list[tuple[float, int, str]] = []  # (smash_error, score_id, arch_id), best first
+        self._verified: set[str] = set()  # arch ids holding verify values
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -149,14 +157,31 @@ class BoardModel:
         return changed
 
     def set_verifications(self, rows: list[dict[str, Any]]) -> list[str]:
-        """Attach the verify phase's status and error; returns the arch ids whose values changed."""
-        changed = []
+        """Attach each candidate's standing in the verify phase (rows: a row per candidate and rung, from
+        `store.verifications`); returns the arch ids whose values changed."""
+        reached: dict[str, dict[str, Any]] = {}
+        done: dict[str, dict[str, Any]] = {}
         for r in rows:
-            e = self.entries.get(r["arch_id"])
-            new = (r["status"], r["val_error"])
-            if e is not None and (e.verify_status, e.verify_error) != new:
-                e.verify_status, e.verify_error = new
-                changed.append(r["arch_id"])
+            if r["arch_id"] not in reached or r["rung"] > reached[r["arch_id"]]["rung"]:
+                reached[r["arch_id"]] = r
+            if r["status"] == "done" and (r["arch_id"] not in done or r["rung"] > done[r["arch_id"]]["rung"]):
+                done[r["arch_id"]] = r
+        top = max((r["rung"] for r in rows), default=0)
+        changed = []
+        for arch_id in [*reached, *(a for a in self._verified if a not in reached)]:
+            e = self.entries.get(arch_id)
+            if e is None:
+                continue
+            last, fin = reached.get(arch_id), done.get(arch_id)
+            new = (None, None, None, None, False, None) if last is None else (
+                last["status"], fin["val_error"] if fin else None, last["rung"], fin["rung"] if fin else None,
+                last["rung"] == top, last["via"])
+            if _verify_fields(e) != new:
+                (e.verify_status, e.verify_error, e.verify_rung, e.verify_done_rung, e.verify_in,
+                 e.verify_via) = new
+                changed.append(arch_id)
+        # a candidate whose rows went (a file replaced under the UI) must not keep its old standing
+        self._verified = {a for a in reached if a in self.entries}
         return changed
 
     def _position(self, e: Entry) -> int:
@@ -179,7 +204,7 @@ class BoardModel:
         pool = [e for e in self.entries.values() if matches(e, conditions)]
 
         def key(e: Entry) -> tuple:
-            v = getattr(e, sort)
+            v = verify_key(e) if sort == "verify_error" else getattr(e, sort)
             missing = v is None  # rows without the value go last in either direction
             return (missing if not reverse else not missing, v if v is not None else 0, e.rank)
 
@@ -192,3 +217,62 @@ class BoardModel:
 
 def _final_key(f: dict[str, Any]) -> tuple:
     return (f["status"] != "done", f["test_error"] is None, f["test_error"] or 0.0, -f["id"])
+
+
+def _verify_fields(e: Entry) -> tuple:
+    return (e.verify_status, e.verify_error, e.verify_rung, e.verify_done_rung, e.verify_in, e.verify_via)
+
+
+def verify_key(e: Entry) -> tuple | None:
+    """Sorting by verify lists the candidates as halving goes: a higher rung reached first (the survivors),
+    then those already trained there, then by held-out error (the order final training takes them in)."""
+    if e.verify_rung is None:
+        return None
+    done = -1 if e.verify_done_rung is None else e.verify_done_rung
+    return (-e.verify_rung, -done, e.verify_error if e.verify_error is not None else 0.0)
+
+
+def verify_line(arch_id: str, rows: list[dict[str, Any]], eta: int | None, over: bool) -> str | None:
+    """One line on `arch_id`'s way through the verify phase, or None if it was no candidate. `rows` are the
+    run's verifications; `eta` its verify_eta, which with the candidates fixes how many rungs the phase has
+    (None for files from before halving: their total is not known, so none is shown); `over`: the run has
+    left the phase, so the top rung's candidates are ranked, not "still in"."""
+    mine = sorted((r for r in rows if r["arch_id"] == arch_id), key=lambda r: r["rung"])
+    if not mine:
+        return None
+    top = max(r["rung"] for r in rows)
+    planned = len(halving.sizes(sum(r["rung"] == 0 for r in rows), eta)) if eta else None
+    total = f"/{planned}" if planned and planned > top else ""  # a total the rows contradict is not shown
+
+    def rung(r: dict[str, Any]) -> str:
+        return f"rung {r['rung'] + 1}{total}"
+
+    last = mine[-1]
+    notes = [] if last["via"] == "smash" else [f"via {last['via']}"]
+    if last["rung"] < top:
+        where = f"out at {rung(last)}"
+    else:
+        at_top = {r["arch_id"] for r in rows if r["rung"] == top}
+        order = [a for a in halving.order(rows) if a in at_top]
+        if over and arch_id in order:
+            place = order.index(arch_id)
+            notes.insert(0, f"{'best' if place == 0 else _ordinal(place + 1)} of {len(order)}")
+        else:
+            notes.insert(0, "still in")
+        where = rung(last)
+    images = f"{last['images'] * last['epochs']:,} images"
+    what = {"done": f"held-out {_percent(last['val_error'])} on {images}", "running": f"training on {images}",
+            "queued": f"queued for {images}"}.get(last["status"], last["status"])
+    before = [f"rung {r['rung'] + 1} {_percent(r['val_error'])}" for r in reversed(mine[:-1])
+              if r["status"] == "done"]
+    return (f"verify: {where}" + (f" ({', '.join(notes)})" if notes else "") + f", {what}"
+            + (f"; {', '.join(before)}" if before else ""))
+
+
+def _percent(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.2f}%"
+
+
+def _ordinal(n: int) -> str:
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"

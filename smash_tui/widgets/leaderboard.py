@@ -15,16 +15,17 @@ from textual.widgets import DataTable
 from .board_model import BoardModel, Condition, Entry
 
 MAX_ROWS = 500  # a terminal shows a few dozen; past this, filter (the title says how many match)
+VERIFY_WIDTH = 6
 # (key, label, width): fixed widths, so 80 columns hold the whole table and columns never jitter as rows
 # arrive; arch ids are shown by their first 12 hex digits (any unique prefix works in the CLI).
 # The op count lives in the diagram pane (and in filters: `ops > 10`); its column went to the verify phase's
 # error, which says more about which architecture to train.
 COLUMNS = (("rank", "rank", 5), ("arch", "arch id", 12), ("smash_error", "SMASH", 6), ("params", "params", 6),
-           ("flops", "MFLOPs", 6), ("verify_error", "verify", 6), ("source", "source", 9),
+           ("flops", "MFLOPs", 6), ("verify_error", "verify", VERIFY_WIDTH), ("source", "source", 9),
            ("final_status", "final", 6), ("test_error", "test", 6))
 ARCH_CHARS = 12
 LABELS = {"rank": "rank", "smash_error": "SMASH error", "params": "params", "flops": "FLOPs", "n_ops": "ops",
-          "verify_error": "verify error",
+          "verify_error": "verify rung, error",
           "source": "source", "final_status": "final status", "test_error": "test error"}
 SORTABLE = ("rank", "smash_error", "params", "flops", "verify_error", "source", "final_status", "test_error")
 
@@ -39,16 +40,38 @@ def _count(n: int | None) -> str:
     return f"{n / 1e6:.2f}M" if n >= 1e6 else f"{n / 1e3:.1f}k" if n >= 1e3 else str(n)
 
 
-_VERIFY_STATE = {"queued": "queued", "running": "busy"}  # fits the 6-character column
+_VERIFY_STATE = {"queued": "wait", "running": "busy"}
 
 
-def cells(e: Entry) -> tuple[str, ...]:
+def _fit(x: float, width: int) -> str:
+    """A percentage (no % sign) with as many decimals as `width` characters hold: 9.87, 21.3, 100."""
+    return next((s for d in (2, 1) if len((s := f"{100 * x:.{d}f}")) <= width), f"{100 * x:.0f}")
+
+
+def verify_cell(e: Entry) -> str | Text:
+    """`RUNG ERROR` in six characters: the rung it reached (1-based, as the engine's events count) and its
+    held-out error there, in percent, or wait / busy while that rung's training is queued or running. A
+    candidate still in (at the phase's highest rung) is bold, one halved out dim, so the survivors and how far
+    each got read at a glance."""
+    if e.verify_rung is None:
+        return "-"
+    head = f"{e.verify_rung + 1} "
+    width = VERIFY_WIDTH - len(head)
+    if e.verify_status == "done" and e.verify_error is not None:
+        value = _fit(e.verify_error, width)
+    else:
+        value = _VERIFY_STATE.get(e.verify_status or "", "?")
+    # styled by a span, not the Text's base style: a Text compares equal on its spans only, and the table
+    # rewrites a cell when its Text changes (a candidate halved out keeps its text, not its style)
+    return Text.styled((head + value)[:VERIFY_WIDTH], "bold" if e.verify_in else "dim")
+
+
+def cells(e: Entry) -> tuple[str | Text, ...]:
     final = e.final_status or "-"
     if e.final_status == "running":
         final = f"{e.final_epoch}/{e.final_epochs}"  # epochs done of planned
     flops = "-" if e.flops is None else f"{e.flops / 1e6:.2f}"
-    verify = _pct(e.verify_error) if e.verify_status == "done" else _VERIFY_STATE.get(e.verify_status or "", "-")
-    return (str(e.rank), e.arch_id[:ARCH_CHARS], _pct(e.smash_error), _count(e.params), flops, verify,
+    return (str(e.rank), e.arch_id[:ARCH_CHARS], _pct(e.smash_error), _count(e.params), flops, verify_cell(e),
             e.source or "-", final, _pct(e.test_error))
 
 
@@ -75,7 +98,7 @@ class Leaderboard(DataTable):
         self.filter_text = ""
         self.sort_by, self.reverse = "rank", False
         self.shown: list[str] = []  # arch ids in table order
-        self._text: dict[str, tuple[str, ...]] = {}  # arch id -> the cells on screen
+        self._text: dict[str, tuple[str | Text, ...]] = {}  # arch id -> the cells on screen
         self.matching = 0
         self._title = ""
 

@@ -10,7 +10,7 @@ import pytest
 
 from smash_engine import store
 from smash_engine.errors import ConfigError
-from smash_tui.widgets.board_model import BoardModel, parse_filter
+from smash_tui.widgets.board_model import BoardModel, parse_filter, verify_line
 from smash_tui.widgets.loss_plot import Curve
 
 
@@ -51,6 +51,87 @@ def test_board_model_ranks_like_the_leaderboard_view(tiny_run, tmp_path):
     assert [e.arch_id for e in model.top(1000, [])] == [r["arch_id"] for r in store.leaderboard(conn, run["id"])]
     conn.close()
     assert len(model) == len(archs)
+
+
+def test_board_model_verify_standing_matches_the_leaderboard_view(tiny_run, tmp_path):
+    """Each candidate's rung, status, via, still-in and error, as the model takes them from the verifications
+    rows, agree with the view's verify_* columns, mid-phase too (rung 2 queued, one of it trained)."""
+    from conftest import copy_run
+
+    db = copy_run(tiny_run, tmp_path)
+    conn = store.connect_reader(db)
+    run_id = store.get_run(conn)["id"]
+    first = next(r["arch_id"] for r in store.verifications(conn, run_id) if r["rung"] == 1)
+    conn.close()
+    with store.connect_writer(db) as w:
+        with w.transaction() as c:
+            c.execute("UPDATE verifications SET status = 'queued', val_error = NULL WHERE rung = 1")
+            c.execute("UPDATE verifications SET via = 'flops' WHERE rung = 0 AND smash_rank = 4")
+        w.set_verification(run_id, first, 1, "done", 0.25, 1.0)
+
+    def standing() -> BoardModel:
+        conn = store.connect_reader(db)
+        model = BoardModel()
+        model.add_scores(store.scores_since(conn, run_id, 0))
+        assert model.set_verifications(store.verifications(conn, run_id))
+        view = store.leaderboard(conn, run_id)
+        conn.close()
+        for r in view:
+            e = model.entries[r["arch_id"]]
+            assert (e.verify_rung, e.verify_status, e.verify_via, e.verify_error) == \
+                (r["verify_rung"], r["verify_status"], r["verify_via"], r["verify_error"]), r["arch_id"]
+            assert e.verify_in == bool(r["verify_in"])
+        assert sum(e.verify_in for e in model.entries.values()) == 2
+        assert sum(e.verify_rung == 0 for e in model.entries.values()) == 2
+        return model
+
+    model = standing()
+    assert model.top(1, [], "verify_error")[0].arch_id == first  # trained at rung 2: ahead of the one queued
+
+
+def test_set_verifications_returns_what_changed():
+    model = BoardModel()
+    model.add_scores([dict(id=i + 1, arch_id=a, status="ok", smash_error=0.5 + i / 100) for i, a in enumerate("abcd")])
+
+    def row(arch_id, rung, status="queued", err=None, via="smash"):
+        return dict(arch_id=arch_id, rung=rung, status=status, val_error=err, via=via)
+
+    rung0 = [row("a", 0, "done", 0.3), row("b", 0, "done", 0.2), row("c", 0, "running")]
+    assert sorted(model.set_verifications(rung0)) == ["a", "b", "c"]
+    assert model.set_verifications(rung0) == []  # nothing moved: no cell to rewrite
+    assert model.entries["a"].verify_in and model.entries["d"].verify_rung is None
+    rung0[2] = row("c", 0, "done", 0.4)
+    # rung 2 queued: a, whose rows did not change, is out now; b is in at a higher rung with rung 1's error
+    assert sorted(model.set_verifications([*rung0, row("b", 1), row("c", 1)])) == ["a", "b", "c"]
+    a, b = model.entries["a"], model.entries["b"]
+    assert (a.verify_in, a.verify_rung, a.verify_error) == (False, 0, 0.3)
+    assert (b.verify_in, b.verify_rung, b.verify_status, b.verify_error) == (True, 1, "queued", 0.2)
+    # sorted by verify: the survivors first, then the rest by error; without a verification last either way
+    assert [e.arch_id for e in model.top(4, [], "verify_error")] == ["b", "c", "a", "d"]
+    assert [e.arch_id for e in model.top(4, [], "verify_error", reverse=True)] == ["a", "c", "b", "d"]
+    assert sorted(model.set_verifications([])) == ["a", "b", "c"]  # a file replaced under the UI: no stale standing
+    assert all(e.verify_rung is None and not e.verify_in for e in model.entries.values())
+
+
+def test_verify_line_says_where_a_candidate_got():
+    rank = dict(a=1, b=2, c=9, d=3)
+    rows = [dict(arch_id=a, rung=0, status="done", val_error=err, via=via, images=50, epochs=2, smash_rank=rank[a])
+            for a, err, via in (("a", 0.3, "smash"), ("b", 0.2, "smash"), ("c", 0.4, "naswot"), ("d", 0.5, "smash"))]
+    rows += [dict(arch_id=a, rung=1, status=st, val_error=err, via="smash", images=100, epochs=2, smash_rank=rank[a])
+             for a, st, err in (("b", "done", 0.15), ("a", "running", None))]
+    assert verify_line("b", rows, 2, False) == \
+        "verify: rung 2/2 (still in), held-out 15.00% on 200 images; rung 1 20.00%"
+    assert verify_line("a", rows, 2, False) == "verify: rung 2/2 (still in), training on 200 images; rung 1 30.00%"
+    assert verify_line("c", rows, 2, False) == "verify: out at rung 1/2 (via naswot), held-out 40.00% on 100 images"
+    assert verify_line("e", rows, 2, False) is None
+    # no verify_eta (a file from before halving): the total is not known, so not shown
+    assert verify_line("c", rows, None, False) == "verify: out at rung 1 (via naswot), held-out 40.00% on 100 images"
+    # eta 4 plans 1 rung for 4 candidates, which the rows contradict: no total rather than a wrong one
+    assert verify_line("b", rows, 4, False).startswith("verify: rung 2 (still in)")
+    rows[-1].update(status="done", val_error=0.1)
+    # the run left the phase: the last rung is ranked as final training takes it
+    assert verify_line("a", rows, 2, True).startswith("verify: rung 2/2 (best of 2), held-out 10.00%")
+    assert verify_line("b", rows, 2, True).startswith("verify: rung 2/2 (2nd of 2), held-out 15.00%")
 
 
 def test_curve_downsamples_to_bucket_means_and_keeps_small_series_whole():

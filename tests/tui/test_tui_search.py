@@ -4,13 +4,15 @@ runs, diagram, filter, export, help, palette, NO_COLOR and both sizes."""
 from __future__ import annotations
 
 import html
+import itertools
 import json
 from pathlib import Path
 
 import pytest
 from conftest import drive, until
+from rich.console import Console
 
-from smash_engine import store
+from smash_engine import halving, store
 from smash_engine.space import Architecture
 from smash_tui.app import SmashApp
 from smash_tui.diagram import diagram, summary_lines
@@ -41,6 +43,11 @@ async def loaded(pilot) -> SearchScreen:
     await until(pilot, lambda: isinstance(pilot.app.screen, SearchScreen) and pilot.app.screen.polls > 0,
                 what="the first poll")
     return search(pilot.app)
+
+
+def screen_lines(app) -> list[str]:
+    """The terminal's rows as the compositor draws them (a styled span does not split a row's text here)."""
+    return [strip.text for strip in app.screen._compositor.render_strips()]
 
 
 def screen_text(app) -> str:
@@ -96,24 +103,126 @@ def test_new_score_appears_in_place_after_a_poll(db):
     drive(SmashApp(db=db, runs_dir=db.parent), check)
 
 
-def test_verify_column_follows_the_verify_phase(db):
-    board_rows = read(db, store.leaderboard)
-    run = read(db, None)
-    first, second = board_rows[0]["arch_id"], board_rows[1]["arch_id"]
-    with store.connect_writer(db) as w:
-        w.queue_verifications(run["id"], [(first, 1), (second, 2)], 1, 500)
-        w.set_verification(run["id"], first, "done", 0.1234, 1.0)
+console = Console()
+
+
+def verify_cell(board: Leaderboard, arch_id: str) -> tuple[str, str | None]:
+    """The verify cell of `arch_id`'s row: its text and its style (None when unstyled)."""
+    cell = board.get_row_at(board.shown.index(arch_id))[5]
+    if isinstance(cell, str):
+        return cell, None
+    styles = {str(cell.get_style_at_offset(console, i)) for i in range(len(cell))}
+    assert len(styles) == 1, styles  # the whole cell in one style
+    return cell.plain, styles.pop()
+
+
+def drawn_verify(app, d: BankDiagram) -> str | None:
+    """The diagram pane's verify line as the terminal shows it, wrapped rows joined (None if not drawn)."""
+    rows = [line[d.region.x : d.region.x + d.scrollable_content_region.width].rstrip()
+            for line in screen_lines(app)[d.region.y : d.region.bottom]]
+    at = next((i for i, row in enumerate(rows) if row.startswith("verify: ")), None)
+    if at is None:
+        return None
+    more = [row.strip() for row in itertools.takewhile(lambda row: row.startswith("  "), rows[at + 1 :])]
+    return " ".join([rows[at], *more])
+
+
+def test_verify_column_and_line_after_a_real_halving(db):
+    """The session's run verified SMASH's best 4 in two rungs (verify_top=4, verify_eta=2): the 2 that went on
+    are bold with rung 2, the 2 halved out dim with rung 1; sorting by verify lists the order final training
+    took them in, and the diagram pane's verify line says how each did."""
+    rows = read(db, store.verifications)
+    assert sorted(r["rung"] for r in rows) == [0, 0, 0, 0, 1, 1] and all(r["status"] == "done" for r in rows)
+    err = {(r["arch_id"], r["rung"]): r["val_error"] for r in rows}
+    up = [a for a, rung in err if rung == 1]
+    out = [a for a, rung in err if rung == 0 and a not in up]
+    order = halving.order(rows)
+    assert set(order[:2]) == set(up)
+    images = {r["rung"]: r["images"] * r["epochs"] for r in rows}
+
+    def pct(x: float) -> str:  # four characters after the rung
+        return f"{100 * x:.1f}" if x >= 0.09995 else f"{100 * x:.2f}"
 
     async def check(pilot):
         s = await loaded(pilot)
-        board = s.board
-        assert board.get_row_at(0)[5] == "12.34%" and board.get_row_at(1)[5] == "queued"
-        assert board.get_row_at(2)[5] == "-"
-        with store.connect_writer(db) as w:
-            w.set_verification(run["id"], second, "running")
-        await until(pilot, lambda: board.get_row_at(1)[5] == "busy", what="the running verification")
+        board, d = s.board, s.query_one(BankDiagram)
+        for a in up:
+            assert verify_cell(board, a) == (f"2 {pct(err[a, 1])}", "bold")
+        for a in out:
+            assert verify_cell(board, a) == (f"1 {pct(err[a, 0])}", "dim")
+        others = [a for a in board.shown if a not in {a for a, _ in err}]
+        assert others and all(verify_cell(board, a) == ("-", None) for a in others)
         await pilot.press("o", "o", "o", "o")  # rank -> SMASH -> params -> FLOPs -> verify
-        assert board.sort_by == "verify_error" and board.shown[0] == first
+        assert board.sort_by == "verify_error" and board.shown[:4] == order
+        assert board.get_row_at(0)[5].plain.startswith("2 ")
+        assert "sorted by verify rung, error" in board.title()
+        await pilot.press("d")  # 80 columns: the diagram pane on demand
+        best, last = order[0], order[-1]
+        await until(pilot, lambda: d.arch_id == best, what="the diagram of the verify phase's best")
+        assert d.verify == (f"verify: rung 2/2 (best of 2), held-out {100 * err[best, 1]:.2f}% on {images[1]:,} "
+                            f"images; rung 1 {100 * err[best, 0]:.2f}%")
+        await until(pilot, lambda: drawn_verify(pilot.app, d) == d.verify, what="the line drawn")
+        board.move_cursor(row=board.shown.index(last))
+        await until(pilot, lambda: d.arch_id == last, what="the diagram of one halved out")
+        assert d.verify == f"verify: out at rung 1/2, held-out {100 * err[last, 0]:.2f}% on {images[0]:,} images"
+        board.move_cursor(row=board.shown.index(others[0]))
+        await until(pilot, lambda: d.arch_id == others[0], what="the diagram of one never verified")
+        assert d.verify is None and not any(line.startswith("verify") for line in d.lines())
+
+    drive(SmashApp(db=db, runs_dir=db.parent), check)
+
+
+def test_verify_column_follows_the_verify_phase(db):
+    """Live, rung by rung: every candidate is in while rung 1 trains (wait, busy, then its error); once rung 2
+    is queued the 2 left behind turn dim, and the pane says who is still in and who is out, and why one got
+    in (via flops)."""
+    run = read(db, None)
+    ids = [r["arch_id"] for r in read(db, store.leaderboard)]
+    a, b, c, d_ = ids[:3] + [ids[-1]]  # the last: a candidate by FLOPs, not by SMASH rank
+    with store.connect_writer(db) as w:
+        with w.transaction() as conn:  # the session run's own (finished) phase, replaced by one under way
+            conn.execute("DELETE FROM verifications")
+        w.update_run(run["id"], phase="verify")
+        w.queue_verifications(run["id"], [(a, 1, "smash"), (b, 2, "smash"), (c, 3, "smash"),
+                                          (d_, len(ids), "flops")], 0, 1, 50)
+        w.set_verification(run["id"], a, 0, "done", 0.3, 1.0)
+        w.set_verification(run["id"], d_, 0, "done", 0.1, 1.0)
+
+    async def check(pilot):
+        s = await loaded(pilot)
+        board, d = s.board, s.query_one(BankDiagram)
+        assert verify_cell(board, a) == ("1 30.0", "bold") and verify_cell(board, d_) == ("1 10.0", "bold")
+        assert verify_cell(board, b) == ("1 wait", "bold") and verify_cell(board, c) == ("1 wait", "bold")
+        with store.connect_writer(db) as w:
+            w.set_verification(run["id"], b, 0, "running")
+        await until(pilot, lambda: verify_cell(board, b) == ("1 busy", "bold"), what="the running verification")
+        await pilot.press("o", "o", "o", "o")  # rank -> SMASH -> params -> FLOPs -> verify
+        assert board.sort_by == "verify_error" and board.shown[:2] == [d_, a]
+        with store.connect_writer(db) as w:
+            w.set_verification(run["id"], b, 0, "done", 0.2, 1.0)
+            w.set_verification(run["id"], c, 0, "done", 0.4, 1.0)
+            w.queue_verifications(run["id"], [(d_, len(ids), "flops"), (b, 2, "smash")], 1, 1, 100)
+            w.set_verification(run["id"], b, 1, "running")
+        # halved out: the text stays, the style must change
+        await until(pilot, lambda: verify_cell(board, a) == ("1 30.0", "dim"), what="a candidate halved out")
+        assert verify_cell(board, c) == ("1 40.0", "dim")
+        assert verify_cell(board, d_) == ("2 wait", "bold") and verify_cell(board, b) == ("2 busy", "bold")
+        assert board.shown[:4] == [d_, b, a, c]  # the 2 still in first, then by error
+        await pilot.press("d")
+        board.move_cursor(row=board.shown.index(d_))
+        await until(pilot, lambda: d.arch_id == d_, what="the diagram of the FLOPs candidate")
+        assert d.verify == "verify: rung 2/2 (still in, via flops), queued for 100 images; rung 1 10.00%"
+        with store.connect_writer(db) as w:
+            w.set_verification(run["id"], d_, 1, "done", 0.05, 1.0)
+        want = "verify: rung 2/2 (still in, via flops), held-out 5.00% on 100 images; rung 1 10.00%"
+        await until(pilot, lambda: d.verify == want, what="the pane to follow the phase")
+        await until(pilot, lambda: verify_cell(board, d_) == ("2 5.00", "bold"), what="its rung 2 error")
+        # wider than the pane at 80 columns: wrapped, not cut
+        # wider than the pane at 80 columns: wrapped, not cut
+        await until(pilot, lambda: drawn_verify(pilot.app, d) == want, what="the line drawn at 80 columns")
+        board.move_cursor(row=board.shown.index(a))
+        await until(pilot, lambda: d.arch_id == a, what="the diagram of one halved out")
+        assert d.verify == "verify: out at rung 1/2, held-out 30.00% on 50 images"
 
     drive(SmashApp(db=db, runs_dir=db.parent), check)
 
@@ -188,7 +297,9 @@ def test_diagram_shows_the_highlighted_architecture(db):
         arch = Architecture.from_json(store.get_arch(conn, ids[1])["spec_json"])
         conn.close()
         expected = diagram(arch, width=d._width, ascii_only=d.ascii_only)
-        assert d.lines()[1 : 1 + len(expected)] == expected
+        # rank 2 was a verify candidate (verify_top=4): its line sits between the headline and the diagram
+        assert d.lines()[1].startswith("verify: rung ")
+        assert d.lines()[2 : 2 + len(expected)] == expected
         assert any(line.startswith("block 0:") for line in d.lines())
         assert d.lines()[-len(summary_lines(arch)):] == [line[:d._width] for line in summary_lines(arch)]
         await pilot.press("a")
