@@ -17,7 +17,10 @@ NOTES = (
     "`smash-tui watch runs/NAME.db` (or bare `smash-tui`) to see its whole history.\n"
     "A run whose engine stopped sending heartbeats shows as CRASHED: r starts a new engine on it.\n"
     "Commands sent while the engine is not running wait in the results file until it is resumed.\n"
-    "Leaderboard filter: FIELD OP VALUE [and ...], e.g. `params < 2e6 and smash < 80%`."
+    "Leaderboard filter: FIELD OP VALUE [and ...], e.g. `params < 2e6 and smash < 80%`.\n"
+    "The verify column reads RUNG ERROR: the verify phase's highest rung a candidate reached and its held-out "
+    "error (%) there; bold while it is still in, dim once halved out; wait/busy while that rung's training is "
+    "queued or running. The line under the diagram gives the whole story."
 )
 
 
