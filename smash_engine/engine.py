@@ -295,10 +295,15 @@ class Engine:
         if t.verify_top:
             cands = self._verify_candidates() if self.world.main else []
             rungs = self._rungs(len(cands))
+            if self.world.main and len(cands) > (rungs[0].candidates if rungs else 1):
+                self.ctx.event("warning", f"verify: the budget ({t.verify_budget:g} x SMASH's training images) trains "
+                                          f"{rungs[0].candidates if rungs else 0} of {len(cands)} candidates for "
+                                          f"{halving.MIN_STEPS} steps or more; raise --verify-budget to verify more")
             with self.w.transaction():  # the candidates are fixed and the phase moves on together, or neither
                 if rungs:
                     n = len(self.train)
-                    self.w.queue_verifications(self.ctx.run_id, cands, 0, rungs[0].epochs(n), rungs[0].subset(n))
+                    self.w.queue_verifications(self.ctx.run_id, cands[:rungs[0].candidates], 0, rungs[0].epochs(n),
+                                               rungs[0].subset(n))
                 self._enter("verify")
             return
         self._queue_finals_and_enter([r["arch_id"] for r in self._top(t.final_top)])
@@ -352,7 +357,7 @@ class Engine:
         """The phase's rungs for n candidates; its budget is verify_budget x the images SMASH training took."""
         t = self.cfg.train
         smash_images = self.total_steps * t.batch_size * self.world.size
-        return halving.plan(n, t.verify_eta, int(t.verify_budget * smash_images), t.final_batch)
+        return halving.plan(n, t.verify_eta, int(t.verify_budget * smash_images), halving.MIN_STEPS * t.final_batch)
 
     def _verify(self) -> None:
         """Successive halving over the candidates queued at rung 0 (halving.py); final training takes them in the

@@ -27,7 +27,7 @@ MAX_PARAMS, MAX_MFLOPS = 90_000, 3.0
 def test_a_budgeted_search_scores_refines_verifies_and_trains_only_within_its_budget(tmp_path):
     db = tmp_path / "budget.db"
     cfg = tiny_config(name="budget", max_params=MAX_PARAMS, max_mflops=MAX_MFLOPS, verify_top=2, verify_add="flops",
-                      verify_add_top=1, final_top=2)
+                      verify_add_top=1, verify_budget=3.0, final_top=2)
     create_run(db, cfg)
     store.insert_command(db, 1, "sample", {"n": 3})  # answered during SMASH training, rescored in the rank phase
 
