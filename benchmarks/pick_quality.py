@@ -1,0 +1,203 @@
+"""The pick a user takes home, on the truth panel: its regret for each way of choosing, with its cost (issue 23).
+
+    python benchmarks/pick_quality.py benchmarks/results/quality-e3-default-*.json ...   # SMASH runs to judge
+    python benchmarks/pick_quality.py RESULTS... --within median                            # a budgeted search
+
+For every `search_quality.py` result given (a SMASH run's scores of the 40 panel architectures), the pick of:
+- SMASH's first place, FLOPs' first place (the largest), NASWOT's first place, and a random pick (expected);
+- the engine's verify phase (`smash_engine.halving`, the same rungs, seeds and short-training recipe as a run
+  with the quick preset's defaults): successive halving over SMASH's top `--top`, alone and with the best
+  `--add-top` of NASWOT or of FLOPs added.
+Regret is the pick's mean true error minus the best true error among the architectures allowed (all, or with
+`--within` those with at most that many parameters). The verify phase trains on the panel's SMASH training
+split less `--select-size` seeded images, and chooses each rung's survivors on those: the truth's held-out
+images never choose anything. Its budget is `--verify-budget` times the images that SMASH run trained on.
+
+Each short training lands as one line of `<panel>/short-trainings.jsonl` as soon as it is done, keyed by
+everything that decides it, so a killed run loses at most one training and later runs reuse them. The short
+trainings use one seed (`--sh-seed`) whatever SMASH's seed, so two SMASH seeds share the verify phase's noise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import common  # noqa: E402  (benchmarks/ is not a package)
+import truth_panel  # noqa: E402
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    from smash_engine.config import TrainConfig
+
+    t = TrainConfig()
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("results", nargs="+", type=Path, help="search_quality.py result files")
+    ap.add_argument("--panel", type=Path, default=truth_panel.PANEL_DIR)
+    ap.add_argument("--top", type=int, default=t.verify_top, help="SMASH's candidates (the run's verify_top)")
+    ap.add_argument("--eta", type=int, default=t.verify_eta)
+    ap.add_argument("--verify-budget", type=float, default=t.verify_budget,
+                    help="the phase's training images as a fraction of SMASH's")
+    ap.add_argument("--add-top", type=int, default=t.verify_add_top)
+    ap.add_argument("--within", default="", help="a parameter budget: a count, or 'median' (half the panel)")
+    ap.add_argument("--select-size", type=int, default=10000,
+                    help="images the rungs choose on (as many as the panel's SMASH scores use)")
+    ap.add_argument("--sh-seed", type=int, default=0)
+    ap.add_argument("--methods", default="smash_sh,smash_naswot_sh,smash_flops_sh")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--reverse", action="store_true",
+                    help="train each rung's candidates last first: a second process on the same results shares the "
+                         "trainings through the cache instead of repeating them")
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    ap.add_argument("--variant", default="", help="goes in the output file's name")
+    return ap.parse_args(argv)
+
+
+class Cache:
+    """Short trainings by key, read at start and appended as each lands (several processes may share it)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.rows: dict[str, dict] = {}
+        self.reload()
+
+    def reload(self) -> None:
+        if self.path.exists():
+            for line in self.path.read_text().splitlines():
+                if line.strip():
+                    r = json.loads(line)
+                    self.rows[r["key"]] = r
+
+    def add(self, row: dict) -> None:
+        self.rows[row["key"]] = row
+        with open(self.path, "a") as fh:  # one short line per write: appends from two processes do not interleave
+            fh.write(json.dumps(row) + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = parse(argv)
+    import numpy as np
+    import torch
+
+    from smash_engine import halving
+    from smash_engine.config import make_config
+
+    torch.set_num_threads(a.threads)
+    archs = {x.id: x for x in truth_panel.load_panel(a.panel)}
+    truth = truth_panel.summarize(a.panel)
+    true_of = {r["id"]: r["mean_error"] for r in truth["archs"] if r.get("mean_error") is not None}
+    recipe = truth["recipe"]
+    cfg = make_config("quick", dataset=recipe["dataset"], device="cpu")  # what a user's run trains with
+    t = cfg.train
+
+    import search_quality
+
+    train_all, _ = search_quality.data(recipe["dataset"], recipe["val_size"], recipe["split_seed"], None, 0)
+    perm = torch.randperm(len(train_all), generator=torch.Generator().manual_seed(11))
+    select = train_all.take(perm[:a.select_size].sort().values)
+    train = train_all.take(perm[a.select_size:].sort().values)
+    cache = Cache(a.panel / "short-trainings.jsonl")
+    from smash_engine.cost import arch_cost
+
+    params_of = {i: arch_cost(x)[0] for i, x in archs.items()}
+    allowed = [i for i in archs if i in true_of]
+    if a.within:
+        limit = int(np.median([params_of[i] for i in allowed])) if a.within == "median" else int(a.within)
+        allowed = [i for i in allowed if params_of[i] <= limit]
+    else:
+        limit = None
+    best = min(true_of[i] for i in allowed)
+
+    def regret(arch_id: str) -> float:
+        return float(true_of[arch_id] - best)
+
+    def short_error(arch_id: str, rung: halving.Rung) -> tuple[float, float]:
+        key = (f"{arch_id}|r{rung.index}|{rung.images}|{rung.subset(len(train))}x{rung.epochs(len(train))}|"
+               f"seed{a.sh_seed}|sel{a.select_size}|lr{t.final_lr}|b{t.final_batch}|wd{t.final_weight_decay}")
+        cache.reload()
+        if key not in cache.rows:
+            t0 = time.perf_counter()
+            f = halving.train_rung(archs[arch_id], t, train, rung, a.sh_seed, torch.device("cpu"))
+            err, loss = f.evaluate(select, t.score_batch)
+            cache.add(dict(key=key, arch_id=arch_id, rung=rung.index, images=rung.images, val_error=err, val_loss=loss,
+                           seconds=round(time.perf_counter() - t0, 1), at=time.strftime("%Y-%m-%dT%H:%M:%S")))
+            print(f"  trained {arch_id} rung {rung.index} on {rung.images} images: select error {err:.4f} "
+                  f"({time.perf_counter() - t0:.0f} s)", flush=True)
+        r = cache.rows[key]
+        return r["val_error"], r["seconds"]
+
+    def halve(cands: list[tuple[str, int, str]], budget_images: int) -> dict:
+        rungs = halving.plan(len(cands), a.eta, budget_images, halving.MIN_STEPS * t.final_batch)
+        cands = cands[:rungs[0].candidates] if rungs else cands
+        rows = [dict(arch_id=i, smash_rank=rank, via=via, rung=0) for i, rank, via in cands]
+        seconds, history = 0.0, []
+        for rung in rungs:
+            here = [r for r in rows if r["rung"] == rung.index]
+            for r in (here[::-1] if a.reverse else here):
+                r["val_error"], s = short_error(r["arch_id"], rung)
+                r["status"] = "done"
+                seconds += s
+            history.append([dict(arch_id=r["arch_id"], via=r["via"], val_error=r["val_error"],
+                                 true_regret=regret(r["arch_id"])) for r in here])
+            if rung.index + 1 < len(rungs):
+                rows += [{**r, "rung": rung.index + 1, "status": "queued"}
+                         for r in halving.survivors(here, rungs[rung.index + 1].candidates)]
+        pick = halving.order(rows)[0] if rungs else cands[0][0]
+        return dict(pick=pick, regret=regret(pick), images=halving.cost(rungs), seconds=round(seconds, 1),
+                    rungs=[dict(candidates=r.candidates, images=r.images) for r in rungs], history=history,
+                    candidates=[c[0] for c in cands], via=[c[2] for c in cands])
+
+    out: dict = dict(panel=str(a.panel.relative_to(ROOT)), within_params=limit, n_allowed=len(allowed),
+                     argv=sys.argv[1:] if argv is None else argv, top=a.top, eta=a.eta,
+                     verify_budget=a.verify_budget, add_top=a.add_top, select_size=a.select_size,
+                     sh_seed=a.sh_seed, train_recipe=dict(final_lr=t.final_lr, final_batch=t.final_batch,
+                                                          final_weight_decay=t.final_weight_decay),
+                     runs=[], machine=common.machine("cpu"))
+    name = f"pick-{a.variant or 'panel'}-{common.stamp()}.json"
+    for path in a.results:
+        doc = json.loads(path.read_text())
+        last = doc["by_epoch"][-1]
+        smash = last["smash_errors"]
+        epochs = doc["config"]["train"]["epochs"]
+        smash_images = epochs * doc["smash_train_images"]
+        base = doc["baselines_by_arch"]
+        order = sorted(allowed, key=lambda i: (smash[i], i))
+        board = [dict(arch_id=i, rank=k + 1, flops=-base["flops"][i]) for k, i in enumerate(order)]
+        naswot = {i: -base["naswot"][i] for i in allowed}
+        entry: dict = dict(result=str(path.relative_to(ROOT)) if path.is_absolute() and ROOT in path.parents
+                           else str(path), variant=doc["variant"], seed=doc["config"]["seed"], epochs=epochs,
+                           smash_images=smash_images, picks={})
+        p = entry["picks"]
+        p["random_expected"] = dict(regret=float(np.mean([true_of[i] for i in allowed]) - best), images=0)
+        p["smash_top1"] = dict(pick=order[0], regret=regret(order[0]), images=0)
+        for name_, key in (("flops_top1", "flops"), ("naswot_top1", "naswot")):
+            i = min(allowed, key=lambda j: (base[key][j], j))
+            p[name_] = dict(pick=i, regret=regret(i), images=0)
+        budget_images = int(a.verify_budget * smash_images)
+        print(f"{doc['variant']} (seed {entry['seed']}, {epochs} epochs, {len(allowed)} allowed): verify budget "
+              f"{budget_images:,} images", flush=True)
+        for method in [m for m in a.methods.split(",") if m]:
+            add = {"smash_sh": "", "smash_naswot_sh": "naswot", "smash_flops_sh": "flops"}[method]
+            cands = halving.candidates(board, a.top, add, a.add_top if add else 0,
+                                       lambda rows, nas=naswot: [nas[r["arch_id"]] for r in rows])
+            p[method] = halve(cands, budget_images)
+            print(f"  {method}: pick {p[method]['pick']}, regret {100 * p[method]['regret']:.2f} pts, "
+                  f"{p[method]['images']:,} images", flush=True)
+        print("  " + ", ".join(f"{k} {100 * v['regret']:.2f}" for k, v in p.items()), flush=True)
+        out["runs"].append(entry)
+        common.save_result(out, name, a.out)
+    print(f"wrote {a.out / name}")
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    raise SystemExit(main())
