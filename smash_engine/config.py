@@ -41,7 +41,7 @@ class TrainConfig:
     # training went through; verify_add (flops | naswot) adds that baseline's best verify_add_top as candidates
     verify_top: int = 16
     verify_eta: int = 4
-    verify_budget: float = 0.25
+    verify_budget: float = 1.0
     verify_add: str = ""
     verify_add_top: int = 4
     final_top: int = 1  # architectures final-trained after the search (0 = none)

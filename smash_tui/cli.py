@@ -83,7 +83,7 @@ def run(
     verify_eta: Annotated[int | None, typer.Option(help="each verify rung keeps the best 1/ETA, on ETA times the "
                                                         "images (default 4)")] = None,
     verify_budget: Annotated[float | None, typer.Option(help="the verify phase's training images, as a fraction of "
-                                                             "SMASH training's (default 0.25)")] = None,
+                                                             "SMASH training's (default 1.0)")] = None,
     verify_add: Annotated[str | None, typer.Option(help="also verify the best of a free baseline: flops | naswot "
                                                         "(default: none)")] = None,
     verify_add_top: Annotated[int | None, typer.Option(help="how many --verify-add adds (default 4)")] = None,
