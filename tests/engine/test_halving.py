@@ -153,3 +153,26 @@ def test_show_prints_each_candidates_rung_and_whether_it_is_still_in(halved):
         else:
             assert f"{100 * r['verify_error']:.2f}% r{r['verify_rung'] + 1} out" in line
     assert sum("r3 " in line for line in lines.values()) == 2
+
+
+def test_verify_add_naswot_adds_the_best_naswot_score_not_already_in(tmp_path):
+    import torch
+
+    from smash_engine.proxies import naswot, naswot_batch
+    from smash_engine.runs import load_splits
+    from smash_engine.space import Architecture
+
+    db = tmp_path / "naswot.db"
+    cfg = tiny_config(name="naswot", verify_top=3, verify_add="naswot", verify_add_top=1, verify_budget=10.0,
+                      final_top=0)
+    create_run(db, cfg)
+    assert Engine(db).run() == "done"
+    conn = store.connect_reader(db)
+    rung0 = [r for r in store.verifications(conn, 1) if r["rung"] == 0]
+    board = store.leaderboard(conn, 1)
+    x = naswot_batch(load_splits(cfg, torch.device("cpu"))[0])
+    rest = {r["arch_id"]: naswot(Architecture.from_json(store.get_arch(conn, r["arch_id"])["spec_json"]), x)
+            for r in board[3:]}
+    conn.close()
+    assert [r["via"] for r in rung0] == ["smash", "smash", "smash", "naswot"]
+    assert rung0[3]["arch_id"] == max(rest, key=rest.get)
