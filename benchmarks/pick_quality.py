@@ -53,6 +53,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--sh-seed", type=int, default=0)
     ap.add_argument("--methods", default="smash_sh,smash_naswot_sh,smash_flops_sh")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--by", choices=("loss", "error"), default="loss",
+                    help="what each rung ranks by: held-out loss (the engine's) or error")
     ap.add_argument("--reverse", action="store_true",
                     help="train each rung's candidates last first: a second process on the same results shares the "
                          "trainings through the cache instead of repeating them")
@@ -119,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     def regret(arch_id: str) -> float:
         return float(true_of[arch_id] - best)
 
-    def short_error(arch_id: str, rung: halving.Rung) -> tuple[float, float]:
+    def short_error(arch_id: str, rung: halving.Rung) -> tuple[float, float | None, float]:
         key = (f"{arch_id}|r{rung.index}|{rung.images}|{rung.subset(len(train))}x{rung.epochs(len(train))}|"
                f"seed{a.sh_seed}|sel{a.select_size}|lr{t.final_lr}|b{t.final_batch}|wd{t.final_weight_decay}")
         cache.reload()
@@ -127,12 +129,13 @@ def main(argv: list[str] | None = None) -> int:
             t0 = time.perf_counter()
             f = halving.train_rung(archs[arch_id], t, train, rung, a.sh_seed, torch.device("cpu"))
             err, loss = f.evaluate(select, t.score_batch)
-            cache.add(dict(key=key, arch_id=arch_id, rung=rung.index, images=rung.images, val_error=err, val_loss=loss,
+            cache.add(dict(key=key, arch_id=arch_id, rung=rung.index, images=rung.images, val_error=err,
+                           val_loss=loss,
                            seconds=round(time.perf_counter() - t0, 1), at=time.strftime("%Y-%m-%dT%H:%M:%S")))
             print(f"  trained {arch_id} rung {rung.index} on {rung.images} images: select error {err:.4f} "
                   f"({time.perf_counter() - t0:.0f} s)", flush=True)
         r = cache.rows[key]
-        return r["val_error"], r["seconds"]
+        return r["val_error"], r.get("val_loss"), r["seconds"]
 
     def halve(cands: list[tuple[str, int, str]], budget_images: int) -> dict:
         rungs = halving.plan(len(cands), a.eta, budget_images, halving.MIN_STEPS * t.final_batch)
@@ -142,22 +145,22 @@ def main(argv: list[str] | None = None) -> int:
         for rung in rungs:
             here = [r for r in rows if r["rung"] == rung.index]
             for r in (here[::-1] if a.reverse else here):
-                r["val_error"], s = short_error(r["arch_id"], rung)
+                r["val_error"], r["val_loss"], s = short_error(r["arch_id"], rung)
                 r["status"] = "done"
                 seconds += s
-            history.append([dict(arch_id=r["arch_id"], via=r["via"], val_error=r["val_error"],
+            history.append([dict(arch_id=r["arch_id"], via=r["via"], val_error=r["val_error"], val_loss=r["val_loss"],
                                  true_regret=regret(r["arch_id"])) for r in here])
             if rung.index + 1 < len(rungs):
                 rows += [{**r, "rung": rung.index + 1, "status": "queued"}
-                         for r in halving.survivors(here, rungs[rung.index + 1].candidates)]
-        pick = halving.order(rows)[0] if rungs else cands[0][0]
+                         for r in halving.survivors(here, rungs[rung.index + 1].candidates, a.by)]
+        pick = halving.order(rows, a.by)[0] if rungs else cands[0][0]
         return dict(pick=pick, regret=regret(pick), images=halving.cost(rungs), seconds=round(seconds, 1),
                     rungs=[dict(candidates=r.candidates, images=r.images) for r in rungs], history=history,
                     candidates=[c[0] for c in cands], via=[c[2] for c in cands])
 
     out: dict = dict(panel=str(a.panel.relative_to(ROOT)), within_params=limit, n_allowed=len(allowed),
                      argv=sys.argv[1:] if argv is None else argv, top=a.top, eta=a.eta,
-                     verify_budget=a.verify_budget, add_top=a.add_top, select_size=a.select_size,
+                     verify_budget=a.verify_budget, add_top=a.add_top, select_size=a.select_size, by=a.by,
                      sh_seed=a.sh_seed, train_recipe=dict(final_lr=t.final_lr, final_batch=t.final_batch,
                                                           final_weight_decay=t.final_weight_decay),
                      runs=[], machine=common.machine("cpu"))

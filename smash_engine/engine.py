@@ -360,9 +360,10 @@ class Engine:
         return halving.plan(n, t.verify_eta, int(t.verify_budget * smash_images), halving.MIN_STEPS * t.final_batch)
 
     def _verify(self) -> None:
-        """Successive halving over the candidates queued at rung 0 (halving.py); final training takes them in the
-        order it leaves. Each training is committed as it lands, and the next rung's candidates are queued in one
-        transaction once a rung is done: a stop loses at most the training in progress, which runs again."""
+        """Successive halving over the candidates queued at rung 0 (halving.py), by held-out loss; final training
+        takes them in the order it leaves. Each training is committed as it lands, and the next rung's candidates
+        are queued in one transaction once a rung is done: a stop loses at most the training in progress, which
+        runs again."""
         t, ctx = self.cfg.train, self.ctx
         rows = ctx.agreed(lambda: store.verifications(ctx.conn, ctx.run_id))
         rungs = self._rungs(sum(r["rung"] == 0 for r in rows))
@@ -381,8 +382,8 @@ class Engine:
             keep = halving.survivors(here, rungs[r + 1].candidates)
             if self.world.main:
                 ctx.event("info", f"verify rung {r + 1}/{len(rungs)} done: {len(keep)} of {len(here)} go on to "
-                                  f"{rungs[r + 1].images:,} images each (best {keep[0]['arch_id']}, held-out error "
-                                  f"{keep[0]['val_error']:.4f})")
+                                  f"{rungs[r + 1].images:,} images each (best {keep[0]['arch_id']}, "
+                                  f"{_held_out(keep[0])})")
             n = len(self.train)
             self.w.queue_verifications(ctx.run_id, [(k["arch_id"], k["smash_rank"], k["via"]) for k in keep], r + 1,
                                        rungs[r + 1].epochs(n), rungs[r + 1].subset(n))
@@ -394,7 +395,7 @@ class Engine:
                        and r["rung"] == max(x["rung"] for x in rows))
             ctx.event("info", f"verified {sum(r['rung'] == 0 for r in rows)} over {len(rungs)} rungs "
                               f"({halving.cost(rungs):,} training images): best {best[0]} (SMASH rank "
-                              f"{top['smash_rank']}, held-out error {top['val_error']:.4f})")
+                              f"{top['smash_rank']}, {_held_out(top)})")
         self._queue_finals_and_enter((best + rest)[:t.final_top])
 
     def _final(self) -> None:
@@ -417,6 +418,11 @@ class Engine:
         self.ctx.set(phase=phase, **({"progress": 1.0} if phase != "smash" else {}))
         if phase != "done":
             self.ctx.event("info", f"phase {phase}")
+
+
+def _held_out(row: dict) -> str:
+    loss = "" if row.get("val_loss") is None else f"loss {row['val_loss']:.4f}, "
+    return f"held-out {loss}error {row['val_error']:.4f}"
 
 
 def main(argv: list[str] | None = None) -> int:

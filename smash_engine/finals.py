@@ -144,8 +144,8 @@ class Finals:
 
     def verify_one(self, arch_id: str, rung: Rung, train: DeviceData, val: DeviceData, done: int, total: int,
                    rungs: int) -> None:
-        """One candidate's training at a verify rung (`halving.train_rung`); its held-out error is committed as it
-        lands. `done` and `total` count the phase's training images, for the progress line."""
+        """One candidate's training at a verify rung (`halving.train_rung`); its held-out error and loss are
+        committed as they land. `done` and `total` count the phase's training images, for the progress line."""
         ctx, t = self.ctx, self.ctx.cfg.train
         arch = Architecture.from_json(ctx.agreed(lambda: store.get_arch(ctx.conn, arch_id))["spec_json"])
         ctx.w.set_verification(ctx.run_id, arch_id, rung.index, "running")
@@ -153,7 +153,7 @@ class Finals:
         f = train_rung(arch, t, train, rung, ctx.cfg.seed, ctx.device, ctx.world, self.between)
         if not ctx.world.main:
             return
-        err, _ = f.evaluate(val, t.score_batch)
-        ctx.w.set_verification(ctx.run_id, arch_id, rung.index, "done", err, round(time.perf_counter() - t0, 2))
-        ctx.report(dict(phase="verify", done=done + rung.images, total=total, error=err, error_name="held-out err",
-                        stage=f"rung {rung.index + 1}/{rungs} {arch_id[:8]}"))
+        err, loss = f.evaluate(val, t.score_batch)
+        ctx.w.set_verification(ctx.run_id, arch_id, rung.index, "done", err, loss, round(time.perf_counter() - t0, 2))
+        ctx.report(dict(phase="verify", done=done + rung.images, total=total, loss=loss, error=err,
+                        error_name="held-out err", stage=f"rung {rung.index + 1}/{rungs} {arch_id[:8]}"))

@@ -328,6 +328,7 @@ _VERIFICATIONS_6 = """CREATE TABLE verifications (
     epochs INTEGER NOT NULL,                -- the rung's training: epochs over `images` seeded training images
     images INTEGER NOT NULL,
     val_error REAL,                         -- 0..1 on the held-out split after it
+    val_loss REAL,                          -- held-out cross-entropy, nats: what the halving ranks by
     seconds REAL,
     at TEXT NOT NULL,
     PRIMARY KEY (run_id, arch_id, rung)
@@ -345,7 +346,7 @@ _LEADERBOARD_6 = _LEADERBOARD_SELECT.replace(
     SELECT *, ROW_NUMBER() OVER (PARTITION BY run_id, arch_id ORDER BY rung DESC) AS nth
     FROM verifications WHERE status = 'done'
 )""") + """,
-    v.val_error AS verify_error, r.rung AS verify_rung, r.status AS verify_status,
+    v.val_error AS verify_error, v.val_loss AS verify_loss, r.rung AS verify_rung, r.status AS verify_status,
     r.rung = r.top_rung AS verify_in, r.via AS verify_via
 FROM latest AS s
 JOIN archs AS a ON a.id = s.arch_id
@@ -364,8 +365,9 @@ _M006 = (
     "at) SELECT run_id, arch_id, 0, smash_rank, 'smash', status, epochs, images, val_error, seconds, at "
     "FROM verifications_5",
     "DROP TABLE verifications_5",
-    # verify_error: the error at the highest rung it finished; verify_rung and verify_status: the highest rung it
-    # reached and how far that training is; verify_in: 1 while it is still in (at the phase's highest rung so far)
+    # verify_error, verify_loss: held-out error and loss at the highest rung it finished; verify_rung and
+    # verify_status: the highest rung it reached and how far that training is; verify_in: 1 while it is still in
+    # (at the phase's highest rung so far)
     "CREATE VIEW leaderboard AS\n" + _LEADERBOARD_6,
     next(st for st in _M005 if st.startswith("CREATE VIEW pick")),
 )

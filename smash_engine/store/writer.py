@@ -241,12 +241,12 @@ class Writer:
                 [(run_id, a, rung, r, via, epochs, images, now) for a, r, via in rows])
 
     def set_verification(self, run_id: int, arch_id: str, rung: int, status: str, val_error: float | None = None,
-                         seconds: float | None = None) -> None:
+                         val_loss: float | None = None, seconds: float | None = None) -> None:
         check_choice("verification status", status, VERIFY_STATUSES, ValueError)
         with self.transaction() as c:
-            c.execute("UPDATE verifications SET status = ?, val_error = ?, seconds = ?, at = ? "
+            c.execute("UPDATE verifications SET status = ?, val_error = ?, val_loss = ?, seconds = ?, at = ? "
                       "WHERE run_id = ? AND arch_id = ? AND rung = ?",
-                      (status, val_error, seconds, now_iso(), run_id, arch_id, rung))
+                      (status, val_error, val_loss, seconds, now_iso(), run_id, arch_id, rung))
 
     def add_final_step(self, final_id: int, **row: Any) -> None:
         self._replace("final_steps", _FINAL_STEP_COLUMNS, [{**row, "final_id": final_id}])

@@ -49,8 +49,10 @@ class Entry:
     final_epochs: int = 0
     test_error: float | None = None
     # the verify phase (successive halving): its highest rung (0-based), that training's status, the held-out
-    # error of its highest finished rung, why it is a candidate, and whether it is still in (at the phase's top)
+    # error and loss of its highest finished rung (the halving ranks by loss), why it is a candidate, and whether
+    # it is still in (at the phase's top)
     verify_error: float | None = None
+    verify_loss: float | None = None
     verify_status: str | None = None
     verify_rung: int | None = None
     verify_done_rung: int | None = None
@@ -173,11 +175,11 @@ class BoardModel:
             if e is None:
                 continue
             last, fin = reached.get(arch_id), done.get(arch_id)
-            new = (None, None, None, None, False, None) if last is None else (
-                last["status"], fin["val_error"] if fin else None, last["rung"], fin["rung"] if fin else None,
-                last["rung"] == top, last["via"])
+            new = (None, None, None, None, None, False, None) if last is None else (
+                last["status"], fin["val_error"] if fin else None, fin.get("val_loss") if fin else None,
+                last["rung"], fin["rung"] if fin else None, last["rung"] == top, last["via"])
             if _verify_fields(e) != new:
-                (e.verify_status, e.verify_error, e.verify_rung, e.verify_done_rung, e.verify_in,
+                (e.verify_status, e.verify_error, e.verify_loss, e.verify_rung, e.verify_done_rung, e.verify_in,
                  e.verify_via) = new
                 changed.append(arch_id)
         # a candidate whose rows went (a file replaced under the UI) must not keep its old standing
@@ -220,16 +222,19 @@ def _final_key(f: dict[str, Any]) -> tuple:
 
 
 def _verify_fields(e: Entry) -> tuple:
-    return (e.verify_status, e.verify_error, e.verify_rung, e.verify_done_rung, e.verify_in, e.verify_via)
+    return (e.verify_status, e.verify_error, e.verify_loss, e.verify_rung, e.verify_done_rung, e.verify_in,
+            e.verify_via)
 
 
 def verify_key(e: Entry) -> tuple | None:
     """Sorting by verify lists the candidates as halving goes: a higher rung reached first (the survivors),
-    then those already trained there, then by held-out error (the order final training takes them in)."""
+    then those already trained there, then by held-out loss as the halving ranks them (error where a file from
+    before schema 6 has no loss): the order final training takes them in."""
     if e.verify_rung is None:
         return None
     done = -1 if e.verify_done_rung is None else e.verify_done_rung
-    return (-e.verify_rung, -done, e.verify_error if e.verify_error is not None else 0.0)
+    return (-e.verify_rung, -done, e.verify_loss is None, e.verify_loss or 0.0,
+            e.verify_error if e.verify_error is not None else 0.0)
 
 
 def verify_line(arch_id: str, rows: list[dict[str, Any]], eta: int | None, over: bool) -> str | None:
@@ -261,7 +266,8 @@ def verify_line(arch_id: str, rows: list[dict[str, Any]], eta: int | None, over:
             notes.insert(0, "still in")
         where = rung(last)
     images = f"{last['images'] * last['epochs']:,} images"
-    what = {"done": f"held-out {_percent(last['val_error'])} on {images}", "running": f"training on {images}",
+    loss = "" if last.get("val_loss") is None else f" (loss {last['val_loss']:.3f})"
+    what = {"done": f"held-out {_percent(last['val_error'])}{loss} on {images}", "running": f"training on {images}",
             "queued": f"queued for {images}"}.get(last["status"], last["status"])
     before = [f"rung {r['rung'] + 1} {_percent(r['val_error'])}" for r in reversed(mine[:-1])
               if r["status"] == "done"]

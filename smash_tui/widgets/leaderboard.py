@@ -25,7 +25,7 @@ COLUMNS = (("rank", "rank", 5), ("arch", "arch id", 12), ("smash_error", "SMASH"
            ("final_status", "final", 6), ("test_error", "test", 6))
 ARCH_CHARS = 12
 LABELS = {"rank": "rank", "smash_error": "SMASH error", "params": "params", "flops": "FLOPs", "n_ops": "ops",
-          "verify_error": "verify rung, error",
+          "verify_error": "verify rung, loss",
           "source": "source", "final_status": "final status", "test_error": "test error"}
 SORTABLE = ("rank", "smash_error", "params", "flops", "verify_error", "source", "final_status", "test_error")
 

@@ -106,7 +106,8 @@ TABLE_COLUMNS = {
         "epochs", "at",
     ],
     "verifications": [
-        "run_id", "arch_id", "rung", "smash_rank", "via", "status", "epochs", "images", "val_error", "seconds", "at",
+        "run_id", "arch_id", "rung", "smash_rank", "via", "status", "epochs", "images", "val_error", "val_loss",
+        "seconds", "at",
     ],
     "study_stats": [
         "study_id", "variant", "n", "kendall_tau", "kendall_p", "spearman_rho", "spearman_p", "top_k",
@@ -140,7 +141,8 @@ VIEW_COLUMNS = {
     "leaderboard": [
         "run_id", "rank", "arch_id", "smash_error", "smash_loss", "params", "flops", "n_ops",
         "depth", "source", "parent_id", "scored_at", "final_id", "final_status",
-        "final_test_error", "final_val_error", "verify_error", "verify_rung", "verify_status", "verify_in",
+        "final_test_error", "final_val_error", "verify_error", "verify_loss", "verify_rung", "verify_status",
+        "verify_in",
         "verify_via",
     ],
     "loss_curve": [
@@ -556,9 +558,9 @@ def test_leaderboard_shows_each_candidates_highest_rung(writer: store.Writer, db
     writer.queue_verifications(run_id, [("aaaa01", 1, "smash"), ("bbbb02", 2, "smash"), ("cccc03", 3, "flops")],
                                0, 1, 100)
     for arch, err in (("aaaa01", 0.5), ("bbbb02", 0.4), ("cccc03", 0.45)):
-        writer.set_verification(run_id, arch, 0, "done", err, 1.0)
+        writer.set_verification(run_id, arch, 0, "done", err, 2 * err, 1.0)
     writer.queue_verifications(run_id, [("bbbb02", 2, "smash"), ("cccc03", 3, "flops")], 1, 1, 400)
-    writer.set_verification(run_id, "cccc03", 1, "done", 0.3, 2.0)
+    writer.set_verification(run_id, "cccc03", 1, "done", 0.3, 0.6, 2.0)
     conn = connect_reader(db)
     board = {r["arch_id"]: r for r in store.leaderboard(conn, run_id)}
     got = {a: (r["verify_rung"], r["verify_status"], r["verify_error"], r["verify_in"], r["verify_via"])

@@ -134,6 +134,7 @@ def test_verify_column_and_line_after_a_real_halving(db):
     rows = read(db, store.verifications)
     assert sorted(r["rung"] for r in rows) == [0, 0, 0, 0, 1, 1] and all(r["status"] == "done" for r in rows)
     err = {(r["arch_id"], r["rung"]): r["val_error"] for r in rows}
+    loss = {(r["arch_id"], r["rung"]): r["val_loss"] for r in rows}
     up = [a for a, rung in err if rung == 1]
     out = [a for a, rung in err if rung == 0 and a not in up]
     order = halving.order(rows)
@@ -155,16 +156,17 @@ def test_verify_column_and_line_after_a_real_halving(db):
         await pilot.press("o", "o", "o", "o")  # rank -> SMASH -> params -> FLOPs -> verify
         assert board.sort_by == "verify_error" and board.shown[:4] == order
         assert board.get_row_at(0)[5].plain.startswith("2 ")
-        assert "sorted by verify rung, error" in board.title()
+        assert "sorted by verify rung, loss" in board.title()
         await pilot.press("d")  # 80 columns: the diagram pane on demand
         best, last = order[0], order[-1]
         await until(pilot, lambda: d.arch_id == best, what="the diagram of the verify phase's best")
-        assert d.verify == (f"verify: rung 2/2 (best of 2), held-out {100 * err[best, 1]:.2f}% on {images[1]:,} "
-                            f"images; rung 1 {100 * err[best, 0]:.2f}%")
+        assert d.verify == (f"verify: rung 2/2 (best of 2), held-out {100 * err[best, 1]:.2f}% (loss "
+                            f"{loss[best, 1]:.3f}) on {images[1]:,} images; rung 1 {100 * err[best, 0]:.2f}%")
         await until(pilot, lambda: drawn_verify(pilot.app, d) == d.verify, what="the line drawn")
         board.move_cursor(row=board.shown.index(last))
         await until(pilot, lambda: d.arch_id == last, what="the diagram of one halved out")
-        assert d.verify == f"verify: out at rung 1/2, held-out {100 * err[last, 0]:.2f}% on {images[0]:,} images"
+        assert d.verify == (f"verify: out at rung 1/2, held-out {100 * err[last, 0]:.2f}% (loss {loss[last, 0]:.3f}) "
+                            f"on {images[0]:,} images")
         board.move_cursor(row=board.shown.index(others[0]))
         await until(pilot, lambda: d.arch_id == others[0], what="the diagram of one never verified")
         assert d.verify is None and not any(line.startswith("verify") for line in d.lines())
@@ -185,8 +187,8 @@ def test_verify_column_follows_the_verify_phase(db):
         w.update_run(run["id"], phase="verify")
         w.queue_verifications(run["id"], [(a, 1, "smash"), (b, 2, "smash"), (c, 3, "smash"),
                                           (d_, len(ids), "flops")], 0, 1, 50)
-        w.set_verification(run["id"], a, 0, "done", 0.3, 1.0)
-        w.set_verification(run["id"], d_, 0, "done", 0.1, 1.0)
+        w.set_verification(run["id"], a, 0, "done", 0.3, 0.6, 1.0)
+        w.set_verification(run["id"], d_, 0, "done", 0.1, 0.2, 1.0)
 
     async def check(pilot):
         s = await loaded(pilot)
@@ -199,22 +201,22 @@ def test_verify_column_follows_the_verify_phase(db):
         await pilot.press("o", "o", "o", "o")  # rank -> SMASH -> params -> FLOPs -> verify
         assert board.sort_by == "verify_error" and board.shown[:2] == [d_, a]
         with store.connect_writer(db) as w:
-            w.set_verification(run["id"], b, 0, "done", 0.2, 1.0)
-            w.set_verification(run["id"], c, 0, "done", 0.4, 1.0)
+            w.set_verification(run["id"], b, 0, "done", 0.2, 0.4, 1.0)
+            w.set_verification(run["id"], c, 0, "done", 0.4, 0.8, 1.0)
             w.queue_verifications(run["id"], [(d_, len(ids), "flops"), (b, 2, "smash")], 1, 1, 100)
             w.set_verification(run["id"], b, 1, "running")
         # halved out: the text stays, the style must change
         await until(pilot, lambda: verify_cell(board, a) == ("1 30.0", "dim"), what="a candidate halved out")
         assert verify_cell(board, c) == ("1 40.0", "dim")
         assert verify_cell(board, d_) == ("2 wait", "bold") and verify_cell(board, b) == ("2 busy", "bold")
-        assert board.shown[:4] == [d_, b, a, c]  # the 2 still in first, then by error
+        assert board.shown[:4] == [d_, b, a, c]  # the 2 still in first, then by loss (here 2 x the error)
         await pilot.press("d")
         board.move_cursor(row=board.shown.index(d_))
         await until(pilot, lambda: d.arch_id == d_, what="the diagram of the FLOPs candidate")
         assert d.verify == "verify: rung 2/2 (still in, via flops), queued for 100 images; rung 1 10.00%"
         with store.connect_writer(db) as w:
-            w.set_verification(run["id"], d_, 1, "done", 0.05, 1.0)
-        want = "verify: rung 2/2 (still in, via flops), held-out 5.00% on 100 images; rung 1 10.00%"
+            w.set_verification(run["id"], d_, 1, "done", 0.05, 0.1, 1.0)
+        want = "verify: rung 2/2 (still in, via flops), held-out 5.00% (loss 0.100) on 100 images; rung 1 10.00%"
         await until(pilot, lambda: d.verify == want, what="the pane to follow the phase")
         await until(pilot, lambda: verify_cell(board, d_) == ("2 5.00", "bold"), what="its rung 2 error")
         # wider than the pane at 80 columns: wrapped, not cut
@@ -222,7 +224,7 @@ def test_verify_column_follows_the_verify_phase(db):
         await until(pilot, lambda: drawn_verify(pilot.app, d) == want, what="the line drawn at 80 columns")
         board.move_cursor(row=board.shown.index(a))
         await until(pilot, lambda: d.arch_id == a, what="the diagram of one halved out")
-        assert d.verify == "verify: out at rung 1/2, held-out 30.00% on 50 images"
+        assert d.verify == "verify: out at rung 1/2, held-out 30.00% (loss 0.600) on 50 images"
 
     drive(SmashApp(db=db, runs_dir=db.parent), check)
 
@@ -297,9 +299,12 @@ def test_diagram_shows_the_highlighted_architecture(db):
         arch = Architecture.from_json(store.get_arch(conn, ids[1])["spec_json"])
         conn.close()
         expected = diagram(arch, width=d._width, ascii_only=d.ascii_only)
-        # rank 2 was a verify candidate (verify_top=4): its line sits between the headline and the diagram
+        # rank 2 was a verify candidate (verify_top=4): its line (wrapped to the pane) sits between the headline
+        # and the diagram
         assert d.lines()[1].startswith("verify: rung ")
-        assert d.lines()[2 : 2 + len(expected)] == expected
+        start = next(i for i, line in enumerate(d.lines()) if line.startswith("architecture "))
+        assert " ".join(line.strip() for line in d.lines()[1:start]) == d.verify
+        assert d.lines()[start : start + len(expected)] == expected
         assert any(line.startswith("block 0:") for line in d.lines())
         assert d.lines()[-len(summary_lines(arch)):] == [line[:d._width] for line in summary_lines(arch)]
         await pilot.press("a")
