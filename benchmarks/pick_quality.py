@@ -53,6 +53,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--sh-seed", type=int, default=0)
     ap.add_argument("--methods", default="smash_sh,smash_naswot_sh,smash_flops_sh")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--no-cap", action="store_true", help="let rungs train longer than the truth recipe")
     ap.add_argument("--by", choices=("loss", "error"), default="loss",
                     help="what each rung ranks by: held-out loss (the engine's) or error")
     ap.add_argument("--reverse", action="store_true",
@@ -107,6 +108,9 @@ def main(argv: list[str] | None = None) -> int:
     select = train_all.take(perm[:a.select_size].sort().values)
     train = train_all.take(perm[a.select_size:].sort().values)
     cache = Cache(a.panel / "short-trainings.jsonl")
+    # the panel's "final training" is its truth recipe: no rung trains longer, as the engine caps rungs at
+    # final_epochs over its training split
+    final_images = None if a.no_cap else recipe["epochs"] * recipe["train_size"]
     from smash_engine.cost import arch_cost
 
     params_of = {i: arch_cost(x)[0] for i, x in archs.items()}
@@ -138,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         return r["val_error"], r.get("val_loss"), r["seconds"]
 
     def halve(cands: list[tuple[str, int, str]], budget_images: int) -> dict:
-        rungs = halving.plan(len(cands), a.eta, budget_images, halving.MIN_STEPS * t.final_batch)
+        rungs = halving.plan(len(cands), a.eta, budget_images, halving.MIN_STEPS * t.final_batch, final_images)
         cands = cands[:rungs[0].candidates] if rungs else cands
         rows = [dict(arch_id=i, smash_rank=rank, via=via, rung=0) for i, rank, via in cands]
         seconds, history = 0.0, []
@@ -161,6 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     out: dict = dict(panel=str(a.panel.relative_to(ROOT)), within_params=limit, n_allowed=len(allowed),
                      argv=sys.argv[1:] if argv is None else argv, top=a.top, eta=a.eta,
                      verify_budget=a.verify_budget, add_top=a.add_top, select_size=a.select_size, by=a.by,
+                     rung_cap_images=None if a.no_cap else recipe["epochs"] * recipe["train_size"],
                      sh_seed=a.sh_seed, train_recipe=dict(final_lr=t.final_lr, final_batch=t.final_batch,
                                                           final_weight_decay=t.final_weight_decay),
                      runs=[], machine=common.machine("cpu"))

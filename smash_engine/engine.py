@@ -354,10 +354,13 @@ class Engine:
         return halving.candidates(board, t.verify_top, t.verify_add, t.verify_add_top, naswot)
 
     def _rungs(self, n: int) -> list[halving.Rung]:
-        """The phase's rungs for n candidates; its budget is verify_budget x the images SMASH training took."""
+        """The phase's rungs for n candidates; its budget is verify_budget x the images SMASH training took, and
+        no rung trains a candidate longer than final training will (final_epochs over the training split)."""
         t = self.cfg.train
         smash_images = self.total_steps * t.batch_size * self.world.size
-        return halving.plan(n, t.verify_eta, int(t.verify_budget * smash_images), halving.MIN_STEPS * t.final_batch)
+        final_images = t.final_epochs * len(self.train) if t.final_epochs else None
+        return halving.plan(n, t.verify_eta, int(t.verify_budget * smash_images), halving.MIN_STEPS * t.final_batch,
+                            final_images)
 
     def _verify(self) -> None:
         """Successive halving over the candidates queued at rung 0 (halving.py), by held-out loss; final training

@@ -59,15 +59,18 @@ def sizes(n: int, eta: int) -> list[int]:
 MIN_STEPS = 20
 
 
-def plan(n: int, eta: int, budget_images: int, min_images: int) -> list[Rung]:
+def plan(n: int, eta: int, budget_images: int, min_images: int, max_images: int | None = None) -> list[Rung]:
     """The rungs for the best `n` candidates: each rung gets an equal share of `budget_images`, split evenly over
-    its candidates, so rung r + 1 trains each on about eta times rung r's images. When that would give rung 0
-    fewer than `min_images` each, fewer candidates are taken (the first ones: `plan(...)[0].candidates` says how
-    many); none when even two cannot be (no rungs: final training takes SMASH's order)."""
+    its candidates, so rung r + 1 trains each on about eta times rung r's images, but never more than
+    `max_images` (final training's own length: a longer training ranks networks by what they reach with more
+    training than the user's network will get, and can only cost more). When rung 0 would get fewer than
+    `min_images` each, fewer candidates are taken (the first ones: `plan(...)[0].candidates` says how many);
+    none when even two cannot be (no rungs: final training takes SMASH's order)."""
+    cap = max_images or budget_images
     for k in range(n, 1, -1):
         ks = sizes(k, eta)
         if budget_images // (len(ks) * k) >= min_images:
-            return [Rung(r, m, budget_images // (len(ks) * m)) for r, m in enumerate(ks)]
+            return [Rung(r, m, min(cap, budget_images // (len(ks) * m))) for r, m in enumerate(ks)]
     return []
 
 

@@ -22,6 +22,8 @@ def test_plan_keeps_one_in_eta_and_spends_the_budget_evenly_over_the_rungs():
     # too small a budget for 16: fewer candidates (the first ones), each at least min_images; none below two
     assert [(r.candidates, r.images) for r in halving.plan(16, 4, 9000, 1000)] == [(7, 1285)]
     assert halving.plan(16, 4, 1999, 1000) == []
+    # never longer than final training: the last rung is cut to it (the budget is then not all spent)
+    assert [(r.candidates, r.images) for r in halving.plan(16, 4, 64_000, 50, 5000)] == [(16, 2000), (4, 5000)]
     r = halving.Rung(2, 2, 2500)  # more images than the training split: whole epochs over part of it
     assert (r.epochs(1000), r.subset(1000)) == (3, 833)
     assert (halving.Rung(0, 4, 600).epochs(1000), halving.Rung(0, 4, 600).subset(1000)) == (1, 600)
@@ -67,7 +69,7 @@ def halved(tmp_path_factory):
     largest architecture by FLOPs that SMASH did not put there."""
     db = tmp_path_factory.mktemp("halving") / "halving.db"
     create_run(db, tiny_config(name="halving", verify_top=7, verify_eta=2, verify_budget=10.0, verify_add="flops",
-                               verify_add_top=1, final_top=1))
+                               verify_add_top=1, final_top=1, final_epochs=4))  # rungs up to 4,000 images: uncut
     assert Engine(db).run() == "done"
     return db
 

@@ -15,8 +15,8 @@ from smash_engine import store
 
 # a verify phase of two rungs (4 candidates, then the best 2): what the leaderboard and the diagram pane show of
 # successive halving, from a real engine; the preset's 16 would cost more and halve the same way
-TINY = dict(epochs=1, n_random=8, n_perturb=2, n_hillclimb=2, final_epochs=1, verify_top=4, verify_eta=2,
-            verify_budget=10.0)
+TINY = dict(epochs=1, n_random=8, n_perturb=2, n_hillclimb=2, final_epochs=3, verify_top=4, verify_eta=2,
+            verify_budget=10.0)  # final_epochs 3: rungs are cut to final training's length, and these stay uncut
 
 
 @pytest.fixture(scope="session")
