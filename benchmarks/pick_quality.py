@@ -126,20 +126,27 @@ def main(argv: list[str] | None = None) -> int:
         return float(true_of[arch_id] - best)
 
     def short_error(arch_id: str, rung: halving.Rung) -> tuple[float, float | None, float]:
-        key = (f"{arch_id}|r{rung.index}|{rung.images}|{rung.subset(len(train))}x{rung.epochs(len(train))}|"
-               f"seed{a.sh_seed}|sel{a.select_size}|lr{t.final_lr}|b{t.final_batch}|wd{t.final_weight_decay}")
-        cache.reload()
-        if key not in cache.rows:
-            t0 = time.perf_counter()
-            f = halving.train_rung(archs[arch_id], t, train, rung, a.sh_seed, torch.device("cpu"))
-            err, loss = f.evaluate(select, t.score_batch)
-            cache.add(dict(key=key, arch_id=arch_id, rung=rung.index, images=rung.images, val_error=err,
-                           val_loss=loss,
-                           seconds=round(time.perf_counter() - t0, 1), at=time.strftime("%Y-%m-%dT%H:%M:%S")))
-            print(f"  trained {arch_id} rung {rung.index} on {rung.images} images: select error {err:.4f} "
-                  f"({time.perf_counter() - t0:.0f} s)", flush=True)
-        r = cache.rows[key]
-        return r["val_error"], r.get("val_loss"), r["seconds"]
+        """The mean held-out error and loss of the candidate's `rung.seeds` trainings at this rung, and their
+        seconds (trial 0's key is the one every earlier measurement used)."""
+        out = []
+        for trial in range(rung.seeds):
+            key = (f"{arch_id}|r{rung.index}|{rung.images}|{rung.subset(len(train))}x{rung.epochs(len(train))}|"
+                   f"seed{a.sh_seed}|sel{a.select_size}|lr{t.final_lr}|b{t.final_batch}|wd{t.final_weight_decay}"
+                   + (f"|trial{trial}" if trial else ""))
+            cache.reload()
+            if key not in cache.rows:
+                t0 = time.perf_counter()
+                f = halving.train_rung(archs[arch_id], t, train, rung, a.sh_seed, torch.device("cpu"), trial=trial)
+                err, loss = f.evaluate(select, t.score_batch)
+                cache.add(dict(key=key, arch_id=arch_id, rung=rung.index, images=rung.images, trial=trial,
+                               val_error=err, val_loss=loss, seconds=round(time.perf_counter() - t0, 1),
+                               at=time.strftime("%Y-%m-%dT%H:%M:%S")))
+                print(f"  trained {arch_id} rung {rung.index} trial {trial} on {rung.images} images: select error "
+                      f"{err:.4f}, loss {loss:.4f} ({time.perf_counter() - t0:.0f} s)", flush=True)
+            out.append(cache.rows[key])
+        losses = [r.get("val_loss") for r in out]
+        loss = None if None in losses else sum(losses) / len(losses)
+        return sum(r["val_error"] for r in out) / len(out), loss, sum(r["seconds"] for r in out)
 
     def halve(cands: list[tuple[str, int, str]], budget_images: int) -> dict:
         rungs = halving.plan(len(cands), a.eta, budget_images, halving.MIN_STEPS * t.final_batch, final_images)
@@ -159,7 +166,8 @@ def main(argv: list[str] | None = None) -> int:
                          for r in halving.survivors(here, rungs[rung.index + 1].candidates, a.by)]
         pick = halving.order(rows, a.by)[0] if rungs else cands[0][0]
         return dict(pick=pick, regret=regret(pick), images=halving.cost(rungs), seconds=round(seconds, 1),
-                    rungs=[dict(candidates=r.candidates, images=r.images) for r in rungs], history=history,
+                    rungs=[dict(candidates=r.candidates, images=r.images, seeds=r.seeds) for r in rungs],
+                    history=history,
                     candidates=[c[0] for c in cands], via=[c[2] for c in cands])
 
     out: dict = dict(panel=str(a.panel.relative_to(ROOT)), within_params=limit, n_allowed=len(allowed),

@@ -303,7 +303,7 @@ class Engine:
                 if rungs:
                     n = len(self.train)
                     self.w.queue_verifications(self.ctx.run_id, cands[:rungs[0].candidates], 0, rungs[0].epochs(n),
-                                               rungs[0].subset(n))
+                                               rungs[0].subset(n), rungs[0].seeds)
                 self._enter("verify")
             return
         self._queue_finals_and_enter([r["arch_id"] for r in self._top(t.final_top)])
@@ -374,10 +374,10 @@ class Engine:
         while rows:
             r = max(row["rung"] for row in rows)
             here = [row for row in rows if row["rung"] == r]
-            done = sum(row["images"] * row["epochs"] for row in rows if row["status"] == "done")
+            done = sum(row["images"] * row["epochs"] * row["seeds"] for row in rows if row["status"] == "done")
             for row in [row for row in here if row["status"] != "done"]:
                 self.finals.verify_one(row["arch_id"], rungs[r], self.train, self.val, done, total, len(rungs))
-                done += rungs[r].images
+                done += rungs[r].images * rungs[r].seeds
             rows = ctx.agreed(lambda: store.verifications(ctx.conn, ctx.run_id))
             here = [row for row in rows if row["rung"] == r]
             if r + 1 >= len(rungs):
@@ -389,7 +389,7 @@ class Engine:
                                   f"{_held_out(keep[0])})")
             n = len(self.train)
             self.w.queue_verifications(ctx.run_id, [(k["arch_id"], k["smash_rank"], k["via"]) for k in keep], r + 1,
-                                       rungs[r + 1].epochs(n), rungs[r + 1].subset(n))
+                                       rungs[r + 1].epochs(n), rungs[r + 1].subset(n), rungs[r + 1].seeds)
             rows = ctx.agreed(lambda: store.verifications(ctx.conn, ctx.run_id))
         best = halving.order(rows)
         rest = [r["arch_id"] for r in self._top(t.final_top + len(best)) if r["arch_id"] not in best]

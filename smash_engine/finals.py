@@ -144,16 +144,24 @@ class Finals:
 
     def verify_one(self, arch_id: str, rung: Rung, train: DeviceData, val: DeviceData, done: int, total: int,
                    rungs: int) -> None:
-        """One candidate's training at a verify rung (`halving.train_rung`); its held-out error and loss are
-        committed as they land. `done` and `total` count the phase's training images, for the progress line."""
+        """One candidate's trainings at a verify rung (`halving.train_rung`, `rung.seeds` of them); the mean of
+        their held-out error and loss is committed once the last lands (a stop trains them again: they are
+        short). `done` and `total` count the phase's training images, for the progress line."""
         ctx, t = self.ctx, self.ctx.cfg.train
         arch = Architecture.from_json(ctx.agreed(lambda: store.get_arch(ctx.conn, arch_id))["spec_json"])
         ctx.w.set_verification(ctx.run_id, arch_id, rung.index, "running")
-        t0 = time.perf_counter()
-        f = train_rung(arch, t, train, rung, ctx.cfg.seed, ctx.device, ctx.world, self.between)
+        t0, errs, losses = time.perf_counter(), [], []
+        for trial in range(rung.seeds):
+            f = train_rung(arch, t, train, rung, ctx.cfg.seed, ctx.device, ctx.world, self.between, trial)
+            if not ctx.world.main:
+                continue
+            err, loss = f.evaluate(val, t.score_batch)
+            errs.append(err)
+            losses.append(loss)
+            seed = f" seed {trial + 1}/{rung.seeds}" if rung.seeds > 1 else ""
+            ctx.report(dict(phase="verify", done=done + rung.images * (trial + 1), total=total, loss=loss, error=err,
+                            error_name="held-out err", stage=f"rung {rung.index + 1}/{rungs}{seed} {arch_id[:8]}"))
         if not ctx.world.main:
             return
-        err, loss = f.evaluate(val, t.score_batch)
-        ctx.w.set_verification(ctx.run_id, arch_id, rung.index, "done", err, loss, round(time.perf_counter() - t0, 2))
-        ctx.report(dict(phase="verify", done=done + rung.images, total=total, loss=loss, error=err,
-                        error_name="held-out err", stage=f"rung {rung.index + 1}/{rungs} {arch_id[:8]}"))
+        ctx.w.set_verification(ctx.run_id, arch_id, rung.index, "done", sum(errs) / len(errs),
+                               sum(losses) / len(losses), round(time.perf_counter() - t0, 2))

@@ -37,6 +37,7 @@ class Rung:
     index: int
     candidates: int  # trained at this rung
     images: int  # training images each: `epochs` passes over a seeded subset of images // epochs
+    seeds: int = 1  # trainings per candidate, from different inits and batch orders; it is ranked by their mean
 
     def epochs(self, train_images: int) -> int:
         return max(1, math.ceil(self.images / train_images))
@@ -63,20 +64,25 @@ def plan(n: int, eta: int, budget_images: int, min_images: int, max_images: int 
     """The rungs for the best `n` candidates: each rung gets an equal share of `budget_images`, split evenly over
     its candidates, so rung r + 1 trains each on about eta times rung r's images, but never more than
     `max_images` (final training's own length: a longer training ranks networks by what they reach with more
-    training than the user's network will get, and can only cost more). When rung 0 would get fewer than
+    training than the user's network will get). A rung so cut spends what is left of its share on more seeds of
+    the same training: the last few candidates are close, and one training's seed noise is as large as their
+    differences (0.58 points on the truth panel), so averaging is what more images can still buy. When rung 0
+    would get fewer than
     `min_images` each, fewer candidates are taken (the first ones: `plan(...)[0].candidates` says how many);
     none when even two cannot be (no rungs: final training takes SMASH's order)."""
     cap = max_images or budget_images
     for k in range(n, 1, -1):
         ks = sizes(k, eta)
         if budget_images // (len(ks) * k) >= min_images:
-            return [Rung(r, m, min(cap, budget_images // (len(ks) * m))) for r, m in enumerate(ks)]
+            shares = [budget_images // (len(ks) * m) for m in ks]
+            return [Rung(r, m, min(cap, share), max(1, share // min(cap, share)))
+                    for r, (m, share) in enumerate(zip(ks, shares, strict=True))]
     return []
 
 
 def cost(rungs: list[Rung]) -> int:
     """Training images the whole phase takes."""
-    return sum(r.candidates * r.images for r in rungs)
+    return sum(r.candidates * r.images * r.seeds for r in rungs)
 
 
 def candidates(board: list[dict], top: int, add: str = "", add_top: int = 0,
@@ -125,10 +131,11 @@ def order(rows: list[dict], by: str = "loss") -> list[str]:
 
 
 def train_rung(arch: Architecture, t: TrainConfig, train: DeviceData, rung: Rung, seed: int, device: Any,
-               world: Any = None, after_step: Callable[[], None] | None = None) -> Final:
+               world: Any = None, after_step: Callable[[], None] | None = None, trial: int = 0) -> Final:
     """One candidate's training at `rung`: the run's final-training recipe (SGD Nesterov, cosine from
-    `final_lr`) over the rung's seeded subset of `train`. Every draw is a function of (seed, rung): the same
-    images, init and batch order for every candidate of a rung (`seeds.VERIFY`)."""
+    `final_lr`) over the rung's seeded subset of `train`. Every draw is a function of (seed, rung, trial): the
+    same images, init and batch order for every candidate of a rung (`seeds.VERIFY`); trial t of `rung.seeds`
+    keeps the images and draws its own init and batch order."""
     from .dist import SINGLE
     from .loops import fit
     from .seeds import VERIFY, rng, torch_gen
@@ -137,7 +144,8 @@ def train_rung(arch: Architecture, t: TrainConfig, train: DeviceData, rung: Rung
     world = world or SINGLE
     epochs = rung.epochs(len(train))
     data = train.subset(rung.subset(len(train)), torch_gen(seed, VERIFY, 1000 + rung.index))
-    f = Final.create(arch, t, rng(seed, VERIFY, 1).getrandbits(31), device, world)
+    f = Final.create(arch, t, rng(seed, VERIFY, 1 + 10_000 * trial).getrandbits(31), device, world)
     fit(f, data, epochs, min(t.final_batch, len(data)), t.final_lr,
-        lambda epoch: torch_gen(seed, VERIFY, 2000 + 100 * rung.index + epoch), world=world, after_step=after_step)
+        lambda epoch: torch_gen(seed, VERIFY, 2000 + 100 * rung.index + epoch + 1_000_000 * trial), world=world,
+        after_step=after_step)
     return f

@@ -22,8 +22,8 @@ SAMPLE = 5  # architecture i scored by a `sample` command
 FINAL = 6  # the batch order of a final training's epochs
 BN_STATS = 7  # the images that re-estimate BatchNorm statistics (score_bn="recal")
 VALIDATE = 8  # the fixed architectures of the per-epoch validation
-VERIFY = 9  # the verify phase (halving.py): networks' init (1), rung r's image subset (1000 + r), its batch orders
-           # (2000 + 100 r + epoch)
+VERIFY = 9  # the verify phase (halving.py): networks' init (1 + 10,000 t for a rung's trial t), rung r's image
+           # subset (1000 + r), its batch orders (2000 + 100 r + epoch + 1,000,000 t)
 # the studies (smash_engine.studies) and transfer
 CORRUPT = 101  # which ops a corrupted encoding shuffles
 WALK = 102  # the random walk of the archgrad study

@@ -327,6 +327,7 @@ _VERIFICATIONS_6 = """CREATE TABLE verifications (
     status TEXT NOT NULL DEFAULT 'queued',  -- queued|running|done
     epochs INTEGER NOT NULL,                -- the rung's training: epochs over `images` seeded training images
     images INTEGER NOT NULL,
+    seeds INTEGER NOT NULL DEFAULT 1,       -- trainings from different seeds; val_error and val_loss are their means
     val_error REAL,                         -- 0..1 on the held-out split after it
     val_loss REAL,                          -- held-out cross-entropy, nats: what the halving ranks by
     seconds REAL,

@@ -231,14 +231,14 @@ class Writer:
         self._update("finals", final_id, fields, _FINAL_COLUMNS)
 
     def queue_verifications(self, run_id: int, rows: list[tuple[str, int, str]], rung: int, epochs: int,
-                            images: int) -> None:
+                            images: int, seeds: int = 1) -> None:
         """A rung's candidates, (arch id, leaderboard rank, why) each, queued in one transaction."""
         now = now_iso()
         with self.transaction() as c:
             c.executemany(
-                "INSERT OR IGNORE INTO verifications (run_id, arch_id, rung, smash_rank, via, epochs, images, at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                [(run_id, a, rung, r, via, epochs, images, now) for a, r, via in rows])
+                "INSERT OR IGNORE INTO verifications (run_id, arch_id, rung, smash_rank, via, epochs, images, seeds, "
+                "at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [(run_id, a, rung, r, via, epochs, images, seeds, now) for a, r, via in rows])
 
     def set_verification(self, run_id: int, arch_id: str, rung: int, status: str, val_error: float | None = None,
                          val_loss: float | None = None, seconds: float | None = None) -> None:

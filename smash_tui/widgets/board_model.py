@@ -265,7 +265,8 @@ def verify_line(arch_id: str, rows: list[dict[str, Any]], eta: int | None, over:
         else:
             notes.insert(0, "still in")
         where = rung(last)
-    images = f"{last['images'] * last['epochs']:,} images"
+    seeds = last.get("seeds") or 1
+    images = f"{last['images'] * last['epochs']:,} images" + (f" x {seeds} seeds" if seeds > 1 else "")
     loss = "" if last.get("val_loss") is None else f" (loss {last['val_loss']:.3f})"
     what = {"done": f"held-out {_percent(last['val_error'])}{loss} on {images}", "running": f"training on {images}",
             "queued": f"queued for {images}"}.get(last["status"], last["status"])

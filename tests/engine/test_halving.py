@@ -22,8 +22,11 @@ def test_plan_keeps_one_in_eta_and_spends_the_budget_evenly_over_the_rungs():
     # too small a budget for 16: fewer candidates (the first ones), each at least min_images; none below two
     assert [(r.candidates, r.images) for r in halving.plan(16, 4, 9000, 1000)] == [(7, 1285)]
     assert halving.plan(16, 4, 1999, 1000) == []
-    # never longer than final training: the last rung is cut to it (the budget is then not all spent)
-    assert [(r.candidates, r.images) for r in halving.plan(16, 4, 64_000, 50, 5000)] == [(16, 2000), (4, 5000)]
+    # never longer than final training: a rung cut to it trains its candidates from more seeds instead
+    cut = halving.plan(16, 4, 64_000, 50, 3000)
+    assert [(r.candidates, r.images, r.seeds) for r in cut] == [(16, 2000, 1), (4, 3000, 2)]
+    assert halving.cost(cut) == 16 * 2000 + 4 * 3000 * 2 <= 64_000
+    assert [r.seeds for r in halving.plan(16, 4, 64_000, 50, 5000)] == [1, 1]  # 8,000 each cut to 5,000: one seed
     r = halving.Rung(2, 2, 2500)  # more images than the training split: whole epochs over part of it
     assert (r.epochs(1000), r.subset(1000)) == (3, 833)
     assert (halving.Rung(0, 4, 600).epochs(1000), halving.Rung(0, 4, 600).subset(1000)) == (1, 600)
@@ -177,4 +180,6 @@ def test_verify_add_naswot_adds_the_best_naswot_score_not_already_in(tmp_path):
             for r in board[3:]}
     conn.close()
     assert [r["via"] for r in rung0] == ["smash", "smash", "smash", "naswot"]
+    # one rung of 4, 6,000 images each, cut to final training's 1,200 (1 epoch): 5 seeds each instead
+    assert {(r["images"] * r["epochs"], r["seeds"]) for r in rung0} == {(1200, 5)}
     assert rung0[3]["arch_id"] == max(rest, key=rest.get)

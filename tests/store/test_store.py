@@ -106,8 +106,8 @@ TABLE_COLUMNS = {
         "epochs", "at",
     ],
     "verifications": [
-        "run_id", "arch_id", "rung", "smash_rank", "via", "status", "epochs", "images", "val_error", "val_loss",
-        "seconds", "at",
+        "run_id", "arch_id", "rung", "smash_rank", "via", "status", "epochs", "images", "seeds", "val_error",
+        "val_loss", "seconds", "at",
     ],
     "study_stats": [
         "study_id", "variant", "n", "kendall_tau", "kendall_p", "spearman_rho", "spearman_p", "top_k",
