@@ -37,7 +37,7 @@ class TrainConfig:
     n_hillclimb: int = 100  # refine phase: greedy hill-climbing steps
     perturb_prob: float = 0.05  # chance of resampling each field of each op
     # verify phase (halving.py): successive halving over SMASH's best verify_top (0 = no verify phase), keeping the
-    # best 1/verify_eta by held-out error at each rung, the whole phase training verify_budget x the images SMASH
+    # best 1/verify_eta by held-out loss at each rung, the whole phase training verify_budget x the images SMASH
     # training went through; verify_add (flops | naswot) adds that baseline's best verify_add_top as candidates
     verify_top: int = 16
     verify_eta: int = 4

@@ -394,8 +394,7 @@ class Engine:
         best = halving.order(rows)
         rest = [r["arch_id"] for r in self._top(t.final_top + len(best)) if r["arch_id"] not in best]
         if best and self.world.main:
-            top = next(r for r in rows if r["arch_id"] == best[0] and r["status"] == "done"
-                       and r["rung"] == max(x["rung"] for x in rows))
+            top = halving.latest(rows, done=True)[best[0]]
             ctx.event("info", f"verified {sum(r['rung'] == 0 for r in rows)} over {len(rungs)} rungs "
                               f"({halving.cost(rungs):,} training images): best {best[0]} (SMASH rank "
                               f"{top['smash_rank']}, {_held_out(top)})")

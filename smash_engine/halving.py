@@ -121,13 +121,18 @@ def survivors(rung_rows: list[dict], k: int, by: str = "loss") -> list[dict]:
     return sorted(rung_rows, key=lambda r: _key(r, by))[:k]
 
 
+def latest(rows: list[dict], done: bool = False) -> dict[str, dict]:
+    """Each candidate's row at the highest rung it reached (`done`: the highest it finished), by arch id."""
+    out: dict[str, dict] = {}
+    for r in rows:
+        if (not done or r["status"] == "done") and (r["arch_id"] not in out or r["rung"] > out[r["arch_id"]]["rung"]):
+            out[r["arch_id"]] = r
+    return out
+
+
 def order(rows: list[dict], by: str = "loss") -> list[str]:
     """Every candidate, best first: those that reached a higher rung first, then as `survivors` ranks them."""
-    last: dict[str, dict] = {}
-    for r in rows:
-        if r["status"] == "done" and (r["arch_id"] not in last or r["rung"] > last[r["arch_id"]]["rung"]):
-            last[r["arch_id"]] = r
-    return [r["arch_id"] for r in sorted(last.values(), key=lambda r: (-r["rung"], *_key(r, by)))]
+    return [r["arch_id"] for r in sorted(latest(rows, done=True).values(), key=lambda r: (-r["rung"], *_key(r, by)))]
 
 
 def train_rung(arch: Architecture, t: TrainConfig, train: DeviceData, rung: Rung, seed: int, device: Any,

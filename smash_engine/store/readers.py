@@ -255,7 +255,7 @@ def study_archs(conn: sqlite3.Connection, study_id: int, variant: str | None = N
 
 def verifications(conn: sqlite3.Connection, run_id: int) -> list[dict[str, Any]]:
     """The verify phase's trainings, a row per (candidate, rung), by rung then leaderboard rank: status, and the
-    held-out error once trained."""
+    held-out error and loss once trained."""
     return as_dicts(conn, "SELECT * FROM verifications WHERE run_id = ? ORDER BY rung, smash_rank", run_id)
 
 

@@ -280,6 +280,13 @@ def m004_run_identity(conn: sqlite3.Connection) -> None:
         conn.execute(statement)
 
 
+# schema 5's leaderboard up to its SELECT list's end: its final is the finished own-dataset one with the lowest
+# validation error (the pick's rule); schema 6 builds on it
+_LEADERBOARD_SELECT_5 = _LEADERBOARD_SELECT.replace(
+    "ORDER BY status = 'done' DESC, test_error IS NULL, test_error, id DESC",
+    "ORDER BY status = 'done' DESC, best_val_error IS NULL, best_val_error, id").replace(
+    "    FROM finals\n)", "    FROM finals WHERE dataset IS NULL\n)")
+
 # What the search found, defined once (README "What a search gives you", docs/api.md): the run's *pick* is its
 # finished final training on its own dataset with the lowest validation error; a tie goes to the better SMASH
 # rank, then to the earlier final. The header, `ls`, `show`, `export`, `load_model` and the end-of-search summary
@@ -290,10 +297,7 @@ _M005 = (
     # the leaderboard's final of an architecture was its lowest *test* error: choosing by the test split.
     # Now its finished final with the lowest validation error, as the pick.
     "DROP VIEW leaderboard",
-    "CREATE VIEW leaderboard AS\n" + _LEADERBOARD_SELECT.replace(
-        "ORDER BY status = 'done' DESC, test_error IS NULL, test_error, id DESC",
-        "ORDER BY status = 'done' DESC, best_val_error IS NULL, best_val_error, id").replace(
-        "    FROM finals\n)", "    FROM finals WHERE dataset IS NULL\n)") + _LEADERBOARD_FROM_3,
+    "CREATE VIEW leaderboard AS\n" + _LEADERBOARD_SELECT_5 + _LEADERBOARD_FROM_3,
     """CREATE VIEW pick AS
 SELECT run_id, arch_id, final_id, val_error, test_error, val_images, test_images, params, flops, epochs,
     weights_path, smash_rank, smash_error
@@ -335,10 +339,8 @@ _VERIFICATIONS_6 = """CREATE TABLE verifications (
     PRIMARY KEY (run_id, arch_id, rung)
 )"""
 
-_LEADERBOARD_6 = _LEADERBOARD_SELECT.replace(
-    "ORDER BY status = 'done' DESC, test_error IS NULL, test_error, id DESC",
-    "ORDER BY status = 'done' DESC, best_val_error IS NULL, best_val_error, id").replace(
-    "    FROM finals\n)", """    FROM finals WHERE dataset IS NULL
+_LEADERBOARD_6 = _LEADERBOARD_SELECT_5.replace("    FROM finals WHERE dataset IS NULL\n)", """\
+    FROM finals WHERE dataset IS NULL
 ), reached AS (
     SELECT *, ROW_NUMBER() OVER (PARTITION BY run_id, arch_id ORDER BY rung DESC) AS nth,
         max(rung) OVER (PARTITION BY run_id) AS top_rung

@@ -161,13 +161,7 @@ class BoardModel:
     def set_verifications(self, rows: list[dict[str, Any]]) -> list[str]:
         """Attach each candidate's standing in the verify phase (rows: a row per candidate and rung, from
         `store.verifications`); returns the arch ids whose values changed."""
-        reached: dict[str, dict[str, Any]] = {}
-        done: dict[str, dict[str, Any]] = {}
-        for r in rows:
-            if r["arch_id"] not in reached or r["rung"] > reached[r["arch_id"]]["rung"]:
-                reached[r["arch_id"]] = r
-            if r["status"] == "done" and (r["arch_id"] not in done or r["rung"] > done[r["arch_id"]]["rung"]):
-                done[r["arch_id"]] = r
+        reached, done = halving.latest(rows), halving.latest(rows, done=True)
         top = max((r["rung"] for r in rows), default=0)
         changed = []
         for arch_id in [*reached, *(a for a in self._verified if a not in reached)]:
