@@ -206,7 +206,14 @@ def cmd_train(a) -> int:
     train, val = splits(recipe)
     # arch-major: with two workers, each architecture's two seeds train side by side, so a panel cut short
     # still has complete pairs
-    jobs = [(i, arch, s) for i, arch in enumerate(archs) for s in recipe["seeds"]]
+    seeds = a.seeds if a.seeds else recipe["seeds"]
+    jobs = [(i, arch, s) for i, arch in enumerate(archs) for s in seeds]
+    truth = a.dir / "truth.json"
+    if a.seeds and truth.exists():
+        # an added seed goes best-first by the truth so far: cut short, it has refined the top of the panel,
+        # where picks are judged
+        mean = {r["id"]: r["mean_error"] or 1.0 for r in json.loads(truth.read_text())["archs"]}
+        jobs.sort(key=lambda j: mean.get(j[1].id, 1.0))
     mine = [j for k, j in enumerate(jobs) if k % a.workers == a.worker]
     for i, arch, seed in mine:
         if (arch.id, seed) in _done(out):
@@ -302,6 +309,9 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--worker", type=int, default=0)
     t.add_argument("--workers", type=int, default=1)
     t.add_argument("--threads", type=int, default=1)
+    t.add_argument("--seeds", type=int, nargs="+", default=None,
+                   help="train these truth seeds (default: the recipe's); a seed past the recipe's adds to the "
+                        "truth once `summary --seeds` counts it")
     sub.add_parser("summary")
     a = ap.parse_args(argv)
     return {"build": cmd_build, "train": cmd_train, "summary": cmd_summary}[a.cmd](a)

@@ -4,6 +4,11 @@ commands ask for.
 Commands (`smash-tui control`, the UI): pause, continue, stop, sample N, final ARCH [epochs], score SPEC.
 Rank 0 polls the table every POLL_S and beats the run's heart every HEARTBEAT_S; one small collective per
 step carries a signal on any rank, and rank 0's decisions, to every rank.
+
+`sample` and `score` are work, not switches: accepted, they stay `running` with `progress` of `total` until every
+architecture they asked for is scored, each count committed with its score, so a stop, a kill or a full disk
+loses none of it and `resume` scores exactly the rest (sample i is always the seeded draw (SAMPLE, i)). What each
+command does in each state of the engine is in docs/schema.md's commands section.
 """
 
 from __future__ import annotations
@@ -37,8 +42,47 @@ class Commands:
         self.paused = self.stop_asked = False
         self.samples_wanted = 0
         self.user_specs: list[str] = []  # architectures sent with `score`, waiting (rank 0)
+        self.owed: list[dict] = []  # accepted sample/score commands not yet finished, oldest first (rank 0)
         self.sampling = False  # scoring what a command asked for (progress reports say "sample")
         self._last_beat = self._last_poll = 0.0
+
+    def take_over_work(self) -> None:
+        """At start (rank 0): the sample and score commands an earlier engine accepted and did not finish."""
+        ctx, e = self.ctx, self.engine
+        for cmd in store.accepted_work(ctx.conn, ctx.run_id):
+            if e.no_hyper:
+                ctx.w.mark_command(cmd["id"], "error", f"not scored: {e.no_hyper}")
+                continue
+            item = dict(id=cmd["id"], kind=cmd["kind"], total=cmd["total"], progress=cmd["progress"] or 0)
+            if cmd["kind"] == "sample":
+                self.samples_wanted += item["total"] - item["progress"]
+            else:
+                arch = Architecture.from_json(str(json.loads(cmd["args_json"]).get("spec", "")))
+                item["arch"] = arch.id
+                self.user_specs.append(arch.to_json())
+            self.owed.append(item)
+        if self.owed:
+            ctx.event("info", f"resuming {len(self.owed)} accepted command(s): "
+                              f"{self.samples_wanted} random and {len(self.user_specs)} given architecture(s) to score")
+
+    def on_scored(self, source: str, arch_id: str, err: float | None) -> None:
+        """Rank 0, inside the transaction that records the score: count it to the command that asked for it."""
+        kind = {"sample": "sample", "user": "score"}.get(source)
+        item = next((o for o in self.owed if o["kind"] == kind and o.get("arch", arch_id) == arch_id), None)
+        if item is None:
+            return
+        item["progress"] += 1
+        done = item["progress"] >= item["total"]
+        if kind == "sample":
+            what = f"{item['total']} random architectures"
+            message = f"scored {what}" if done else f"scored {item['progress']} of {what}"
+        else:
+            result = "failed to score" if err is None else f"SMASH error {err * 100:.2f}%"
+            message = f"scored architecture {arch_id}: {result}"
+        self.ctx.w.mark_command(item["id"], "done" if done else "running", message, progress=item["progress"])
+        if done:
+            self.owed.remove(item)
+            self.ctx.event("info", f"command {kind} done: {message}")
 
     def on_signal(self, signum, frame) -> None:
         self.stop_signal += 1
@@ -75,22 +119,32 @@ class Commands:
 
     def _command(self, cmd) -> None:
         ctx = self.ctx
-        kind, args = cmd["kind"], json.loads(cmd["args_json"] or "{}")
+        kind = cmd["kind"]
         ctx.w.mark_command(cmd["id"], "running")
         try:
-            message = self._do(kind, args)
+            args = _args(cmd["args_json"])
+            message = self._do(kind, args, cmd["id"])
         except SmashError as e:
             ctx.w.mark_command(cmd["id"], "error", str(e))
             ctx.event("warning", f"command {kind} failed: {e}")
             return
-        ctx.w.mark_command(cmd["id"], "done", message)
+        if kind not in ("sample", "score"):  # those stay running until their architectures are scored
+            ctx.w.mark_command(cmd["id"], "done", message)
         ctx.event("info", f"command {kind}: {message}")
 
-    def _do(self, kind: str, args: dict) -> str:
+    def _accept(self, cmd_id: int, kind: str, total: int, message: str, arch: str | None = None) -> str:
+        """Work the engine now owes: one committed row says so before anything is scored."""
+        self.ctx.w.mark_command(cmd_id, "running", message, progress=0, total=total)
+        self.owed.append(dict(id=cmd_id, kind=kind, total=total, progress=0, **({"arch": arch} if arch else {})))
+        return message
+
+    def _do(self, kind: str, args: dict, cmd_id: int) -> str:
         e = self.engine
         if kind in ("sample", "score") and e.no_hyper:
             raise ResultsFileError(e.no_hyper)
         if kind == "pause":
+            if self.stop_asked:
+                raise ConfigError("not paused: the engine is stopping; `smash-tui resume` it, then pause")
             if self.paused:
                 return "already paused"
             e.checkpoint()
@@ -107,14 +161,15 @@ class Commands:
             self.ctx.report(dict(phase=e.phase, note="continuing"))
             return "continuing"
         if kind == "stop":
+            if self.stop_asked:
+                return "already stopping"
             self.paused, self.stop_asked = False, True
             return "stopping: checkpoint, then exit"
         if kind == "sample":
-            n = int(args.get("n", 100))
-            if n <= 0:
-                raise ConfigError(f"sample needs a positive count, got {n}")
+            n = _count(args.get("n", 100))
+            later = "; the engine is stopping: `smash-tui resume` scores them" if self.stop_asked else ""
             self.samples_wanted += n
-            return f"scoring {n} more random architectures"
+            return self._accept(cmd_id, "sample", n, f"scored 0 of {n} random architectures{later}")
         if kind == "final":
             return self._final(args)
         if kind == "score":
@@ -122,7 +177,7 @@ class Commands:
             check_in_space(arch, self.ctx.cfg.space)
             self._check_budget(arch.id, *arch_cost(arch))
             self.user_specs.append(arch.to_json())
-            return f"scoring architecture {arch.id}"
+            return self._accept(cmd_id, "score", 1, f"scoring architecture {arch.id}", arch.id)
         raise ConfigError(f"unknown command {kind!r}")
 
     def _final(self, args: dict) -> str:
@@ -130,11 +185,15 @@ class Commands:
         if row is None:
             raise ResultsFileError(f"no architecture {args.get('arch')!r} in this run; pick an id from the leaderboard")
         self._check_budget(row["id"], *arch_cost(Architecture.from_json(row["spec_json"])))
-        epochs = int(args.get("epochs") or self.ctx.cfg.train.final_epochs)
-        if epochs <= 0:
-            raise ConfigError(f"final training needs a positive number of epochs, got {epochs}")
+        epochs = _count(args.get("epochs") or self.ctx.cfg.train.final_epochs, "final training's epochs")
+        waiting = [f for f in store.finals(self.ctx.conn, self.ctx.run_id)
+                   if f["arch_id"] == row["id"] and f["status"] in ("queued", "running") and f["epochs"] == epochs]
+        if waiting:
+            return f"already queued: final training #{waiting[0]['id']} of {row['id']} ({epochs} epochs)"
         fid = self.engine.finals.queue(row["id"], epochs)
-        when = "next" if self.engine.phase in ("final", "done") else "after the search phases"
+        phase = self.engine.phase
+        when = "next" if phase in ("final", "done") else \
+            "after the verify phase, beside its pick" if phase == "verify" else "after the search phases"
         return f"final training #{fid} of {row['id']} queued ({epochs} epochs), runs {when}"
 
     def _check_budget(self, arch_id: str, params: int, flops: int) -> None:
@@ -162,3 +221,31 @@ class Commands:
                 self.engine.scorer.score_many(archs, "sample", None, 0, n)
         finally:
             self.sampling = False
+
+
+def _args(text: str | None) -> dict:
+    """A command's arguments: a JSON object, or a one-line error (the commands table is open to anyone)."""
+    try:
+        args = json.loads(text or "{}")
+    except (ValueError, RecursionError) as e:
+        raise ConfigError(f"the command's args_json is not JSON ({e}); send it again with smash-tui control") from e
+    if not isinstance(args, dict):
+        raise ConfigError("the command's args_json is not a JSON object; send it again with smash-tui control")
+    return args
+
+
+MAX_COUNT = 1_000_000  # architectures one sample asks for, epochs of one final: past it, a typo
+
+
+def _count(value, what: str = "sample's count") -> int:
+    """A positive whole number within MAX_COUNT, or a one-line error."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise ConfigError(f"{what} must be a whole number, got {value!r}")
+    try:
+        n = int(value)
+        exact = float(value) == n
+    except (ValueError, OverflowError):
+        raise ConfigError(f"{what} must be a whole number, got {value!r}") from None
+    if not exact or not 0 < n <= MAX_COUNT:
+        raise ConfigError(f"{what} must be a whole number from 1 to {MAX_COUNT:,}, got {value!r}")
+    return n

@@ -7,6 +7,7 @@ resume it is read back from there, so the shape-defining fields cannot drift fro
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import asdict, dataclass, field
 
 from .budget import Budget, check_space
@@ -105,6 +106,10 @@ DATASET_SHAPES = {"digits": (1, 8, 10), "mnist": (1, 32, 10), "fashion-mnist": (
                   "cifar100": (3, 32, 100), "stl10": (3, 96, 10), "imagenet32": (3, 32, 1000)}
 
 
+# past these an option is a typo, and some would not fit the results file's 64-bit integers
+MAX_OPTION = 10**9
+MAX_SEED = 2**32 - 1
+
 # options where 0 means "none" (no final training, no verify phase, no added candidates, no budget)
 ZERO_MEANS_NONE = ("final_top", "verify_top", "verify_add_top", "max_params", "max_mflops")
 
@@ -130,7 +135,12 @@ def make_config(preset: str = "quick", dataset: str | None = None, seed: int = 0
     unknown = set(overrides) - {f.name for f in dataclasses.fields(TrainConfig)}
     if unknown:
         raise ConfigError(f"unknown training option(s): {', '.join(sorted(unknown))}")
+    if not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        raise ConfigError(f"--seed must be a whole number from 0 to {MAX_SEED}, got {seed}")
     for key, value in overrides.items():
+        if isinstance(value, float) and not math.isfinite(value) or isinstance(value, int | float) and \
+                abs(value) > MAX_OPTION:
+            raise ConfigError(f"--{key.replace('_', '-')} must be a finite number up to {MAX_OPTION:,}, got {value}")
         if isinstance(value, int) and value <= 0 and key not in ZERO_MEANS_NONE:
             raise ConfigError(f"--{key.replace('_', '-')} must be positive, got {value}")
         if key in ZERO_MEANS_NONE and value < 0:

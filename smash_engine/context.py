@@ -8,7 +8,9 @@ Only rank 0 writes the results file; the other ranks hold a `NoWriter` and learn
 from __future__ import annotations
 
 import contextlib
+import sqlite3
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -22,35 +24,46 @@ from .dist import World
 Reporter = Callable[[dict], None]
 
 
-class NoWriter:
-    """What ranks other than 0 write to: nothing. Only the writes every rank makes are here, so a read or
-    a rank-0-only write on another rank fails loudly instead of passing silently."""
+class NoWriter(store.Writer):
+    """What ranks other than 0 write to: nothing. It is a `Writer`, so the writes every rank makes keep the real
+    signatures (mypy checks each override against `Writer`, tests/engine/test_dist.py compares them and runs every
+    phase under torchrun). It has no connection: a read or a rank-0-only write on another rank fails loudly
+    (AttributeError: no `conn`) instead of passing silently."""
 
-    def transaction(self) -> contextlib.nullcontext:
-        return contextlib.nullcontext()
+    def __init__(self) -> None:  # no results file on this rank
+        self.path = ""
+
+    def transaction(self) -> AbstractContextManager[sqlite3.Connection]:
+        return contextlib.nullcontext()  # type: ignore[return-value]  # nothing is read through it
 
     def heartbeat(self, run_id: int, **fields: Any) -> None:
         pass
 
-    def add_event(self, run_id: int, level: str, message: str) -> None:
+    def add_event(self, run_id: int, level: str, message: str) -> int:
+        return 0
+
+    def add_steps(self, rows: list[dict[str, Any]]) -> None:
         pass
 
-    def add_steps(self, rows: list[dict]) -> None:
+    def add_arch(self, run_id: int, arch_id: str, spec_json: str | dict[str, Any], source: str,
+                 parent_id: str | None, params: int | None, flops: int | None, n_ops: int | None,
+                 depth: int | None) -> None:
         pass
 
-    def add_arch(self, *args: Any) -> None:
-        pass
-
-    def add_score(self, *args: Any, **kwargs: Any) -> None:
-        pass
+    def add_score(self, run_id: int, arch_id: str, smash_error: float | None, smash_loss: float | None,
+                  n_images: int | None, hypernet_step: int | None, status: str = "ok", reason: str | None = None,
+                  source: str | None = None) -> int:
+        return 0
 
     def update_final(self, final_id: int, **fields: Any) -> None:
         pass
 
-    def queue_verifications(self, run_id: int, rows: list, epochs: int, images: int) -> None:
+    def queue_verifications(self, run_id: int, rows: list[tuple[str, int, str]], rung: int, epochs: int,
+                            images: int, seeds: int = 1) -> None:
         pass
 
-    def set_verification(self, run_id: int, arch_id: str, status: str, *args: Any) -> None:
+    def set_verification(self, run_id: int, arch_id: str, rung: int, status: str, val_error: float | None = None,
+                         val_loss: float | None = None, seconds: float | None = None) -> None:
         pass
 
     def close(self) -> None:
@@ -59,7 +72,7 @@ class NoWriter:
 
 @dataclass
 class Context:
-    w: store.Writer | NoWriter
+    w: store.Writer  # a NoWriter on ranks other than 0
     run_id: int
     uid: str
     cfg: RunConfig
@@ -71,7 +84,7 @@ class Context:
     @property
     def conn(self):
         """The results file (rank 0 only)."""
-        assert isinstance(self.w, store.Writer), "only rank 0 reads the results file"
+        assert not isinstance(self.w, NoWriter), "only rank 0 reads the results file"
         return self.w.conn
 
     def agreed(self, read: Callable[[], Any]) -> Any:

@@ -48,7 +48,7 @@ class Engine:
         if world.active and torch.cuda.is_available():
             torch.cuda.set_device(world.local_rank)
         dist.init(world)
-        w = store.connect_writer(self.db_path) if world.main else NoWriter()
+        w = store.connect_writer(self.db_path, create=False) if world.main else NoWriter()
         run = dist.agree(world, store.get_run(w.conn) if world.main else None)
         if run is None:
             raise ResultsFileError(f"{db_path} holds no run; start one with `smash-tui run`")
@@ -106,6 +106,8 @@ class Engine:
             self._prepare()
             if self.no_hyper and self.phase in ("smash", "rank", "refine", "verify"):
                 raise ResultsFileError(self.no_hyper)
+            if self.world.main:
+                self.commands.take_over_work()
             phases = {"smash": self._smash, "rank": self._rank, "refine": self._refine, "verify": self._verify,
                       "final": self._final}
             while self.phase != "done":

@@ -66,6 +66,8 @@ class Scorer:
                 w.add_score(run_id, arch.id, None, None, n_val, step, status="failed",
                                  reason=why, source=source)
                 self.ctx.event("warning", f"architecture {arch.id} failed to score ({why}); recorded as failed")
+            if self.ctx.world.main:  # the command that asked for it counts it in the same transaction
+                self.engine.commands.on_scored(source, arch.id, err if status == 0 else None)
         self.failures = 0 if status == 0 else self.failures + 1
         if self.failures >= self.ctx.cfg.train.max_failures:
             raise SmashError(f"{self.failures} architectures in a row failed to score; the HyperNet may "

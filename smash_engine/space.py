@@ -106,10 +106,10 @@ class Architecture:
                     f"architecture format version {d.get('version')} is not {FORMAT_VERSION}; "
                     "export it again with this smash-tui")
             blocks = tuple(_block_from_dict(b) for b in d["blocks"])
-            arch = cls(int(d["image_channels"]), int(d["image_size"]), int(d["num_classes"]),
-                       int(d["stem_kernel"]), blocks, int(d.get("version", FORMAT_VERSION)),
-                       int(d.get("spatial_dims", 2)))
-        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            arch = cls(_int(d["image_channels"]), _int(d["image_size"]), _int(d["num_classes"]),
+                       _int(d["stem_kernel"]), blocks, _int(d.get("version", FORMAT_VERSION)),
+                       _int(d.get("spatial_dims", 2)))
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:
             raise InvalidArchitecture(f"malformed architecture JSON ({type(e).__name__}: {e}); "
                                       "export a valid one with `smash-tui export`") from None
         validate(arch)
@@ -121,6 +121,8 @@ class Architecture:
             d = json.loads(text)
         except json.JSONDecodeError as e:
             raise InvalidArchitecture(f"architecture is not valid JSON: {e}") from None
+        except RecursionError:
+            raise InvalidArchitecture("architecture JSON is nested too deeply to be one") from None
         if not isinstance(d, dict):
             raise InvalidArchitecture("architecture JSON must be an object with 'blocks'")
         return cls.from_dict(d)
@@ -130,14 +132,39 @@ class Architecture:
         return sum(len(b.ops) for b in self.blocks)
 
 
+# Past this a width, kernel or count is no network anyone trains (and would not fit a 64-bit integer column).
+MAX_FIELD = 2**20
+
+
+def _int(x) -> int:
+    """A whole number from JSON: an int, or a float that is one; bools, text and NaN are not (ValueError)."""
+    if isinstance(x, bool) or not isinstance(x, int | float) or isinstance(x, float) and not x.is_integer():
+        raise ValueError(f"{x!r} is not a whole number")
+    if abs(x) > MAX_FIELD:
+        raise ValueError(f"{x!r} is out of range (at most {MAX_FIELD:,})")
+    return int(x)
+
+
+def _ints(xs, n: int | None = None) -> tuple[int, ...]:
+    if not isinstance(xs, list):
+        raise ValueError(f"{xs!r} is not a list")
+    if n is not None and len(xs) != n:
+        raise ValueError(f"{xs!r} does not have {n} entries")
+    return tuple(_int(x) for x in xs)
+
+
 def _block_from_dict(b: dict) -> Block:
+    def conv(c: dict) -> Conv:
+        kernel = _ints(c["kernel"])
+        if not 2 <= len(kernel) <= 3:
+            raise ValueError(f"kernel {c['kernel']!r} needs one size per axis (2 or 3)")
+        return Conv(kernel, _ints(c["dilation"], len(kernel)), _int(c["groups"]))  # type: ignore[arg-type]
+
     ops = tuple(
-        Op(tuple(int(r) for r in o["reads"]), tuple(int(w) for w in o["writes"]),
-           int(o["out_channels"]), int(o["bottleneck"]),
-           tuple(None if c is None else Conv(tuple(c["kernel"]), tuple(c["dilation"]), int(c["groups"]))
-                 for c in o["convs"]))
+        Op(_ints(o["reads"]), _ints(o["writes"]), _int(o["out_channels"]), _int(o["bottleneck"]),
+           tuple(None if c is None else conv(c) for c in o["convs"]))
         for o in b["ops"])
-    return Block(int(b["in_channels"]), int(b["bank_size"]), int(b["n_banks"]), ops, int(b["out_channels"]))
+    return Block(_int(b["in_channels"]), _int(b["bank_size"]), _int(b["n_banks"]), ops, _int(b["out_channels"]))
 
 
 # -- validation ----------------------------------------------------------------------------------

@@ -26,7 +26,7 @@ from smash_engine.report import hyper_label, pick_summary
 from smash_engine.space import Architecture
 
 from . import cli_studies
-from .cli_common import check_threads, pct, require_db, term_width
+from .cli_common import BIG, check_threads, pct, require_db, term_width
 from .diagram import LEGEND, diagram, summary_lines
 from .launch import engine_command, spawn_engine
 
@@ -38,10 +38,24 @@ RUNS_DIR = Path("runs")
 
 def main() -> None:
     try:
-        app()
+        rv = app(standalone_mode=False)
     except SmashError as e:
-        print(f"smash-tui: error: {e}", file=sys.stderr)
-        raise SystemExit(e.exit_code) from None
+        _fail(str(e), e.exit_code)
+    except Exception as e:
+        # Typer's (click's) usage errors, a mistyped option or a value of the wrong type: one line like ours, not
+        # its boxed usage text; these classes move between Typer versions, so they are known by their methods
+        if hasattr(e, "format_message") and hasattr(e, "exit_code"):
+            where = getattr(getattr(e, "ctx", None), "command_path", None) or "smash-tui"
+            _fail(f"{e.format_message()} (see `{where} --help`)", e.exit_code)
+        if type(e).__name__ == "Abort":
+            _fail("aborted", 1)
+        raise
+    raise SystemExit(rv if isinstance(rv, int) else 0)
+
+
+def _fail(message: str, code: int) -> None:
+    print(f"smash-tui: error: {' '.join(message.split())}", file=sys.stderr)
+    raise SystemExit(code) from None
 
 
 @app.callback(invoke_without_command=True)
@@ -68,26 +82,30 @@ def run(
     = None,
     data_dir: Annotated[str | None, typer.Option(help="folder holding the dataset's files")] = None,
     download: Annotated[bool, typer.Option(help="let torchvision download a missing dataset")] = False,
-    epochs: Annotated[int | None, typer.Option(help="SMASH training epochs")] = None,
-    archs: Annotated[int | None, typer.Option(help="random architectures to score in the rank phase")] = None,
-    final_top: Annotated[int | None, typer.Option(help="final-train the best K (0 = none)")] = None,
-    final_epochs: Annotated[int | None, typer.Option(help="epochs of final training")] = None,
-    batch_size: Annotated[int | None, typer.Option(help="SMASH training batch")] = None,
-    val_size: Annotated[int | None, typer.Option(help="held-out images the SMASH score is measured on")] = None,
+    epochs: Annotated[int | None, typer.Option(max=BIG, help="SMASH training epochs")] = None,
+    archs: Annotated[int | None, typer.Option(max=BIG, help="random architectures to score in the rank phase")] = None,
+    final_top: Annotated[int | None, typer.Option(max=BIG, help="final-train the best K (0 = none)")] = None,
+    final_epochs: Annotated[int | None, typer.Option(max=BIG, help="epochs of final training")] = None,
+    batch_size: Annotated[int | None, typer.Option(max=BIG, help="SMASH training batch")] = None,
+    val_size: Annotated[int | None, typer.Option(max=BIG,
+            help="held-out images the SMASH score is measured on")] = None,
     score_bn: Annotated[str | None, typer.Option(help="BatchNorm statistics when scoring: shared (SMASH training's "
                                                       "running ones) | recal (re-estimated per architecture) | "
                                                       "batch (default: the preset's)")] = None,
-    verify_top: Annotated[int | None, typer.Option(help="verify phase: successive halving over SMASH's best K, "
+    verify_top: Annotated[int | None, typer.Option(max=BIG,
+            help="verify phase: successive halving over SMASH's best K, "
                                                         "final training takes the last one standing (0 = off; "
                                                         "default 16)")] = None,
-    verify_eta: Annotated[int | None, typer.Option(help="each verify rung keeps the best 1/ETA, on ETA times the "
+    verify_eta: Annotated[int | None, typer.Option(max=BIG,
+            help="each verify rung keeps the best 1/ETA, on ETA times the "
                                                         "images (default 4)")] = None,
     verify_budget: Annotated[float | None, typer.Option(help="the verify phase's training images, as a fraction of "
                                                              "SMASH training's (default 1.0)")] = None,
     verify_add: Annotated[str | None, typer.Option(help="also verify the best of a free baseline: flops | naswot "
                                                         "(default: none)")] = None,
-    verify_add_top: Annotated[int | None, typer.Option(help="how many --verify-add adds (default 4)")] = None,
-    max_params: Annotated[int | None, typer.Option(help="budget: every architecture the search scores has at most N "
+    verify_add_top: Annotated[int | None, typer.Option(max=BIG, help="how many --verify-add adds (default 4)")] = None,
+    max_params: Annotated[int | None, typer.Option(max=BIG,
+            help="budget: every architecture the search scores has at most N "
                                                         "parameters (0 = no limit)")] = None,
     max_mflops: Annotated[float | None, typer.Option(help="budget: every architecture the search scores has at most "
                                                           "X million forward FLOPs per image, counted 2 per "
@@ -96,10 +114,12 @@ def run(
     db: Annotated[Path | None, typer.Option(help="results file (default runs/NAME.db)")] = None,
     name: Annotated[str | None, typer.Option(help="run name (default: the preset, made unique)")] = None,
     device: Annotated[str, typer.Option(help="cpu | cuda | cuda:N | auto")] = "auto",
-    seed: Annotated[int, typer.Option(help="seed for everything random")] = 0,
+    seed: Annotated[int, typer.Option(max=BIG, help="seed for everything random")] = 0,
     headless: Annotated[bool, typer.Option(help="run here with progress on the terminal, no UI")] = False,
-    nproc_per_node: Annotated[int, typer.Option(help="processes (GPUs) on this machine, through torchrun")] = 1,
-    threads: Annotated[int | None, typer.Option(help="torch threads per process (default: its share of the cores, "
+    nproc_per_node: Annotated[int, typer.Option(max=BIG,
+            help="processes (GPUs) on this machine, through torchrun")] = 1,
+    threads: Annotated[int | None, typer.Option(max=BIG,
+            help="torch threads per process (default: its share of the cores, "
                                                      "shrinking while other searches or studies run)")] = None,
     hyper: Annotated[str | None, typer.Option(help="HyperNet: small | paper | small-gains | graph | tiny (default: "
                                                    "the preset's; README, search quality)")] = None,
@@ -136,8 +156,10 @@ def run(
 def resume(
     db: Path,
     headless: Annotated[bool, typer.Option(help="run here, no UI")] = False,
-    nproc_per_node: Annotated[int, typer.Option(help="processes (GPUs) on this machine, through torchrun")] = 1,
-    threads: Annotated[int | None, typer.Option(help="torch threads per process (default: a share of the cores)")]
+    nproc_per_node: Annotated[int, typer.Option(max=BIG,
+            help="processes (GPUs) on this machine, through torchrun")] = 1,
+    threads: Annotated[int | None, typer.Option(max=BIG,
+            help="torch threads per process (default: a share of the cores)")]
     = None,
 ) -> None:
     """Continue a stopped, paused or crashed search (or answer commands queued on a finished one)."""
@@ -257,7 +279,7 @@ def ls_(directory: Annotated[Path, typer.Argument(help="folder of results files"
 def show(
     db: Path,
     arch: Annotated[str | None, typer.Option(help="one architecture (id or unique prefix), with its diagram")] = None,
-    top: Annotated[int, typer.Option(help="leaderboard rows")] = 20,
+    top: Annotated[int, typer.Option(min=1, max=BIG, help="leaderboard rows")] = 20,
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
     ascii_only: Annotated[bool, typer.Option("--ascii", help="ASCII-only diagram")] = False,
 ) -> None:
@@ -304,6 +326,10 @@ def show(
         typer.echo(f"  {line}")
     if run.get("message") and not str(run["message"]).startswith("pick "):  # the pick comes whole below
         typer.echo(f"  {run['message']}")
+    for c in reversed(store.commands(conn, run["id"])):  # what is still asked of the engine, oldest first
+        if c["status"] in ("pending", "running"):
+            said = f": {c['message']}" if c["message"] else ""
+            typer.echo(f"  command #{c['id']} {c['kind']} {c['status']}{said}")
     for line in pick_summary(str(db), store.pick(conn, run["id"]), rows[0] if rows else None,
                              len(store.leaderboard(conn, run["id"]))):
         typer.echo(line)
@@ -468,7 +494,8 @@ def control(
     deadline = time.monotonic() + wait
     while time.monotonic() < deadline:
         row = next((c for c in store.commands(conn, run["id"]) if c["id"] == cid), None)
-        if row and row["status"] in ("done", "error"):
+        # sample and score stay running, with a count, until every architecture is scored: accepted is an answer
+        if row and (row["status"] in ("done", "error") or row.get("total") is not None):
             typer.echo(f"command #{cid} {row['status']}: {row['message']}")
             if row["status"] == "error":
                 raise typer.Exit(1)

@@ -14,7 +14,7 @@ import typer
 from smash_engine import store
 from smash_engine.errors import ConfigError, ResultsFileError
 
-from .cli_common import check_threads, pct, require_db, term_width
+from .cli_common import BIG, check_threads, pct, require_db, term_width
 
 # -- studies and transfer (smash_engine.studies) --------------------------------------------------------
 STUDY_KINDS = ("correlation", "capacity", "corrupt", "archgrad")
@@ -29,12 +29,12 @@ def register(app: typer.Typer) -> None:
 def study(
     kind: Annotated[str, typer.Argument(help="correlation | capacity | corrupt | archgrad")],
     db: Path,
-    every: Annotated[int, typer.Option(help="correlation/corrupt: take every K-th leaderboard rank")] = 5,
-    count: Annotated[int, typer.Option(help="correlation/corrupt: at most N architectures")] = 20,
-    epochs: Annotated[int | None, typer.Option(help="correlation: normal-training epochs per arch (default "
+    every: Annotated[int, typer.Option(max=BIG, help="correlation/corrupt: take every K-th leaderboard rank")] = 5,
+    count: Annotated[int, typer.Option(max=BIG, help="correlation/corrupt: at most N architectures")] = 20,
+    epochs: Annotated[int | None, typer.Option(max=BIG, help="correlation: normal-training epochs per arch (default "
                                                     "10); capacity: SMASH epochs (default: the run's)")] = None,
-    top: Annotated[int, typer.Option(help="correlation: k of the top-k overlap")] = 5,
-    train_size: Annotated[int | None, typer.Option(help="correlation: normal-train on a seeded subset of this "
+    top: Annotated[int, typer.Option(max=BIG, help="correlation: k of the top-k overlap")] = 5,
+    train_size: Annotated[int | None, typer.Option(max=BIG, help="correlation: normal-train on a seeded subset of this "
                                                         "many training images (default: all)")] = None,
     source: Annotated[str, typer.Option(help="correlation: pick from the rank phase's random architectures "
                                              "(random) or from every scored one, refine's near copies too (all)")]
@@ -44,12 +44,13 @@ def study(
     fields: Annotated[str, typer.Option(help="corrupt: comma-separated fields to shuffle")]
     = "dilation,kernel,out,groups,read,write",
     arch: Annotated[str | None, typer.Option(help="archgrad: start architecture (default: the best)")] = None,
-    trials: Annotated[int, typer.Option(help="archgrad: scored trials per walk")] = 20,
-    changes: Annotated[int, typer.Option(help="archgrad: gradient-guided edits per trial")] = 2,
+    trials: Annotated[int, typer.Option(max=BIG, help="archgrad: scored trials per walk")] = 20,
+    changes: Annotated[int, typer.Option(max=BIG, help="archgrad: gradient-guided edits per trial")] = 2,
     new: Annotated[bool, typer.Option(help="start a new study instead of continuing the last one")] = False,
     device: Annotated[str | None, typer.Option(help="cpu | cuda | cuda:N (default: the run's)")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the stored statistics as JSON")] = False,
-    threads: Annotated[int | None, typer.Option(help="torch threads (default: this study's share of the cores, "
+    threads: Annotated[int | None, typer.Option(max=BIG,
+            help="torch threads (default: this study's share of the cores, "
                                                      "shrinking while other searches or studies run)")] = None,
 ) -> None:
     """Run one of the paper's experiments on a finished run; results go to the results file (docs/studies.md)."""
@@ -147,10 +148,10 @@ def final(
     dataset: Annotated[str, typer.Option(
         help="stl10 | imagenet32 | modelnet10 (3-D) | cifar10 | ... (default: the run's)")] = "",
     data_dir: Annotated[str | None, typer.Option(help="folder holding the dataset's files")] = None,
-    epochs: Annotated[int | None, typer.Option(help="epochs (default: the run's final epochs)")] = None,
-    batch: Annotated[int | None, typer.Option(help="training batch (default: the run's final batch)")] = None,
+    epochs: Annotated[int | None, typer.Option(max=BIG, help="epochs (default: the run's final epochs)")] = None,
+    batch: Annotated[int | None, typer.Option(max=BIG, help="training batch (default: the run's final batch)")] = None,
     device: Annotated[str | None, typer.Option(help="cpu | cuda | cuda:N (default: the run's)")] = None,
-    threads: Annotated[int | None, typer.Option(help="torch threads (default: a share of the cores)")] = None,
+    threads: Annotated[int | None, typer.Option(max=BIG, help="torch threads (default: a share of the cores)")] = None,
 ) -> None:
     """Final-train an architecture of this run on another dataset (transfer), here and now; resumable."""
     require_db(db)

@@ -12,6 +12,7 @@ docs from a freshly migrated database. Callers use the names below as `store.NAM
 
 from smash_engine.store.files import now_iso
 from smash_engine.store.readers import (
+    accepted_work,
     best_score,
     commands,
     connect_reader,
@@ -60,8 +61,9 @@ __all__ = [
     "COMMAND_KINDS", "COMMAND_STATUSES", "DOCS_END", "DOCS_START", "EVENT_LEVELS", "FINAL_STATUSES", "MIGRATIONS",
     "PHASES", "RUN_STATUSES", "SCHEMA_VERSION", "STALE_AFTER", "STUDY_KINDS", "STUDY_STATUSES", "VERIFY_STATUSES",
     "Writer",
-    "best_score", "commands", "connect_reader", "connect_writer", "count_scores", "engine_state", "events_since",
-    "final_steps", "finals", "get_arch", "get_run", "get_study", "insert_command", "leaderboard", "loss_curve",
-    "next_queued_final", "now_iso", "pick", "provisional_scores", "run_readonly_query", "run_summary", "schema_sql",
-    "scores_since", "steps_since", "studies", "study_archs", "study_stats", "transfer_final", "verifications",
+    "accepted_work", "best_score", "commands", "connect_reader", "connect_writer", "count_scores", "engine_state",
+    "events_since", "final_steps", "finals", "get_arch", "get_run", "get_study", "insert_command", "leaderboard",
+    "loss_curve", "next_queued_final", "now_iso", "pick", "provisional_scores", "run_readonly_query", "run_summary",
+    "schema_sql", "scores_since", "steps_since", "studies", "study_archs", "study_stats", "transfer_final",
+    "verifications",
 ]

@@ -84,6 +84,13 @@ def events_since(conn: sqlite3.Connection, run_id: int, after_id: int) -> list[d
     return as_dicts(conn, sql, run_id, after_id)
 
 
+def accepted_work(conn: sqlite3.Connection, run_id: int) -> list[dict[str, Any]]:
+    """`sample` and `score` commands the engine accepted and has not finished, oldest first: what it owes."""
+    sql = ("SELECT * FROM commands WHERE run_id = ? AND status = 'running' AND kind IN ('sample', 'score') "
+           "AND total IS NOT NULL ORDER BY id")
+    return as_dicts(conn, sql, run_id)
+
+
 def commands(conn: sqlite3.Connection, run_id: int, limit: int = 50) -> list[dict[str, Any]]:
     """The latest commands, newest first."""
     sql = "SELECT * FROM commands WHERE run_id = ? ORDER BY id DESC LIMIT ?"

@@ -381,8 +381,24 @@ def m006_halving(conn: sqlite3.Connection) -> None:
         conn.execute(statement)
 
 
+_M007 = (
+    # A command is done when its effect is in the results file. `sample N` and `score` stay 'running' from the
+    # moment the engine accepts them until every architecture they asked for is scored, across stops, kills and
+    # full disks (`resume` finishes them): total is what was accepted (N, or 1), progress how many are scored,
+    # each counted in the same transaction as its score. NULL for the other kinds.
+    "ALTER TABLE commands ADD COLUMN progress INTEGER",
+    "ALTER TABLE commands ADD COLUMN total INTEGER",
+)
+
+
+def m007_command_progress(conn: sqlite3.Connection) -> None:
+    for statement in _M007:
+        conn.execute(statement)
+
+
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [m001_initial, m002_studies, m003_ranking_quality,
-                                                          m004_run_identity, m005_pick, m006_halving]
+                                                          m004_run_identity, m005_pick, m006_halving,
+                                                          m007_command_progress]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

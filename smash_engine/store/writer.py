@@ -44,10 +44,11 @@ _STEP_COLUMNS = ("run_id", "step", "epoch", "phase", "loss", "error", "lr", "ima
 _FINAL_STEP_COLUMNS = tuple("final_id epoch train_loss train_error val_error test_error lr images_per_s at".split())
 
 
-def connect_writer(path: str | os.PathLike[str]) -> Writer:
-    """Open the results file for the one engine that writes it, creating and migrating it."""
+def connect_writer(path: str | os.PathLike[str], create: bool = True) -> Writer:
+    """Open the results file for the one engine that writes it, creating (unless `create` is False: an engine
+    resuming a run) and migrating it."""
     path = os.fspath(path)
-    conn = open_writable(path, create=True)
+    conn = open_writable(path, create=create)
     try:
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("PRAGMA synchronous = NORMAL")
@@ -263,18 +264,23 @@ class Writer:
             "SELECT * FROM commands WHERE run_id = ? AND status = 'pending' ORDER BY id", (run_id,)
         ).fetchall()
 
-    def mark_command(self, command_id: int, status: str, message: str | None = None) -> None:
+    def mark_command(self, command_id: int, status: str, message: str | None = None, progress: int | None = None,
+                     total: int | None = None) -> None:
+        """The engine's answer; `progress` of `total` for the commands whose work outlives the poll (sample,
+        score), which keep the values they have when not given."""
         check_choice("command status", status, COMMAND_STATUSES[1:], ValueError)
         with self.transaction() as c:
             cur = c.execute(
-                "UPDATE commands SET status = ?, message = ?, handled_at = ? WHERE id = ?",
-                (status, message, now_iso(), command_id),
+                "UPDATE commands SET status = ?, message = ?, handled_at = ?, progress = coalesce(?, progress), "
+                "total = coalesce(?, total) WHERE id = ?",
+                (status, message, now_iso(), progress, total, command_id),
             )
         if cur.rowcount == 0:
             raise ResultsFileError(f"no command {command_id} in {self.path}")
 
     def fail_stale(self, run_id: int) -> int:
-        """Fail the finals and commands a dead engine left 'running'; returns how many."""
+        """Fail the finals and commands a dead engine left 'running' (but accepted sample and score work, which
+        `resume` finishes); returns how many."""
         now, why = now_iso(), "the engine stopped while this was running (crash or kill)"
         with self.transaction() as c:
             n = (
@@ -283,9 +289,11 @@ class Writer:
                     "WHERE run_id = ? AND status = 'running'",
                     (now, why, run_id),
                 ).rowcount
+                # accepted sample/score work (a total) is the engine's to finish on resume, not a failure
                 + c.execute(
                     "UPDATE commands SET status = 'error', handled_at = ?, message = ? "
-                    "WHERE run_id = ? AND status = 'running'",
+                    "WHERE run_id = ? AND status = 'running' AND NOT (kind IN ('sample', 'score') AND total IS NOT "
+                    "NULL)",
                     (now, why, run_id),
                 ).rowcount
             )

@@ -89,6 +89,7 @@ class SearchScreen(BaseScreen):
         self._verify_over = False  # the run has left the verify phase (its line then ranks the last rung)
         self.cmd_status: dict[int, str] = {}  # command id -> status last seen
         self.cmd_text: dict[int, str] = {}
+        self.cmd_count: dict[int, str] = {}  # running sample/score command id -> " scored/total"
         self.arch_rows: dict[str, dict[str, Any] | None] = {}  # cache of archs rows read for the diagram
         self.show_diagram: bool | None = None  # None: shown when wide, on demand (d) when narrow
         self.polls = 0
@@ -238,6 +239,11 @@ class SearchScreen(BaseScreen):
             self.cmd_text.setdefault(cid, f"#{cid} {describe(c['kind'], json.loads(c['args_json'] or '{}'))}")
             old = self.cmd_status.get(cid)
             self.cmd_status[cid] = status
+            # sample and score run with a count until every architecture is scored
+            if status == "running" and c.get("total"):
+                self.cmd_count[cid] = f" {c.get('progress') or 0}/{c['total']}"
+            else:
+                self.cmd_count.pop(cid, None)
             if old is not None and old != status and status in ("done", "error"):
                 level = "info" if status == "done" else "error"
                 self.log_view.add(f"command {self.cmd_text[cid]} {status}: {c['message'] or ''}", level)
@@ -266,7 +272,8 @@ class SearchScreen(BaseScreen):
         p.best = (order[0][2], order[0][0]) if order else None
         running = [f for f in self.finals if f["status"] == "running"]
         p.final = f"final #{running[0]['id']} epoch {running[0]['epoch']}/{running[0]['epochs']}" if running else ""
-        p.pending = [self.cmd_text[c] for c, s in sorted(self.cmd_status.items()) if s in ("pending", "running")]
+        p.pending = [self.cmd_text[c] + self.cmd_count.get(c, "") for c, s in sorted(self.cmd_status.items())
+                     if s in ("pending", "running")]
         self.query_one(StatusLine).show(run, self.state, p, self.app.no_color)
 
     # -- the diagram follows the leaderboard cursor --------------------------------------------------

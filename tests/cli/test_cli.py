@@ -34,15 +34,6 @@ def one_line_error(proc, *fragments):
         assert f in lines[0], lines[0]
 
 
-@pytest.fixture
-def run_copy(tmp_path, finished_run):
-    db = tmp_path / "runs" / "tiny.db"
-    db.parent.mkdir()
-    shutil.copy(finished_run, db)
-    shutil.copytree(finished_run.with_suffix(""), db.with_suffix(""))
-    return db
-
-
 def test_headless_search_through_the_entry_point(tmp_path):
     proc = cli("run", "--preset", "quick", "--epochs", "1", "--archs", "4", "--final-epochs", "1", "--headless",
                "--name", "e2e", cwd=tmp_path, check=0)

@@ -97,3 +97,63 @@ def test_two_process_stop_and_resume(tmp_path):
     out = proc.communicate(timeout=900)[0]
     assert proc.returncode == 0, out
     assert store.get_run(store.connect_reader(db))["status"] == "done"
+
+
+# every phase the default search runs, cut small: SMASH, rank, refine, a 2-rung verify phase, final training; a
+# parameter budget (budget events), and a sample and a final sent mid-run
+PHASES_ARGS = ["--preset", "quick", "--headless", "--device", "cpu", "--epochs", "3", "--archs", "12",
+               "--verify-top", "4", "--verify-eta", "2", "--verify-budget", "3", "--final-epochs", "2",
+               "--max-params", "150000"]
+
+
+def _search_with_commands(db, nproc):
+    """`smash-tui run` through its entry point, with `sample 3` sent during SMASH training and `final` of the
+    first scored architecture once one is scored."""
+    cli = [sys.executable, "-c", "from smash_tui.cli import main; main()"]
+    proc = subprocess.Popen([*cli, "run", *PHASES_ARGS, "--nproc-per-node", str(nproc), "--db", str(db)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+    def first(sql):
+        deadline = time.time() + 300
+        while time.time() < deadline and proc.poll() is None:
+            if db.exists():
+                try:
+                    row = sqlite3.connect(db).execute(sql).fetchone()
+                except sqlite3.OperationalError:  # not created yet
+                    row = None
+                if row:
+                    return row[0]
+            time.sleep(0.1)
+        raise AssertionError(f"never saw {sql}: {proc.communicate()[0]}")
+
+    first("select step from steps limit 1")
+    store.insert_command(db, 1, "sample", {"n": 3})
+    arch = first("select arch_id from scores where source = 'random' order by id limit 1")
+    store.insert_command(db, 1, "final", {"arch": arch, "epochs": 1})
+    out = proc.communicate(timeout=900)[0]
+    assert proc.returncode == 0, out
+    conn = sqlite3.connect(db)
+    got = dict(
+        status=conn.execute("select status, phase from runs").fetchone(),
+        phases=[r[0] for r in conn.execute("select message from events where message like 'phase %' order by id")],
+        board=conn.execute("select count(*) from leaderboard").fetchone()[0],
+        rungs=conn.execute("select count(distinct rung) from verifications where status = 'done'").fetchone()[0],
+        finals=conn.execute("select status from finals order by id").fetchall(),
+        commands=conn.execute("select kind, status from commands order by id").fetchall(),
+        budget=conn.execute("select count(*) from events where message like 'budget%'").fetchone()[0] > 0,
+        pick=conn.execute("select arch_id from pick").fetchone() is not None,
+        sampled=conn.execute("select count(*) from scores where source = 'sample'").fetchone()[0],
+    )
+    conn.close()
+    return got, out
+
+
+def test_the_default_phases_under_torchrun_match_one_process(tmp_path):
+    two, out = _search_with_commands(tmp_path / "two.db", 2)
+    assert "cpu x2" in sqlite3.connect(tmp_path / "two.db").execute("select device from runs").fetchone()[0]
+    assert two["phases"] == ["phase rank", "phase refine", "phase verify", "phase final"], out
+    assert two["rungs"] == 2 and two["budget"] and two["pick"] and two["sampled"] == 3
+    assert two["finals"] == [("done",), ("done",)]  # the one sent mid-run, and the verify phase's pick
+    assert two["commands"] == [("sample", "done"), ("final", "done")]
+    one, _ = _search_with_commands(tmp_path / "one.db", 1)
+    assert one == two

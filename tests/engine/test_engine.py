@@ -117,7 +117,9 @@ def test_commands_round_trip(tmp_path):
     assert rows[sent["pause"]]["status"] == "done" and "paused" in rows[sent["pause"]]["message"]
     assert rows[sent["continue"]]["message"] == "continuing"
     assert rows[sent["continue2"]]["message"] == "was not paused"
-    assert rows[sent["sample"]]["message"] == "scoring 2 more random architectures"
+    sample = rows[sent["sample"]]  # done once both are scored, not when read
+    assert (sample["status"], sample["message"], sample["progress"], sample["total"]) == \
+        ("done", "scored 2 random architectures", 2, 2)
     assert rows[sent["final"]]["status"] == "done" and "queued (1 epochs)" in rows[sent["final"]]["message"]
     bad = rows[sent["final2"]]
     assert bad["status"] == "error" and "no architecture 'nope-not-an-arch'" in bad["message"]
@@ -199,6 +201,6 @@ def test_score_command_scores_a_user_architecture_and_refuses_one_outside_the_sp
     bad = store.insert_command(db, 1, "score", {"spec": resnet_block().to_json()})
     assert Engine(db).run() == "done"
     rows = {r["id"]: r for r in store.commands(store.connect_reader(db), 1)}
-    assert rows[ok]["status"] == "done" and rows[ok]["message"] == f"scoring architecture {mine.id}"
+    assert rows[ok]["status"] == "done" and rows[ok]["message"].startswith(f"scored architecture {mine.id}: SMASH ")
     assert rows[bad]["status"] == "error" and "outside this run's search space" in rows[bad]["message"]
     assert _q(db, "select arch_id, status from scores where source = 'user'") == [(mine.id, "ok")]

@@ -134,6 +134,8 @@ TABLE_COLUMNS = {
         "created_at",
         "handled_at",
         "message",
+        "progress",
+        "total",
     ],
     "events": ["id", "run_id", "at", "level", "message"],
 }
@@ -217,8 +219,8 @@ def test_writer_pragmas(writer: store.Writer) -> None:
     assert c.execute("PRAGMA foreign_keys").fetchone()[0] == 1
     assert c.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
     assert c.execute("PRAGMA busy_timeout").fetchone()[0] == 10_000
-    assert [tuple(r) for r in c.execute("SELECT version FROM schema_version")] == [(1,), (2,), (3,), (4,), (5,), (6,)]
-    assert SCHEMA_VERSION == len(store.MIGRATIONS) == 6
+    assert [r[0] for r in c.execute("SELECT version FROM schema_version")] == [1, 2, 3, 4, 5, 6, 7]
+    assert SCHEMA_VERSION == len(store.MIGRATIONS) == 7
 
 
 def test_reader_is_read_only_patient_and_holds_no_snapshot(writer: store.Writer, db: Path) -> None:
@@ -243,7 +245,7 @@ def test_migrations_idempotent_on_reopen(db: Path) -> None:
         ddl = store.schema_sql(w.conn)
     with connect_writer(db) as w:
         assert store.schema_sql(w.conn) == ddl
-        assert [r[0] for r in w.conn.execute("SELECT version FROM schema_version")] == [1, 2, 3, 4, 5, 6]
+        assert [r[0] for r in w.conn.execute("SELECT version FROM schema_version")] == [1, 2, 3, 4, 5, 6, 7]
         assert w.conn.execute("SELECT name FROM runs WHERE id = ?", (run_id,)).fetchone()[0] == "quick"
 
 
@@ -301,14 +303,14 @@ def test_creates_missing_folder(tmp_path: Path) -> None:
 def test_newer_schema_refused_without_modification(db: Path) -> None:
     connect_writer(db).close()
     raw = sqlite3.connect(db)
-    raw.execute("INSERT INTO schema_version VALUES (7, '2030-01-01T00:00:00.000Z')")
+    raw.execute("INSERT INTO schema_version VALUES (99, '2030-01-01T00:00:00.000Z')")
     raw.commit()
     raw.close()
     before = db.read_bytes()
     with pytest.raises(ResultsFileError) as e:
         connect_writer(db)
     msg = str(e.value)
-    assert "newer smash-tui (schema 7, this one reads 6): upgrade smash-tui" in msg
+    assert "newer smash-tui (schema 99, this one reads 7): upgrade smash-tui" in msg
     assert "\n" not in msg
     with pytest.raises(ResultsFileError, match="newer smash-tui"):
         connect_reader(db)
