@@ -200,3 +200,33 @@ def test_a_full_disk_stops_the_engine_in_one_line_and_resume_finishes(small_disk
     assert by_stage == {"random": 4, "perturb": 1, "hillclimb": 1}
     assert _q(db, "select status from finals") == [("done",)]
     assert store.get_run(store.connect_reader(db))["status"] == "done"
+
+
+def test_a_full_disk_during_sampling_loses_no_accepted_architecture(small_disk):
+    """`sample 40` is accepted, the disk fills while they are scored: the engine stops in one line, the command
+    stays running with what was scored, and `resume` scores exactly the rest, in the seeded order."""
+    from smash_engine.seeds import SAMPLE
+    from smash_engine.train import rank_arch
+
+    db = small_disk / "fullsample.db"
+    cfg = tiny_config(name="fullsample", epochs=6, n_random=4, n_perturb=1, n_hillclimb=1)
+    create_run(db, cfg)
+    proc = subprocess.Popen([sys.executable, "-m", "smash_engine.engine", str(db)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (db.with_suffix("") / "checkpoint.pt").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    store.insert_command(db, 1, "sample", {"n": 40})
+    while time.monotonic() < deadline and not _q(db, "select 1 from commands where progress > 0"):
+        time.sleep(0.01)
+    _fill(small_disk)  # mid-sampling: the next score, or the checkpoint after it, finds the disk full
+    err = proc.communicate(timeout=300)[1]
+    assert proc.returncode != 0 and "Traceback" not in err, err
+    (status, progress), = _q(db, "select status, progress from commands")
+    assert status == "running" and progress < 40
+    assert _q(db, "select count(*) from scores where source = 'sample'") == [(progress,)]  # counted with each
+    (small_disk / "ballast").unlink(missing_ok=True)
+    assert Engine(db).run() == "done"
+    got = [r[0] for r in _q(db, "select arch_id from scores where source = 'sample' order by id")]
+    assert got == [rank_arch(cfg, SAMPLE, i).id for i in range(40)]
+    assert _q(db, "select status, progress from commands") == [("done", 40)]
