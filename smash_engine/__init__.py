@@ -3,6 +3,23 @@
 Users of a finished search start at `smash_engine.api` (docs/api.md): the found network as a PyTorch module.
 
 Never imports Textual or plotext: the UI and the engine meet only at the SQLite results file.
+
+One flat folder, by choice (as nanoGPT and airbench keep theirs): each module owns one concern and is named for
+it, imports only go down (no circles; `farm-studio look smash_engine` draws them), and the two parts that have a
+face of their own are already packages (`store/`, the results file; `studies/`, the paper's experiments). A
+reader finds a module by its layer, from the bottom up:
+
+- under everything: `errors` (the `SmashError` tree);
+- the search space and its encoding: `space`, `sampler`, `budget`, `cost`, `blocks`, `encoding`, `seeds`;
+- the networks and HyperNets: `network`, `hypernet`, `graph_hyper`, `proxies`, `probes`;
+- data and training: `data`, `voxels`, `batching`, `dist`, `loops`, `train`, `halving`, `cpu_share`;
+- the run: `config`, `runs`, `context`, `scoring`, `commands`, `ranking` (rank and refine), `verify`, `finals`,
+  `report`, `engine` (the conductor: SMASH training, then each phase in order); and what users call: `api`,
+  `export`, `transfer`.
+
+Subpackages for these layers were weighed and left: every import and test path would move for no new boundary
+(the layers import each other in one direction already), and `from .space import Architecture` reads better than
+`from ..space.space import Architecture`.
 """
 
 import os

@@ -12,7 +12,6 @@ from dataclasses import asdict, dataclass, field
 
 from .budget import Budget, check_space
 from .errors import ConfigError
-from .halving import ADD_CHOICES
 from .hypernet import HyperConfig, hyper_preset
 from .space import SpaceConfig, space_preset
 
@@ -105,6 +104,9 @@ DATASET_SHAPES = {"digits": (1, 8, 10), "mnist": (1, 32, 10), "fashion-mnist": (
                   "fashion-mnist16": (1, 16, 10), "cifar10": (3, 32, 10),
                   "cifar100": (3, 32, 100), "stl10": (3, 96, 10), "imagenet32": (3, 32, 1000)}
 
+
+# what `verify_add` may name: a free baseline whose best are added to the verify phase's candidates (halving.py)
+ADD_CHOICES = ("", "flops", "naswot")
 
 # past these an option is a typo, and some would not fit the results file's 64-bit integers
 MAX_OPTION = 10**9

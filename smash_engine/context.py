@@ -99,7 +99,8 @@ class Context:
 
 
 class EngineView(Protocol):
-    """What `commands.py` and `scoring.py` use of the engine they serve (`engine.Engine`)."""
+    """What `commands.py`, `scoring.py`, `ranking.py` and `verify.py` use of the engine they serve
+    (`engine.Engine`)."""
 
     ctx: Context
     phase: str
@@ -113,7 +114,18 @@ class EngineView(Protocol):
     scorer: Any  # scoring.Scorer
     budget: Any  # budget.Budget: what every scored architecture must fit
 
+    train: Any  # data.DeviceData: the training split
+    total_steps: int  # SMASH training's steps
+    ranking: Any  # ranking.Ranking
+    verify: Any  # verify.Verify
+
     def count(self, source: str) -> int: ...
+
+    def enter(self, phase: str) -> None: ...
+
+    def top(self, n: int) -> list[dict]: ...
+
+    def queue_finals_and_enter(self, arch_ids: list[str]) -> None: ...
 
     def checkpoint(self) -> None: ...
 

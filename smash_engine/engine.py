@@ -6,8 +6,10 @@ the engine answers commands and signals and beats its heart (`commands.py`). Che
 pause and on stop; rank and refine resume from what the results file already holds, since each of their
 architectures is a pure function of (seed, stage, index) (`seeds.py`).
 
-Where things live: the training loops in `loops.py`, final training in `finals.py`, a run's files and inputs
-in `runs.py`, what the parts share in `context.py`.
+The engine is the conductor; each phase reads in one place: SMASH training here (its loop in `loops.py`), rank
+and refine in `ranking.py`, verify in `verify.py` (its plan in `halving.py`), final training in `finals.py`;
+commands and signals in `commands.py`, a run's files and inputs in `runs.py`, what the parts share in
+`context.py`.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from . import dist, halving, probes, store
+from . import dist, probes, store
 from .budget import Budget
 from .commands import Commands, Stop
 from .config import RunConfig
@@ -32,12 +34,13 @@ from .encoding import FIELDS
 from .errors import ResultsFileError, SmashError
 from .finals import Finals
 from .loops import smash_steps, steps_per_epoch
+from .ranking import Ranking
 from .report import no_pick_line, pick_line, plain_reporter
 from .runs import disk_full, load_owned, load_splits, missing_folder, resolve_device, run_dir, save_atomic
 from .scoring import Scorer
-from .seeds import HILLCLIMB, PERTURB, RANK
 from .space import Architecture
-from .train import Smash, bn_calibration, perturbed_draw, rank_draw, validation_archs, validation_error
+from .train import Smash, bn_calibration, validation_archs, validation_error
+from .verify import Verify
 
 
 class Engine:
@@ -63,6 +66,7 @@ class Engine:
         self.commands = Commands(self)
         self.finals = Finals(self.ctx, self.commands.between)
         self.scorer = Scorer(self)
+        self.ranking, self.verify = Ranking(self), Verify(self)  # the rank and refine phases; the verify phase
         # set by `_prepare` once the run is underway (its errors then mark the run failed)
         self.train = self.val = self.test = None  # DeviceData
         self.calib: list[torch.Tensor] | None = None
@@ -108,8 +112,8 @@ class Engine:
                 raise ResultsFileError(self.no_hyper)
             if self.world.main:
                 self.commands.take_over_work()
-            phases = {"smash": self._smash, "rank": self._rank, "refine": self._refine, "verify": self._verify,
-                      "final": self._final}
+            phases = {"smash": self._smash, "rank": self.ranking.rank, "refine": self._refine,
+                      "verify": self.verify.run, "final": self._final}
             while self.phase != "done":
                 phases[self.phase]()
             self.commands.between()  # answer commands that arrived during the last step (or while stopped)
@@ -195,7 +199,7 @@ class Engine:
                 self._end_epoch(st.epoch)
                 t0, n0 = time.perf_counter(), self.step
         self.checkpoint()
-        self._enter("rank")
+        self.enter("rank")
 
     def _log_window(self, window: list[torch.Tensor], epoch: int, lr: float) -> None:
         m = dist.mean(self.world, torch.stack(window)).cpu()  # (n, 3): loss, error, skipped; one sync per window
@@ -233,30 +237,9 @@ class Engine:
         self.ctx.set(epoch=epoch + 1, step=self.step)
         self.checkpoint()
 
-    # -- rank, refine, verify, final -----------------------------------------------------------
+    # -- rank and refine (ranking.py), verify (verify.py), final (finals.py) ---------------------
     def count(self, source: str) -> int:
         return self.ctx.agreed(lambda: store.count_scores(self.ctx.conn, self.ctx.run_id, source))
-
-    def _best(self, *sources: str) -> dict | None:
-        return self.ctx.agreed(lambda: store.best_score(self.ctx.conn, self.ctx.run_id, sources))
-
-    def _rank(self) -> None:
-        self._rescore_provisional()
-        n = self.cfg.train.n_random
-        start = self.count("random")
-        archs = self._drawn("rank", "random architectures", lambda i: rank_draw(self.cfg, RANK, i), start, n)
-        self.scorer.score_many(archs, "random", None, start, n)
-        self._enter("refine")
-
-    def _drawn(self, stage: str, what: str, draw, start: int, n: int) -> list[Architecture]:
-        """Architectures `start`..`n - 1` of a stage (`draw(i)` -> (architecture, draws rejected)). Under a
-        budget all `n` are drawn (pure Python, well under a second per thousand draws), so the event that says how
-        many draws the budget rejected covers the whole stage, resumed or not."""
-        if not self.budget:
-            return [draw(i)[0] for i in range(start, n)]
-        draws = [draw(i) for i in range(n)]
-        self.budget_event(stage, f"{n} {what}", sum(r for _, r in draws), [a for a, _ in draws])
-        return [a for a, _ in draws[start:]]
 
     def budget_event(self, stage: str, what: str, rejected: int, archs: list[Architecture]) -> None:
         """Under a budget, in the log and on a headless run's terminal (rank, refine and `sample` commands):
@@ -272,139 +255,29 @@ class Engine:
         self.ctx.event("info", f"budget: {stage}: {note}")
         self.ctx.report(dict(phase=stage, note=note))
 
-    def _rescore_provisional(self) -> None:
-        """Score again, with the trained HyperNet, what `sample`/`score` commands scored during SMASH training.
-
-        Scores from mid-schedule weights rank far worse than the same run's weights at the end of its schedule
-        (README, search quality); a leaderboard mixing the two would judge those architectures by noise. The new
-        score (source `rescore`) is their latest, so the leaderboard uses it; after a stop, only those still
-        without one are scored."""
-        rows = self.ctx.agreed(lambda: store.provisional_scores(self.ctx.conn, self.ctx.run_id, self.step))
-        if rows and self.world.main:
-            self.ctx.event("info", f"rescoring {len(rows)} architectures scored before SMASH training ended")
-        self.scorer.score_many([Architecture.from_json(r["spec_json"]) for r in rows], "rescore", None, 0, len(rows))
-
     def _refine(self) -> None:
-        t = self.cfg.train
-        base = self._best("random")
-        if base is not None:
-            arch = Architecture.from_json(base["spec_json"])
-            start = self.count("perturb")
-            cands = self._drawn("refine", f"perturbations of {arch.id}",
-                                lambda i: perturbed_draw(self.cfg, arch, PERTURB, i), start, t.n_perturb)
-            self.scorer.score_many(cands, "perturb", arch.id, start, t.n_perturb + t.n_hillclimb)
-            self._hillclimb()
-        if t.verify_top:
-            cands = self._verify_candidates() if self.world.main else []
-            rungs = self._rungs(len(cands))
-            if self.world.main and len(cands) > (rungs[0].candidates if rungs else 1):
-                self.ctx.event("warning", f"verify: the budget ({t.verify_budget:g} x SMASH's training images) trains "
-                                          f"{rungs[0].candidates if rungs else 0} of {len(cands)} candidates for "
-                                          f"{halving.MIN_STEPS} steps or more; raise --verify-budget to verify more")
-            with self.w.transaction():  # the candidates are fixed and the phase moves on together, or neither
-                if rungs:
-                    n = len(self.train)
-                    self.w.queue_verifications(self.ctx.run_id, cands[:rungs[0].candidates], 0, rungs[0].epochs(n),
-                                               rungs[0].subset(n), rungs[0].seeds)
-                self._enter("verify")
-            return
-        self._queue_finals_and_enter([r["arch_id"] for r in self._top(t.final_top)])
-
-    def _hillclimb(self) -> None:
-        """Greedy: perturb the current best; keep a candidate only if strictly better. The current
-        architecture is always the best of (start, candidates so far), so it is re-derived on resume."""
-        t = self.cfg.train
-        start = self.count("hillclimb")
-        rejected, cands = 0, []
-        for i in range(start, t.n_hillclimb):
-            arch = Architecture.from_json(self._best("random", "perturb", "hillclimb")["spec_json"])
-            cand, r = perturbed_draw(self.cfg, arch, HILLCLIMB, i)
-            rejected += r
-            cands.append(cand)
-            self.scorer.score_many([cand], "hillclimb", arch.id, t.n_perturb + i, t.n_perturb + t.n_hillclimb)
-        if self.budget:  # each candidate hangs on the scores before it: a resumed run counts its own candidates
-            what = f"hill-climbing candidates {start}-{t.n_hillclimb - 1}" if start else \
-                f"{t.n_hillclimb} hill-climbing candidates"
-            self.budget_event("refine", what, rejected, cands)
+        self.ranking.refine()
+        if self.cfg.train.verify_top:
+            self.verify.enter()
+        else:
+            self.queue_finals_and_enter([r["arch_id"] for r in self.top(self.cfg.train.final_top)])
 
     def _queues_finals(self) -> bool:
         return bool(self.cfg.train.final_top) and self.world.main
 
-    def _top(self, n: int) -> list[dict]:
+    def top(self, n: int) -> list[dict]:
+        """SMASH's best n (rank 0, when the run final-trains any; else none)."""
         return store.leaderboard(self.ctx.conn, self.ctx.run_id, limit=n) if self._queues_finals() else []
 
-    def _queue_finals_and_enter(self, arch_ids: list[str]) -> None:
+    def queue_finals_and_enter(self, arch_ids: list[str]) -> None:
         with self.w.transaction():  # the top K are queued and the phase moves on together, or neither
             for arch_id in arch_ids if self._queues_finals() else []:
                 self.finals.queue(arch_id, self.cfg.train.final_epochs)
-            self._enter("final")
-
-    def _verify_candidates(self) -> list[tuple[str, int, str]]:
-        """SMASH's verify_top best, and with verify_add the best verify_add_top of that baseline among the scored
-        architectures (NASWOT: once per architecture, on the truth panel's fixed batch of training images)."""
-        t = self.cfg.train
-        board = store.leaderboard(self.ctx.conn, self.ctx.run_id)
-
-        def naswot(rows: list[dict]) -> list[float]:
-            from .proxies import naswot as score
-            from .proxies import naswot_batch
-
-            x = naswot_batch(self.train)
-            return [score(Architecture.from_json(store.get_arch(self.ctx.conn, r["arch_id"])["spec_json"]), x)
-                    for r in rows]
-
-        return halving.candidates(board, t.verify_top, t.verify_add, t.verify_add_top, naswot)
-
-    def _rungs(self, n: int) -> list[halving.Rung]:
-        """The phase's rungs for n candidates; its budget is verify_budget x the images SMASH training took, and
-        no rung trains a candidate longer than final training will (final_epochs over the training split)."""
-        t = self.cfg.train
-        smash_images = self.total_steps * t.batch_size * self.world.size
-        final_images = t.final_epochs * len(self.train) if t.final_epochs else None
-        return halving.plan(n, t.verify_eta, int(t.verify_budget * smash_images), halving.MIN_STEPS * t.final_batch,
-                            final_images)
-
-    def _verify(self) -> None:
-        """Successive halving over the candidates queued at rung 0 (halving.py), by held-out loss; final training
-        takes them in the order it leaves. Each training is committed as it lands, and the next rung's candidates
-        are queued in one transaction once a rung is done: a stop loses at most the training in progress, which
-        runs again."""
-        t, ctx = self.cfg.train, self.ctx
-        rows = ctx.agreed(lambda: store.verifications(ctx.conn, ctx.run_id))
-        rungs = self._rungs(sum(r["rung"] == 0 for r in rows))
-        total = halving.cost(rungs)
-        while rows:
-            r = max(row["rung"] for row in rows)
-            here = [row for row in rows if row["rung"] == r]
-            done = sum(row["images"] * row["epochs"] * row["seeds"] for row in rows if row["status"] == "done")
-            for row in [row for row in here if row["status"] != "done"]:
-                self.finals.verify_one(row["arch_id"], rungs[r], self.train, self.val, done, total, len(rungs))
-                done += rungs[r].images * rungs[r].seeds
-            rows = ctx.agreed(lambda: store.verifications(ctx.conn, ctx.run_id))
-            here = [row for row in rows if row["rung"] == r]
-            if r + 1 >= len(rungs):
-                break
-            keep = halving.survivors(here, rungs[r + 1].candidates)
-            if self.world.main:
-                ctx.event("info", f"verify rung {r + 1}/{len(rungs)} done: {len(keep)} of {len(here)} go on to "
-                                  f"{rungs[r + 1].images:,} images each (best {keep[0]['arch_id']}, "
-                                  f"{_held_out(keep[0])})")
-            n = len(self.train)
-            self.w.queue_verifications(ctx.run_id, [(k["arch_id"], k["smash_rank"], k["via"]) for k in keep], r + 1,
-                                       rungs[r + 1].epochs(n), rungs[r + 1].subset(n), rungs[r + 1].seeds)
-            rows = ctx.agreed(lambda: store.verifications(ctx.conn, ctx.run_id))
-        best = halving.order(rows)
-        rest = [r["arch_id"] for r in self._top(t.final_top + len(best)) if r["arch_id"] not in best]
-        if best and self.world.main:
-            top = halving.latest(rows, done=True)[best[0]]
-            ctx.event("info", f"verified {sum(r['rung'] == 0 for r in rows)} over {len(rungs)} rungs "
-                              f"({halving.cost(rungs):,} training images): best {best[0]} (SMASH rank "
-                              f"{top['smash_rank']}, {_held_out(top)})")
-        self._queue_finals_and_enter((best + rest)[:t.final_top])
+            self.enter("final")
 
     def _final(self) -> None:
         self.finals.run_queued(self.train, self.val, self.test)
-        self._enter("done")
+        self.enter("done")
 
     # -- bookkeeping ---------------------------------------------------------------------------
     def status_fields(self) -> dict:
@@ -417,16 +290,11 @@ class Engine:
             save_atomic({**self.smash.state_dict(), "step": self.step, "config": self.cfg.to_dict(),
                          "run_uid": self.ctx.uid}, self.ctx.dir / "checkpoint.pt")
 
-    def _enter(self, phase: str) -> None:
+    def enter(self, phase: str) -> None:
         self.phase = phase
         self.ctx.set(phase=phase, **({"progress": 1.0} if phase != "smash" else {}))
         if phase != "done":
             self.ctx.event("info", f"phase {phase}")
-
-
-def _held_out(row: dict) -> str:
-    loss = "" if row.get("val_loss") is None else f"loss {row['val_loss']:.4f}, "
-    return f"held-out {loss}error {row['val_error']:.4f}"
 
 
 def main(argv: list[str] | None = None) -> int:

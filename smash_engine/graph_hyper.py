@@ -1,4 +1,4 @@
-"""A graph HyperNet (issue 21): message passing over the architecture's op graph, then decoders that
+"""A graph HyperNet: message passing over the architecture's op graph, then decoders that
 generate every weight an op uses (`--hyper graph`; the paper's convolutional HyperNet stays `small`/`paper`).
 
 Why: the paper's HyperNet collapses to one average 1x1 tile per op within the first epoch (probes.py). Its

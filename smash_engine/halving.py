@@ -1,4 +1,4 @@
-"""The verify phase: successive halving over the search's best candidates (issue 23).
+"""The verify phase: successive halving over the search's best candidates.
 
 A SMASH score ranks roughly; a short real training separates close candidates better, and a longer one better
 still. Successive halving spends little on many and more on few: every candidate is trained on a few images,
@@ -28,9 +28,6 @@ if TYPE_CHECKING:  # the plan is torch-free (the UI and `show` read it)
     from .data import DeviceData
     from .space import Architecture
     from .train import Final
-
-ADD_CHOICES = ("", "flops", "naswot")
-
 
 @dataclass(frozen=True)
 class Rung:

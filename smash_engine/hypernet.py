@@ -50,7 +50,7 @@ HYPER_PRESETS = {"paper": HyperConfig(), "small": HyperConfig(stem=4, growth=4, 
                  "tiny": HyperConfig(stem=2, growth=2, dense=(1, 1), compression=0.5),
                  "small-gains": HyperConfig(stem=4, growth=4, dense=(2, 2), compression=0.5, gains=True),
                  # templates=1: the kxk convs shared as in the paper, scaled by c-set gains; 4 templates mixed per op
-                 # ranked *worse* on the truth panel (tau -0.21 at 3 epochs against +0.30; README, issue 21)
+                 # ranked *worse* on the truth panel (tau -0.21 at 3 epochs against +0.30; docs/search-quality.md)
                  "graph": HyperConfig(kind="graph", gains=True, hidden=32, rounds=3, templates=1)}
 
 

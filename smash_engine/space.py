@@ -5,7 +5,7 @@ Symbols follow the paper and the authors' code: `N` channels per bank unit, `N_m
 `k = N_max / N`, `D` reference depth, `W` widening factor, `dc` depth compression (1x1 input channels per
 encoding slice = `dc * N`).
 
-Where we differ from the authors' code (see the README, "Faithful, with fixes"):
+Where we differ from the authors' code (docs/how-it-works.md, the search space):
 - bank sizes divide the block input width, so no input channels are silently dropped;
 - the generated 1x1 keeps its full bottleneck width (the original truncates it to `N_max` in the SMASH
   network but not in the final network, so the two nets disagreed);

@@ -122,7 +122,7 @@ def run(
             help="torch threads per process (default: its share of the cores, "
                                                      "shrinking while other searches or studies run)")] = None,
     hyper: Annotated[str | None, typer.Option(help="HyperNet: small | paper | small-gains | graph | tiny (default: "
-                                                   "the preset's; README, search quality)")] = None,
+                                                   "the preset's; docs/search-quality.md)")] = None,
     detach: Annotated[bool, typer.Option(hidden=True, help="start the engine detached, print the results file, "
                                          "open no UI (the UI's new-search form)")] = False,
 ) -> None:
