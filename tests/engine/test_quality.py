@@ -93,6 +93,17 @@ def test_truth_panel_build_train_and_summary(tmp_path, monkeypatch, archs, digit
     assert lo <= out["ceiling"]["kendall_tau_seed_vs_seed"] <= hi
     assert [r["mean_error"] for r in out["archs"]] == pytest.approx(list((e0 + e1) / 2))
     assert json.loads((tmp_path / "truth.json").read_text())["n_complete"] == 5
+    # a third seed being added: its own file, over the architectures that have it, one seed against the other two
+    e2 = e0 + gen.normal(0, 0.01, 5)
+    with open(tmp_path / "runs.jsonl", "a") as fh:
+        for a, x2 in list(zip(panel, e2, strict=True))[:4]:
+            fh.write(json.dumps(dict(arch_id=a.id, seed=2, val_error=x2, seconds=1.0)) + "\n")
+    three = truth_panel.summarize(tmp_path, [0, 1, 2])
+    assert three["n_complete"] == 4 and json.loads((tmp_path / "truth.json").read_text())["n_complete"] == 5
+    e = np.stack([e0, e1, e2], 1)[:4]
+    want = np.mean([stats.kendalltau(e[:, k], np.delete(e, k, 1).mean(1)).statistic for k in range(3)])
+    assert three["ceiling"]["kendall_tau_seed_vs_rest"] == pytest.approx(want)
+    assert (tmp_path / "truth-seeds-0-1-2.json").exists()
 
 
 def test_the_committed_panels_are_drawn_again_exactly():
