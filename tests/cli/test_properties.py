@@ -193,6 +193,7 @@ def test_run_options_make_a_run_or_refuse_it_whole(tmp_path, option, value):
 @FEW
 @given(data=st.data())
 def test_read_commands_with_any_number_or_path(run_copy, tmp_path, data):
+    """(`study`'s numbers are left out: a valid draw would run a real study here; Typer bounds them.)"""
     before = digest(run_copy)
     n = data.draw(numbers_as_text)
     p = str(tmp_path / data.draw(st.text(st.characters(blacklist_characters="/\0"), min_size=1, max_size=12)))
@@ -200,7 +201,6 @@ def test_read_commands_with_any_number_or_path(run_copy, tmp_path, data):
         ["show", str(run_copy), "--top", n], ["show", str(run_copy), "--arch", n], ["show", p],
         ["query", p, "select 1"], ["export", str(run_copy), "--arch", n, "-o", p], ["ls", p],
         ["control", str(run_copy), "sample", n, "--wait", "0"], ["control", str(run_copy), "final", n, n],
-        ["study", "correlation", str(run_copy), "--every", n, "--count", n, "--epochs", n],
         ["resume", str(run_copy), "--nproc-per-node", n], ["resume", str(run_copy), "--threads", n]]))
     if args[0] == "resume":
         args = [*args, "--headless"]
