@@ -21,7 +21,7 @@ from .budget import BudgetError
 from .context import EngineView
 from .cost import arch_cost
 from .encoding import check_in_space
-from .errors import ConfigError, ResultsFileError, SmashError
+from .errors import ConfigError, ResultsFileError, SmashError, whole_count
 from .seeds import SAMPLE
 from .space import Architecture
 from .train import rank_draw
@@ -166,7 +166,7 @@ class Commands:
             self.paused, self.stop_asked = False, True
             return "stopping: checkpoint, then exit"
         if kind == "sample":
-            n = _count(args.get("n", 100))
+            n = whole_count(args.get("n", 100), "sample's count")
             later = "; the engine is stopping: `smash-tui resume` scores them" if self.stop_asked else ""
             self.samples_wanted += n
             return self._accept(cmd_id, "sample", n, f"scored 0 of {n} random architectures{later}")
@@ -185,7 +185,7 @@ class Commands:
         if row is None:
             raise ResultsFileError(f"no architecture {args.get('arch')!r} in this run; pick an id from the leaderboard")
         self._check_budget(row["id"], *arch_cost(Architecture.from_json(row["spec_json"])))
-        epochs = _count(args.get("epochs") or self.ctx.cfg.train.final_epochs, "final training's epochs")
+        epochs = whole_count(args.get("epochs") or self.ctx.cfg.train.final_epochs, "final training's epochs")
         waiting = [f for f in store.finals(self.ctx.conn, self.ctx.run_id)
                    if f["arch_id"] == row["id"] and f["status"] in ("queued", "running") and f["epochs"] == epochs]
         if waiting:
@@ -233,19 +233,3 @@ def _args(text: str | None) -> dict:
         raise ConfigError("the command's args_json is not a JSON object; send it again with smash-tui control")
     return args
 
-
-MAX_COUNT = 1_000_000  # architectures one sample asks for, epochs of one final: past it, a typo
-
-
-def _count(value, what: str = "sample's count") -> int:
-    """A positive whole number within MAX_COUNT, or a one-line error."""
-    if isinstance(value, bool) or not isinstance(value, int | float | str):
-        raise ConfigError(f"{what} must be a whole number, got {value!r}")
-    try:
-        n = int(value)
-        exact = float(value) == n
-    except (ValueError, OverflowError):
-        raise ConfigError(f"{what} must be a whole number, got {value!r}") from None
-    if not exact or not 0 < n <= MAX_COUNT:
-        raise ConfigError(f"{what} must be a whole number from 1 to {MAX_COUNT:,}, got {value!r}")
-    return n

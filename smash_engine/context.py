@@ -116,8 +116,6 @@ class EngineView(Protocol):
 
     train: Any  # data.DeviceData: the training split
     total_steps: int  # SMASH training's steps
-    ranking: Any  # ranking.Ranking
-    verify: Any  # verify.Verify
 
     def count(self, source: str) -> int: ...
 

@@ -45,3 +45,21 @@ class EngineBusy(SmashError):
 def one_line(e: BaseException) -> str:
     """`Type: message` with the message's whitespace collapsed, to quote an exception in a one-line error."""
     return f"{type(e).__name__}: {' '.join(str(e).split())}"
+
+
+MAX_COUNT = 1_000_000  # architectures one `sample` asks for, epochs of one final: past it, a typo
+
+
+def whole_count(value: object, what: str) -> int:
+    """A count a person gave (`control` on the command line, or a command's `args_json` the engine reads): a
+    whole number from 1 to MAX_COUNT, or a one-line ConfigError."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise ConfigError(f"{what} must be a whole number, got {value!r}")
+    try:
+        n = int(value)
+        exact = float(value) == n
+    except (ValueError, OverflowError):
+        raise ConfigError(f"{what} must be a whole number, got {value!r}") from None
+    if not exact or not 0 < n <= MAX_COUNT:
+        raise ConfigError(f"{what} must be a whole number from 1 to {MAX_COUNT:,}, got {value!r}")
+    return n

@@ -29,6 +29,7 @@ if TYPE_CHECKING:  # the plan is torch-free (the UI and `show` read it)
     from .space import Architecture
     from .train import Final
 
+
 @dataclass(frozen=True)
 class Rung:
     index: int

@@ -21,7 +21,7 @@ import typer
 from smash_engine import store
 from smash_engine.budget import Budget, BudgetError
 from smash_engine.cost import arch_cost
-from smash_engine.errors import ConfigError, ResultsFileError, SmashError
+from smash_engine.errors import ConfigError, ResultsFileError, SmashError, whole_count
 from smash_engine.report import hyper_label, pick_summary
 from smash_engine.space import Architecture
 
@@ -519,21 +519,12 @@ def _check_budget(run: dict, payload: dict, conn) -> None:
 
 
 def _command_args(kind: str, args: list[str]) -> dict:
-    def count(text: str, what: str) -> int:
-        try:
-            n = int(text)
-        except ValueError:
-            raise ConfigError(f"{what} must be a whole number, got {text!r}") from None
-        if n <= 0:
-            raise ConfigError(f"{what} must be positive, got {n}")
-        return n
-
     if kind in ("pause", "continue", "stop") and not args:
         return {}
     if kind == "sample" and len(args) <= 1:
-        return {"n": count(args[0], "the number of architectures") if args else 100}
+        return {"n": whole_count(args[0], "the number of architectures") if args else 100}
     if kind == "final" and 1 <= len(args) <= 2:
-        return {"arch": args[0], **({"epochs": count(args[1], "epochs")} if len(args) == 2 else {})}
+        return {"arch": args[0], **({"epochs": whole_count(args[1], "epochs")} if len(args) == 2 else {})}
     if kind == "score" and len(args) == 1:
         path = Path(args[0])
         if not path.is_file():

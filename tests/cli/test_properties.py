@@ -21,10 +21,10 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from smash_engine import store
-from smash_engine.commands import _args, _count
+from smash_engine.commands import _args
 from smash_engine.config import RunConfig
 from smash_engine.encoding import check_in_space
-from smash_engine.errors import SmashError
+from smash_engine.errors import SmashError, whole_count
 from smash_engine.space import Architecture
 from smash_tui import cli
 
@@ -159,7 +159,7 @@ def test_control_arguments(run_copy, kind, args):
        count=st.one_of(json_values, numbers_as_text))
 def test_the_engine_reads_any_args_json_as_arguments_or_one_error(text, count):
     """Anyone can write the commands table; the engine's readers of it raise a SmashError or give a value."""
-    for parse in (lambda: _args(text), lambda: _count(count)):
+    for parse in (lambda: _args(text), lambda: whole_count(count, "a count")):
         try:
             got = parse()
         except SmashError as e:
