@@ -3,12 +3,14 @@
 import json
 import sqlite3
 import threading
+import time
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
 from smash_engine import store
+from smash_engine.commands import POLL_S
 from smash_engine.engine import Engine
 from smash_engine.errors import ResultsFileError
 from smash_engine.network import FixedNet
@@ -108,9 +110,13 @@ def test_commands_round_trip(tmp_path):
         if info["phase"] == "rank" and info.get("done", 0) >= 2 and "sample" not in sent:
             send("sample", {"n": 2})
             arch = _q(db, "select id from archs order by created_at limit 1")[0][0]
-            send("final", {"arch": arch[:8], "epochs": 1})
+            # 2 epochs, not the pick's 1: were this arch the pick, its final would otherwise be "already queued"
+            send("final", {"arch": arch[:8], "epochs": 2})
             send("final", {"arch": "nope-not-an-arch"})
             send("continue")
+            # Commands are read every POLL_S; wait one out so these are read in the rank phase, not after the
+            # engine has queued its pick (a tiny rank phase can end within one poll)
+            time.sleep(POLL_S + 0.1)
 
     assert Engine(db, reporter=reporter).run() == "done"
     rows = {r["id"]: r for r in store.commands(store.connect_reader(db), 1)}
@@ -120,7 +126,7 @@ def test_commands_round_trip(tmp_path):
     sample = rows[sent["sample"]]  # done once both are scored, not when read
     assert (sample["status"], sample["message"], sample["progress"], sample["total"]) == \
         ("done", "scored 2 random architectures", 2, 2)
-    assert rows[sent["final"]]["status"] == "done" and "queued (1 epochs)" in rows[sent["final"]]["message"]
+    assert rows[sent["final"]]["status"] == "done" and "queued (2 epochs)" in rows[sent["final"]]["message"]
     bad = rows[sent["final2"]]
     assert bad["status"] == "error" and "no architecture 'nope-not-an-arch'" in bad["message"]
     assert _q(db, "select count(*) from scores where source = 'sample'") == [(2,)]
