@@ -25,6 +25,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -59,6 +60,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--reverse", action="store_true",
                     help="train each rung's candidates last first: a second process on the same results shares the "
                          "trainings through the cache instead of repeating them")
+    ap.add_argument("--restat", action="store_true",
+                    help="RESULTS are pick files: judge their picks again against the panel's truth as it is now "
+                         "(the picks do not depend on it) and rewrite them")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     ap.add_argument("--variant", default="", help="goes in the output file's name")
     return ap.parse_args(argv)
@@ -85,8 +89,133 @@ class Cache:
             fh.write(json.dumps(row) + "\n")
 
 
+class ShortTrainings:
+    """The verify phase's rungs, outside the engine: `halving.train_rung` on `train`, each candidate judged on
+    `select` (images carved out of SMASH's training split, so the truth's held-out images never choose), every
+    training cached in `cache` under a key that names everything deciding it. `by`: what a rung ranks by (the
+    engine's `halving._key`). A new row also keeps the training loss of each epoch (`train_losses`, the step
+    mean: at equal steps it orders candidates as the sum of training losses, TSE, does)."""
+
+    def __init__(self, archs: dict, t, train, select, cache: Cache, sh_seed: int, select_size: int,
+                 final_images: int | None, eta: int, by: str = "loss", reverse: bool = False):
+        self.archs, self.t, self.train, self.select, self.cache = archs, t, train, select, cache
+        self.sh_seed, self.select_size, self.final_images = sh_seed, select_size, final_images
+        self.eta, self.by, self.reverse = eta, by, reverse
+
+    def key(self, arch_id: str, rung, trial: int) -> str:
+        """Trial 0's key is the one every earlier measurement used."""
+        t, n = self.t, len(self.train)
+        return (f"{arch_id}|r{rung.index}|{rung.images}|{rung.subset(n)}x{rung.epochs(n)}|seed{self.sh_seed}|"
+                f"sel{self.select_size}|lr{t.final_lr}|b{t.final_batch}|wd{t.final_weight_decay}"
+                + (f"|trial{trial}" if trial else ""))
+
+    def measure(self, arch_id: str, rung) -> tuple[float, float | None, float]:
+        """The mean held-out error and loss of the candidate's `rung.seeds` trainings at this rung, and their
+        seconds."""
+        import torch
+
+        from smash_engine import halving
+
+        out = []
+        for trial in range(rung.seeds):
+            key = self.key(arch_id, rung, trial)
+            self.cache.reload()
+            if key not in self.cache.rows:
+                t0, losses = time.perf_counter(), []
+                f = halving.train_rung(self.archs[arch_id], self.t, self.train, rung, self.sh_seed,
+                                       torch.device("cpu"), trial=trial,
+                                       on_epoch=lambda e, into=losses: into.append(e.loss))
+                err, loss = f.evaluate(self.select, self.t.score_batch)
+                self.cache.add(dict(key=key, arch_id=arch_id, rung=rung.index, images=rung.images, trial=trial,
+                                    val_error=err, val_loss=loss, train_losses=[round(x, 5) for x in losses],
+                                    seconds=round(time.perf_counter() - t0, 1), at=time.strftime("%Y-%m-%dT%H:%M:%S")))
+                print(f"  trained {arch_id} rung {rung.index} trial {trial} on {rung.images} images: select error "
+                      f"{err:.4f}, loss {loss:.4f} ({time.perf_counter() - t0:.0f} s)", flush=True)
+            out.append(self.cache.rows[key])
+        losses = [r.get("val_loss") for r in out]
+        loss = None if None in losses else sum(losses) / len(losses)
+        return sum(r["val_error"] for r in out) / len(out), loss, sum(r["seconds"] for r in out)
+
+    def halve(self, cands: list[tuple[str, int, str]], budget_images: int,
+              regret: Callable[[str], float] | None = None) -> dict:
+        """The engine's successive halving (`halving.plan`, `survivors`, `order`) over `cands` (arch id, place in
+        the order they come in, why) within `budget_images`: its pick, images, seconds and each rung's results."""
+        from smash_engine import halving
+
+        rungs = halving.plan(len(cands), self.eta, budget_images, halving.MIN_STEPS * self.t.final_batch,
+                             self.final_images)
+        cands = cands[:rungs[0].candidates] if rungs else cands
+        rows = [dict(arch_id=i, smash_rank=rank, via=via, rung=0) for i, rank, via in cands]
+        seconds, history = 0.0, []
+        for rung in rungs:
+            here = [r for r in rows if r["rung"] == rung.index]
+            for r in (here[::-1] if self.reverse else here):
+                r["val_error"], r["val_loss"], sec = self.measure(r["arch_id"], rung)
+                r["status"] = "done"
+                seconds += sec
+            history.append([dict(arch_id=r["arch_id"], via=r["via"], val_error=r["val_error"], val_loss=r["val_loss"],
+                                 **({"true_regret": regret(r["arch_id"])} if regret else {})) for r in here])
+            if rung.index + 1 < len(rungs):
+                rows += [{**r, "rung": rung.index + 1, "status": "queued"}
+                         for r in halving.survivors(here, rungs[rung.index + 1].candidates, self.by)]
+        pick = halving.order(rows, self.by)[0] if rungs else cands[0][0]
+        return dict(pick=pick, **({"regret": regret(pick)} if regret else {}), images=halving.cost(rungs),
+                    seconds=round(seconds, 1),
+                    rungs=[dict(candidates=r.candidates, images=r.images, seeds=r.seeds) for r in rungs],
+                    history=history, candidates=[c[0] for c in cands], via=[c[2] for c in cands])
+
+
+def rung_data(recipe: dict, select_size: int):
+    """(rung training images, selection images): SMASH's training split (the panel's, less the truth's held-out
+    images) split by a fixed draw."""
+    import search_quality
+    import torch
+
+    train_all, _ = search_quality.data(recipe["dataset"], recipe["val_size"], recipe["split_seed"], None, 0)
+    perm = torch.randperm(len(train_all), generator=torch.Generator().manual_seed(11))
+    return train_all.take(perm[select_size:].sort().values), train_all.take(perm[:select_size].sort().values)
+
+
+def restat(path: Path, true_of: dict[str, float], truth_seeds: list[int]) -> dict:
+    """Every regret in a pick file again, against `true_of`; returns {run: {pick: (before, after)}} in points."""
+    import numpy as np
+
+    doc = json.loads(path.read_text())
+    limit = doc.get("within_params")
+    if limit is not None:
+        from smash_engine.cost import arch_cost
+
+        archs = {x.id: x for x in truth_panel.load_panel(ROOT / doc["panel"])}
+        allowed = [i for i in true_of if i in archs and arch_cost(archs[i])[0] <= limit]
+    else:
+        allowed = list(true_of)
+    best = min(true_of[i] for i in allowed)
+    moved: dict = {}
+    for run in doc["runs"]:
+        here = moved[f"{run['variant']} seed {run['seed']}"] = {}
+        for name, pick in run["picks"].items():
+            before = pick["regret"]
+            pick["regret"] = (float(np.mean([true_of[i] for i in allowed]) - best) if "pick" not in pick
+                              else float(true_of[pick["pick"]] - best))
+            for rung in pick.get("history", []):
+                for row in rung:
+                    row["true_regret"] = float(true_of[row["arch_id"]] - best)
+            here[name] = (round(100 * before, 2), round(100 * pick["regret"], 2))
+    doc.update(n_allowed=len(allowed), truth_seeds=truth_seeds)
+    common.save_result(doc, path.name, path.parent)
+    return moved
+
+
 def main(argv: list[str] | None = None) -> int:
     a = parse(argv)
+    if a.restat:
+        truth = truth_panel.summarize(a.panel)
+        true_of = {r["id"]: r["mean_error"] for r in truth["archs"] if r.get("mean_error") is not None}
+        seeds = truth["recipe"]["seeds"]
+        for path in a.results:
+            for run, picks in restat(path, true_of, seeds).items():
+                print(f"{path.name} {run}: " + ", ".join(f"{k} {b:.2f} -> {x:.2f}" for k, (b, x) in picks.items()))
+        return 0
     import numpy as np
     import torch
 
@@ -101,16 +230,12 @@ def main(argv: list[str] | None = None) -> int:
     cfg = make_config("quick", dataset=recipe["dataset"], device="cpu")  # what a user's run trains with
     t = cfg.train
 
-    import search_quality
-
-    train_all, _ = search_quality.data(recipe["dataset"], recipe["val_size"], recipe["split_seed"], None, 0)
-    perm = torch.randperm(len(train_all), generator=torch.Generator().manual_seed(11))
-    select = train_all.take(perm[:a.select_size].sort().values)
-    train = train_all.take(perm[a.select_size:].sort().values)
-    cache = Cache(a.panel / "short-trainings.jsonl")
+    train, select = rung_data(recipe, a.select_size)
     # the panel's "final training" is its truth recipe: no rung trains longer, as the engine caps rungs at
     # final_epochs over its training split
     final_images = None if a.no_cap else recipe["epochs"] * recipe["train_size"]
+    short = ShortTrainings(archs, t, train, select, Cache(a.panel / "short-trainings.jsonl"), a.sh_seed,
+                           a.select_size, final_images, a.eta, a.by, a.reverse)
     from smash_engine.cost import arch_cost
 
     params_of = {i: arch_cost(x)[0] for i, x in archs.items()}
@@ -124,51 +249,6 @@ def main(argv: list[str] | None = None) -> int:
 
     def regret(arch_id: str) -> float:
         return float(true_of[arch_id] - best)
-
-    def short_error(arch_id: str, rung: halving.Rung) -> tuple[float, float | None, float]:
-        """The mean held-out error and loss of the candidate's `rung.seeds` trainings at this rung, and their
-        seconds (trial 0's key is the one every earlier measurement used)."""
-        out = []
-        for trial in range(rung.seeds):
-            key = (f"{arch_id}|r{rung.index}|{rung.images}|{rung.subset(len(train))}x{rung.epochs(len(train))}|"
-                   f"seed{a.sh_seed}|sel{a.select_size}|lr{t.final_lr}|b{t.final_batch}|wd{t.final_weight_decay}"
-                   + (f"|trial{trial}" if trial else ""))
-            cache.reload()
-            if key not in cache.rows:
-                t0 = time.perf_counter()
-                f = halving.train_rung(archs[arch_id], t, train, rung, a.sh_seed, torch.device("cpu"), trial=trial)
-                err, loss = f.evaluate(select, t.score_batch)
-                cache.add(dict(key=key, arch_id=arch_id, rung=rung.index, images=rung.images, trial=trial,
-                               val_error=err, val_loss=loss, seconds=round(time.perf_counter() - t0, 1),
-                               at=time.strftime("%Y-%m-%dT%H:%M:%S")))
-                print(f"  trained {arch_id} rung {rung.index} trial {trial} on {rung.images} images: select error "
-                      f"{err:.4f}, loss {loss:.4f} ({time.perf_counter() - t0:.0f} s)", flush=True)
-            out.append(cache.rows[key])
-        losses = [r.get("val_loss") for r in out]
-        loss = None if None in losses else sum(losses) / len(losses)
-        return sum(r["val_error"] for r in out) / len(out), loss, sum(r["seconds"] for r in out)
-
-    def halve(cands: list[tuple[str, int, str]], budget_images: int) -> dict:
-        rungs = halving.plan(len(cands), a.eta, budget_images, halving.MIN_STEPS * t.final_batch, final_images)
-        cands = cands[:rungs[0].candidates] if rungs else cands
-        rows = [dict(arch_id=i, smash_rank=rank, via=via, rung=0) for i, rank, via in cands]
-        seconds, history = 0.0, []
-        for rung in rungs:
-            here = [r for r in rows if r["rung"] == rung.index]
-            for r in (here[::-1] if a.reverse else here):
-                r["val_error"], r["val_loss"], s = short_error(r["arch_id"], rung)
-                r["status"] = "done"
-                seconds += s
-            history.append([dict(arch_id=r["arch_id"], via=r["via"], val_error=r["val_error"], val_loss=r["val_loss"],
-                                 true_regret=regret(r["arch_id"])) for r in here])
-            if rung.index + 1 < len(rungs):
-                rows += [{**r, "rung": rung.index + 1, "status": "queued"}
-                         for r in halving.survivors(here, rungs[rung.index + 1].candidates, a.by)]
-        pick = halving.order(rows, a.by)[0] if rungs else cands[0][0]
-        return dict(pick=pick, regret=regret(pick), images=halving.cost(rungs), seconds=round(seconds, 1),
-                    rungs=[dict(candidates=r.candidates, images=r.images, seeds=r.seeds) for r in rungs],
-                    history=history,
-                    candidates=[c[0] for c in cands], via=[c[2] for c in cands])
 
     out: dict = dict(panel=str(a.panel.relative_to(ROOT)), within_params=limit, n_allowed=len(allowed),
                      argv=sys.argv[1:] if argv is None else argv, top=a.top, eta=a.eta,
@@ -204,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
             add = {"smash_sh": "", "smash_naswot_sh": "naswot", "smash_flops_sh": "flops"}[method]
             cands = halving.candidates(board, a.top, add, a.add_top if add else 0,
                                        lambda rows, nas=naswot: [nas[r["arch_id"]] for r in rows])
-            p[method] = halve(cands, budget_images)
+            p[method] = short.halve(cands, budget_images, regret)
             print(f"  {method}: pick {p[method]['pick']}, regret {100 * p[method]['regret']:.2f} pts, "
                   f"{p[method]['images']:,} images", flush=True)
         print("  " + ", ".join(f"{k} {100 * v['regret']:.2f}" for k, v in p.items()), flush=True)
