@@ -216,3 +216,44 @@ def test_hyper_cost_smoke(tmp_path):
     assert set(doc["options"]) == {"default", "gains", "writers", "gains+writers", "graph"}
     assert doc["options"]["default"]["step_ratio"] == 1.0 and set(doc["machine"]) == set(common.MACHINE_KEYS)
     assert doc["options"]["writers"]["hyper_params"] > doc["options"]["default"]["hyper_params"]
+
+
+def test_pool_quality_smoke_every_stage_then_resumes_without_training(tmp_path):
+    """benchmarks/pool_quality.py end to end on digits: the default and the equal-image controls pick from one
+    pool with the engine's halving, every pick is judged by its truth trainings, and a second run over the same
+    caches trains nothing and writes the same picks (a killed benchmark resumes)."""
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "pool_quality.py"), "--smoke", "--epochs", "1", "--out",
+           str(tmp_path)]
+    first = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr
+    doc = json.loads((tmp_path / "pool-e1-s0.json").read_text())
+    (entry,) = doc["runs"]
+    p, total = entry["picks"], entry["total_images"]
+    pool = json.loads((tmp_path / "pool" / "pool.json").read_text())
+    ids = [r["id"] for r in pool["archs"]]
+    assert doc["pool"] == len(ids) == 8 and entry["epochs"] == 1 and entry["seed"] == 0
+    smash = json.loads((tmp_path / "pool" / "smash-e1-s0.json").read_text())
+    assert p["smash_top1"]["pick"] == min(ids, key=lambda i: (smash["errors"][i], i))
+    assert p["flops_top1"]["pick"] == max(pool["archs"], key=lambda r: (r["flops"], [-ord(c) for c in r["id"]]))["id"]
+    assert total == entry["smash_images"] + p["default"]["verify_images"] == p["default"]["images"]
+    for name in ("flops_sh_equal", "naswot_sh_equal"):
+        assert 0 < p[name]["images"] <= total and p[name]["pick"] in p[name]["candidates"]
+    assert p["flops_sh_equal"]["candidates"] == [r["id"] for r in sorted(pool["archs"], key=lambda r: -r["flops"])][
+        :len(p["flops_sh_equal"]["candidates"])]
+    orders = p["random_sh_equal_orders"]
+    assert [r["order"] for r in orders] == [0, 1] and orders[0]["candidates"] != orders[1]["candidates"]
+    runs = [json.loads(line) for line in (tmp_path / "pool" / "truth-runs.jsonl").read_text().splitlines()]
+    errors: dict = {}
+    for r in runs:
+        errors.setdefault(r["arch_id"], {})[r["seed"]] = r["val_error"]
+    for name in ("default", "flops_sh_equal", "naswot_sh_equal", "smash_top1", "flops_top1", "naswot_top1"):
+        assert p[name]["true_error"] == pytest.approx(np.mean([errors[p[name]["pick"]][s] for s in (0, 1)]))
+    assert p["random_sh_equal"]["true_error"] == pytest.approx(np.mean([r["true_error"] for r in orders]))
+    short = (tmp_path / "pool" / "short-trainings.jsonl").read_text()
+    assert all(len(json.loads(line)["train_losses"]) >= 1 for line in short.splitlines())
+
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert "trained" not in again.stdout and "truth " not in again.stdout and "SMASH epoch" not in again.stdout
+    assert (tmp_path / "pool" / "short-trainings.jsonl").read_text() == short
+    assert json.loads((tmp_path / "pool-e1-s0.json").read_text())["runs"] == doc["runs"]

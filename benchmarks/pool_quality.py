@@ -1,0 +1,384 @@
+"""Does SMASH earn its training? Its pick on a search-sized pool against successive halving alone at equal images.
+
+    python benchmarks/pool_quality.py --epochs 3 --seed 0          # one cell, every stage (resumable)
+    python benchmarks/pool_quality.py --epochs 3 --stages controls # the controls alone (they need no SMASH)
+    python benchmarks/pool_quality.py --stages truth --worker 1 --workers 2   # a second process for the truth
+    python benchmarks/pool_quality.py --table                      # every cell's picks so far, one table
+    python benchmarks/pool_quality.py --smoke --out /tmp/pool      # every stage on digits, tiny (the test)
+
+A cell is (SMASH epochs, SMASH seed). On Fashion-MNIST 16 px with the truth panel's space and recipe
+(`benchmarks/truth/fmnist16-wide-e2/`), it takes one pool of `--pool` random architectures, drawn as the rank
+phase of a run with seed `--pool-seed` draws them (`train.rank_draw`; the same pool for every method and every
+cell), and picks one network from it in each of these ways:
+
+- `default`: what a run with the engine's defaults does: SMASH training (the quick preset's settings, the
+  engine's own loop), every pool architecture scored, the verify phase (`smash_engine.halving`: SMASH's top
+  `verify_top`, eta, rungs, seeds and rung cap as in a run) and its pick. Its images: SMASH's plus the phase's.
+  The refine phase is left out: it adds architectures outside the pool, which no control can see.
+- at the default's total images, with the same halving code and rules over the whole pool in another order:
+  `random_sh_equal` (the mean of `--random-orders` random orders, each also kept under `random_sh_equal_orders`),
+  `flops_sh_equal` (largest FLOPs first) and `naswot_sh_equal` (NASWOT's order). The halving plan takes the
+  first candidates of the order that the budget can train for at least `halving.MIN_STEPS` steps each;
+- free, for reference: `smash_top1`, `flops_top1`, `naswot_top1`.
+
+Every pick's true error is the panel's truth recipe on it, `--truth-seeds` trainings, mean of their held-out
+errors (a fraction). The rungs train on SMASH's training split less `--select-size` seeded images and choose on
+those; SMASH scores on the truth's held-out images as `search_quality.py` does (they train nothing).
+
+Everything is cached as it lands, so a killed run loses one training and any number of processes can share
+the work: the pool (`<panel>/pool/pool.json`), SMASH's checkpoint (`runs/quality/pool-eE-sS.pt`) and scores
+(`<panel>/pool/smash-eE-sS.json`), the short trainings (`<panel>/pool/short-trainings.jsonl`, keyed as
+`pick_quality.py` keys them; the controls of two cells with equal images share them) and the truth trainings
+(`<panel>/pool/truth-runs.jsonl`). The result of a cell is `benchmarks/results/pool-eE-sS.json`, rewritten as
+each pick lands: a `runs` list (as `pick_quality.py` writes it) whose entry has `epochs`, `seed`,
+`smash_images` and `picks`, each pick with `pick`, `images` and, once trained, `true_error`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import fcntl
+import json
+import os
+import random
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import common  # noqa: E402  (benchmarks/ is not a package)
+import pick_quality  # noqa: E402
+import truth_panel  # noqa: E402
+
+STAGES = ("smash", "default", "controls", "truth")
+CONTROLS = ("random_sh_equal", "flops_sh_equal", "naswot_sh_equal")
+FREE = ("smash_top1", "flops_top1", "naswot_top1")
+# the smoke setting: the digits dataset, the quick space, a pool of 8 and a one-epoch truth on 600 images
+SMOKE_RECIPE = dict(dataset="digits", space="quick", val_size=300, split_seed=0, train_size=600, epochs=1,
+                    batch=50, lr=0.05, momentum=0.9, nesterov=True, weight_decay=0.0001, seeds=[0, 1])
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--epochs", type=int, default=3, help="SMASH training epochs of the cell")
+    ap.add_argument("--seed", type=int, default=0, help="SMASH's seed of the cell")
+    ap.add_argument("--stages", default=",".join(STAGES), help=f"which of {', '.join(STAGES)} to run")
+    ap.add_argument("--panel", type=Path, default=truth_panel.PANEL_DIR)
+    ap.add_argument("--pool", type=int, default=300, help="architectures in the pool (the fmnist preset's n_random)")
+    ap.add_argument("--pool-seed", type=int, default=0, help="the run seed whose rank phase draws the pool")
+    ap.add_argument("--random-orders", type=int, default=3)
+    ap.add_argument("--truth-seeds", default="", help="seeds of each pick's truth (default: the panel recipe's)")
+    ap.add_argument("--select-size", type=int, default=10000, help="images the rungs choose on")
+    ap.add_argument("--sh-seed", type=int, default=0, help="the short trainings' seed (one for every method)")
+    ap.add_argument("--worker", type=int, default=0, help="with --workers N, train the truth jobs k % N == worker")
+    ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--work", type=Path, default=ROOT / "runs" / "quality", help="SMASH checkpoints")
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    ap.add_argument("--table", action="store_true", help="print every cell's picks and true errors, then exit")
+    ap.add_argument("--smoke", action="store_true", help="every stage on digits with a pool of 8 (the test)")
+    a = ap.parse_args(argv)
+    bad = [s for s in a.stages.split(",") if s and s not in STAGES]
+    if bad:
+        ap.error(f"unknown stage {bad[0]!r}; choose from {', '.join(STAGES)}")
+    return a
+
+
+class Setup:
+    """The dataset, space, recipe and folders a cell works with: the truth panel's, or the smoke setting's."""
+
+    def __init__(self, a: argparse.Namespace):
+        from smash_engine.config import make_config
+
+        if a.smoke:
+            self.recipe = dict(SMOKE_RECIPE)
+            self.space = make_config("quick", dataset="digits").space
+            self.dir = a.out / "pool"
+            a.pool, a.select_size, a.work, a.random_orders = min(a.pool, 8), 200, a.out / "work", 2
+        else:
+            self.recipe = truth_panel.load_recipe(a.panel)
+            self.space = truth_panel.load_space(a.panel)
+            self.dir = a.panel / "pool"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.truth_seeds = [int(s) for s in a.truth_seeds.split(",") if s.strip()] or list(self.recipe["seeds"])
+
+    def cfg(self, a: argparse.Namespace):
+        """The run config SMASH trains with: search_quality's, so its checkpoints are interchangeable."""
+        import search_quality
+
+        ns = argparse.Namespace(preset="quick", seed=a.seed, epochs=a.epochs, set=["batch_size=50"] if a.smoke else [],
+                                space_set=[], hyper=None, hyper_set=[])
+        return search_quality.make_cfg(ns, self.recipe["dataset"], self.recipe["val_size"], self.space)
+
+
+def load_json(path: Path) -> dict | None:
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def draw_pool(a: argparse.Namespace, setup: Setup) -> dict:
+    """The pool, with each member's cost and free baselines; drawn once and kept (`pool.json`)."""
+    path = setup.dir / "pool.json"
+    doc = load_json(path)
+    if doc and doc["pool_seed"] == a.pool_seed and doc["n_drawn"] == a.pool:
+        return doc
+    import search_quality
+
+    from smash_engine.cost import arch_cost
+    from smash_engine.seeds import RANK
+    from smash_engine.train import rank_draw
+
+    cfg = dataclasses.replace(setup.cfg(a), seed=a.pool_seed)
+    archs, seen = [], set()
+    for i in range(a.pool):  # the rank phase's draws 0 .. pool - 1; a repeat is scored once
+        arch = rank_draw(cfg, RANK, i)[0]
+        if arch.id not in seen:
+            seen.add(arch.id)
+            archs.append(arch)
+    train, _ = search_quality.data(setup.recipe["dataset"], setup.recipe["val_size"], setup.recipe["split_seed"],
+                                   None, 0)
+    base = search_quality.baselines(archs, train)
+    doc = dict(pool_seed=a.pool_seed, n_drawn=a.pool, what="the rank phase's draws 0..n-1 of a run with this seed "
+               "(train.rank_draw), repeats dropped; naswot is its predicted error (the score negated: lower is better)",
+               archs=[dict(id=x.id, params=arch_cost(x)[0], flops=arch_cost(x)[1], naswot=base["naswot"][j],
+                           spec=x.to_json()) for j, x in enumerate(archs)])
+    common.save_result(doc, path.name, path.parent)
+    return doc
+
+
+def smash_scores(a: argparse.Namespace, setup: Setup, archs: list) -> dict:
+    """SMASH trained for the cell (resumed from its checkpoint) and its score of every pool architecture."""
+    path = setup.dir / f"smash-e{a.epochs}-s{a.seed}.json"
+    doc = load_json(path)
+    if doc and len(doc["errors"]) == len(archs):
+        return doc
+    import search_quality
+
+    from smash_engine.train import bn_calibration, smash_score
+
+    cfg = setup.cfg(a)
+    train, val = search_quality.data(setup.recipe["dataset"], setup.recipe["val_size"], setup.recipe["split_seed"],
+                                     None, a.seed)
+    out: dict = {}
+
+    def on_stop(s, epoch: int) -> None:
+        t0, t = time.perf_counter(), cfg.train
+        calib = bn_calibration(cfg, train)
+        scores = [smash_score(s, x, val, t.score_batch, t.score_bn, calib) for x in archs]
+        out.update(epochs=epoch, seed=a.seed, smash_images=epoch * len(train), held_out_images=len(val),
+                   errors={x.id: e for x, (e, _) in zip(archs, scores, strict=True)},
+                   losses={x.id: loss for x, (_, loss) in zip(archs, scores, strict=True)},
+                   score_seconds=round(time.perf_counter() - t0, 1), config=cfg.to_dict())
+
+    seconds = search_quality.smash_epochs(cfg, train, a.work / f"pool-e{a.epochs}-s{a.seed}.pt", [a.epochs], on_stop,
+                                          report=lambda line: print(line, flush=True))
+    out["smash_train_seconds"] = round(seconds, 1)  # 0 when resumed from a finished checkpoint
+    common.save_result(out, path.name, path.parent)
+    print(f"scored {len(archs)} pool architectures in {out['score_seconds']:.0f} s", flush=True)
+    return out
+
+
+def orders(a: argparse.Namespace, pool: dict, smash: dict | None) -> dict[str, list[str]]:
+    """Each method's order of the pool, best first (ties by id)."""
+    rows = pool["archs"]
+    ids = [r["id"] for r in rows]
+    out = {"flops": [r["id"] for r in sorted(rows, key=lambda r: (-r["flops"], r["id"]))],
+           "naswot": [r["id"] for r in sorted(rows, key=lambda r: (r["naswot"], r["id"]))]}
+    for k in range(a.random_orders):
+        out[f"random{k}"] = random.Random(1000 + k).sample(ids, len(ids))
+    if smash:
+        out["smash"] = sorted(ids, key=lambda i: (smash["errors"][i], i))
+    return out
+
+
+def picks(a: argparse.Namespace, setup: Setup, pool: dict, smash: dict | None, stages: set[str],
+          entry: dict, save) -> None:
+    """The cell's picks, each saved as it lands (a pick already in `entry` is kept)."""
+    from smash_engine import halving
+    from smash_engine.config import make_config
+    from smash_engine.space import Architecture
+
+    t = make_config("quick", dataset=setup.recipe["dataset"], device="cpu").train  # the verify phase's settings
+    if a.smoke:  # 20 steps of 10 images: a pool of 8 on digits still gets a halving
+        t = dataclasses.replace(t, final_batch=10)
+    archs = {r["id"]: Architecture.from_json(r["spec"]) for r in pool["archs"]}
+    train, select = pick_quality.rung_data(setup.recipe, a.select_size)
+    cap = setup.recipe["epochs"] * setup.recipe["train_size"]  # no rung trains longer than final training
+    cache = pick_quality.Cache(setup.dir / "short-trainings.jsonl")
+    short = pick_quality.ShortTrainings(archs, t, train, select, cache, a.sh_seed, a.select_size, cap, t.verify_eta)
+    smash_images = a.epochs * (len(train) + len(select))  # SMASH trains on the rungs' images and the select images
+    assert smash is None or smash["smash_images"] == smash_images, "SMASH's split is not the rungs' and select's"
+    verify_budget = int(t.verify_budget * smash_images)
+    verify_images = halving.cost(halving.plan(min(t.verify_top, len(archs)), t.verify_eta, verify_budget,
+                                              halving.MIN_STEPS * t.final_batch, cap))
+    total = smash_images + verify_images
+    entry.update(smash_images=smash_images, verify_budget=verify_budget, total_images=total)
+    p = entry["picks"]
+    order = orders(a, pool, smash)
+    if smash is not None:
+        for name, key in (("smash_top1", "smash"), ("flops_top1", "flops"), ("naswot_top1", "naswot")):
+            p.setdefault(name, dict(pick=order[key][0], images=0))
+    save()  # takes in what other processes on this cell have saved
+    if "default" in stages and smash is not None and "default" not in p:
+        board = [dict(arch_id=i, rank=k + 1, flops=None) for k, i in enumerate(order["smash"])]
+        got = short.halve(halving.candidates(board, t.verify_top), verify_budget)
+        p["default"] = dict(got, images=smash_images + got["images"], verify_images=got["images"])
+        print(f"default: pick {got['pick']} after {p['default']['images']:,} images", flush=True)
+        save()
+    if "controls" in stages:
+        runs = p.setdefault("random_sh_equal_orders", [])
+        for k in range(a.random_orders):
+            save()
+            if any(r["order"] == k for r in runs):
+                continue
+            got = short.halve([(i, j + 1, "random") for j, i in enumerate(order[f"random{k}"])], total)
+            runs.append(dict(got, order=k))
+            print(f"random order {k}: pick {got['pick']} after {got['images']:,} images", flush=True)
+            save()
+        for name, key in (("flops_sh_equal", "flops"), ("naswot_sh_equal", "naswot")):
+            save()
+            if name not in p:
+                p[name] = short.halve([(i, j + 1, key) for j, i in enumerate(order[key])], total)
+                print(f"{name}: pick {p[name]['pick']} after {p[name]['images']:,} images", flush=True)
+                save()
+
+
+def truth_trainings(a: argparse.Namespace, setup: Setup, pool: dict, want: list[str]) -> None:
+    """Train the truth recipe on every architecture in `want` (in that order) with every truth seed, skipping
+    what `truth-runs.jsonl` holds; with `--workers N`, this process takes jobs k % N == worker."""
+    from smash_engine.space import Architecture
+
+    specs = {r["id"]: r["spec"] for r in pool["archs"]}
+    path = setup.dir / "truth-runs.jsonl"
+    jobs = [(i, s) for i in dict.fromkeys(want) for s in setup.truth_seeds]
+    mine = [j for k, j in enumerate(jobs) if k % a.workers == a.worker]
+    data = None
+    for arch_id, seed in mine:
+        if (arch_id, seed) in truth_panel._done(path):
+            continue
+        data = data or truth_panel.splits(setup.recipe)
+        r = truth_panel.train_one(Architecture.from_json(specs[arch_id]), seed, *data, recipe=setup.recipe)
+        row = dict(arch_id=arch_id, seed=seed, **r, worker=a.worker, load=round(os.getloadavg()[0], 2),
+                   at=time.strftime("%Y-%m-%dT%H:%M:%S"))
+        with open(path, "a") as fh:  # one short line per write: appends from two processes do not interleave
+            fh.write(json.dumps(row) + "\n")
+        print(f"truth {arch_id} seed {seed}: {r['val_error']:.4f} ({r['seconds']:.0f} s)", flush=True)
+
+
+def merge(mine: dict, theirs: dict) -> None:
+    """Take into `mine` the picks another process saved: a method `mine` lacks, and random orders it lacks."""
+    for k, v in theirs.items():
+        if k == "random_sh_equal_orders":
+            have = {r["order"] for r in mine.setdefault(k, [])}
+            mine[k] += [r for r in v if r["order"] not in have]
+            mine[k].sort(key=lambda r: r["order"])
+        elif k not in mine:
+            mine[k] = v
+
+
+def true_errors(setup: Setup) -> dict[str, dict[int, float]]:
+    path = setup.dir / "truth-runs.jsonl"
+    out: dict[str, dict[int, float]] = {}
+    for line in path.read_text().splitlines() if path.exists() else []:
+        if line.strip():
+            r = json.loads(line)
+            out.setdefault(r["arch_id"], {})[r["seed"]] = r["val_error"]
+    return out
+
+
+def judge(entry: dict, truth: dict[str, dict[int, float]], seeds: list[int]) -> None:
+    """Each pick's `true_error` where every truth seed has landed; random_sh_equal as the mean of its orders."""
+    import numpy as np
+
+    def true_of(arch_id: str) -> float | None:
+        got = truth.get(arch_id, {})
+        return float(np.mean([got[s] for s in seeds])) if all(s in got for s in seeds) else None
+
+    p = entry["picks"]
+    for pick in p.values():
+        if isinstance(pick, dict) and "pick" in pick:
+            pick["true_error"] = true_of(pick["pick"])
+    runs = p.get("random_sh_equal_orders", [])
+    for r in runs:
+        r["true_error"] = true_of(r["pick"])
+    errs = [r["true_error"] for r in runs]
+    if runs and None not in errs:
+        p["random_sh_equal"] = dict(true_error=float(np.mean(errs)), spread=[min(errs), max(errs)],
+                                    images=int(np.mean([r["images"] for r in runs])), orders=len(runs))
+
+
+def wanted(entry: dict) -> list[str]:
+    """The picks to train, the methods under comparison first and the free references (the largest network
+    among them) last."""
+    p = entry["picks"]
+    first = [p[k]["pick"] for k in ("default", "flops_sh_equal", "naswot_sh_equal") if k in p]
+    first += [r["pick"] for r in p.get("random_sh_equal_orders", [])]
+    return first + [p[k]["pick"] for k in ("smash_top1", "naswot_top1", "flops_top1") if k in p]
+
+
+def table(out: Path) -> int:
+    names = ["default", *CONTROLS, *FREE]
+    print("cell      " + "".join(f"{n:>17}" for n in names) + "   images (default / controls)")
+    for path in sorted(out.glob("pool-e*-s*.json")):
+        e = json.loads(path.read_text())["runs"][0]
+        cells = []
+        for n in names:
+            v = e["picks"].get(n, {}).get("true_error")
+            cells.append(f"{100 * v:16.2f}%" if v is not None else f"{'-':>17}")
+        print(f"e{e['epochs']:<2} s{e['seed']:<4}" + "".join(cells) + f"   {e['total_images']:,}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = parse(argv)
+    if a.table:
+        return table(a.out)
+    import torch
+
+    torch.set_num_threads(a.threads)
+    setup = Setup(a)
+    stages = {s for s in a.stages.split(",") if s}
+    pool = draw_pool(a, setup)
+    from smash_engine.space import Architecture
+
+    archs = [Architecture.from_json(r["spec"]) for r in pool["archs"]]
+    name = f"pool-e{a.epochs}-s{a.seed}.json"
+    doc = load_json(a.out / name) or dict(runs=[dict(epochs=a.epochs, seed=a.seed, picks={})])
+    entry = doc["runs"][0]
+
+    def save() -> None:
+        """Merge with what other processes saved for this cell (under a lock), judge, write."""
+        a.out.mkdir(parents=True, exist_ok=True)
+        with open(a.out / (name + ".lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            disk = load_json(a.out / name)
+            if disk:
+                merge(entry["picks"], disk["runs"][0]["picks"])
+                for k in ("smash_images", "verify_budget", "total_images"):
+                    entry.setdefault(k, disk["runs"][0].get(k))
+            judge(entry, true_errors(setup), setup.truth_seeds)
+            doc.update(panel="smoke" if a.smoke else str(a.panel.relative_to(ROOT)), pool=len(archs),
+                       pool_seed=a.pool_seed, select_size=a.select_size, sh_seed=a.sh_seed,
+                       truth_seeds=setup.truth_seeds, truth_recipe=setup.recipe, machine=common.machine("cpu"))
+            common.save_result(doc, name, a.out)
+
+    smash = smash_scores(a, setup, archs) if "smash" in stages else load_json(
+        setup.dir / f"smash-e{a.epochs}-s{a.seed}.json")
+    picks(a, setup, pool, smash, stages, entry, save)
+    save()
+    if "truth" in stages:
+        truth_trainings(a, setup, pool, wanted(entry))
+        save()
+    print("  " + ", ".join(f"{k} {v.get('pick', '')[:8]} {100 * v['true_error']:.2f}%" if v.get("true_error")
+                           is not None else f"{k} {v.get('pick', '')[:8]}" for k, v in entry["picks"].items()
+                           if isinstance(v, dict)), flush=True)
+    print(f"wrote {a.out / name}")
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    raise SystemExit(main())
