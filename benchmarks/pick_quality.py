@@ -52,7 +52,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--select-size", type=int, default=10000,
                     help="images the rungs choose on (as many as the panel's SMASH scores use)")
     ap.add_argument("--sh-seed", type=int, default=0)
-    ap.add_argument("--methods", default="smash_sh,smash_naswot_sh,smash_flops_sh")
+    ap.add_argument("--methods", default="smash_sh,smash_naswot_sh,smash_flops_sh",
+                    help="smash_sh (the default), smash_naswot_sh, smash_flops_sh, rankavg_sh, flopsres_sh")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--no-cap", action="store_true", help="let rungs train longer than the truth recipe")
     ap.add_argument("--by", choices=("loss", "error"), default="loss",
@@ -163,6 +164,34 @@ class ShortTrainings:
                     seconds=round(seconds, 1),
                     rungs=[dict(candidates=r.candidates, images=r.images, seeds=r.seeds) for r in rungs],
                     history=history, candidates=[c[0] for c in cands], via=[c[2] for c in cands])
+
+
+# orders that mix SMASH with the free baselines (the verify phase over their top `--top` is method `<name>_sh`)
+BLENDS = ("rankavg", "flopsres")
+# width of a FLOPs "near-tie" for `flopsres`, in log2 units: networks within ~19% of each other's FLOPs
+FLOPS_TIE_LOG2 = 0.25
+
+
+def blend_orders(smash: dict[str, float], flops: dict[str, float], naswot: dict[str, float]) -> dict[str, list[str]]:
+    """Candidate orders, best first, from SMASH's error, FLOPs (bigger first) and NASWOT's predicted error (lower
+    first), each by architecture id:
+    - `rankavg`: the mean of the three ranks (ties by SMASH's rank);
+    - `flopsres`: FLOPs' order in bins of FLOPS_TIE_LOG2, SMASH's residual deciding within a bin: its error less
+      what a least-squares line on log FLOPs predicts (what SMASH knows once size is held fixed)."""
+    import numpy as np
+
+    ids = sorted(smash)
+    by_smash = sorted(ids, key=lambda i: (smash[i], i))
+    ranks = [{i: k for k, i in enumerate(o)} for o in
+             (by_smash, sorted(ids, key=lambda i: (-flops[i], i)), sorted(ids, key=lambda i: (naswot[i], i)))]
+    srank = ranks[0]
+    logf = np.log2([max(flops[i], 1.0) for i in ids])
+    err = np.array([smash[i] for i in ids])
+    slope, icpt = np.polyfit(logf, err, 1) if len(ids) > 2 else (0.0, float(err.mean()))
+    resid = dict(zip(ids, (err - (slope * logf + icpt)).tolist(), strict=True))
+    bins = dict(zip(ids, np.floor(logf / FLOPS_TIE_LOG2).tolist(), strict=True))
+    return {"rankavg": sorted(ids, key=lambda i: (sum(r[i] for r in ranks), srank[i])),
+            "flopsres": sorted(ids, key=lambda i: (-bins[i], resid[i], i))}
 
 
 def rung_data(recipe: dict, select_size: int):
@@ -280,10 +309,15 @@ def main(argv: list[str] | None = None) -> int:
         budget_images = int(a.verify_budget * smash_images)
         print(f"{doc['variant']} (seed {entry['seed']}, {epochs} epochs, {len(allowed)} allowed): verify budget "
               f"{budget_images:,} images", flush=True)
+        blends = blend_orders({i: smash[i] for i in allowed}, {i: -base["flops"][i] for i in allowed},
+                              {i: base["naswot"][i] for i in allowed})
         for method in [m for m in a.methods.split(",") if m]:
-            add = {"smash_sh": "", "smash_naswot_sh": "naswot", "smash_flops_sh": "flops"}[method]
-            cands = halving.candidates(board, a.top, add, a.add_top if add else 0,
-                                       lambda rows, nas=naswot: [nas[r["arch_id"]] for r in rows])
+            if method.removesuffix("_sh") in BLENDS:
+                cands = [(i, k + 1, method) for k, i in enumerate(blends[method.removesuffix("_sh")][:a.top])]
+            else:
+                add = {"smash_sh": "", "smash_naswot_sh": "naswot", "smash_flops_sh": "flops"}[method]
+                cands = halving.candidates(board, a.top, add, a.add_top if add else 0,
+                                           lambda rows, nas=naswot: [nas[r["arch_id"]] for r in rows])
             p[method] = short.halve(cands, budget_images, regret)
             print(f"  {method}: pick {p[method]['pick']}, regret {100 * p[method]['regret']:.2f} pts, "
                   f"{p[method]['images']:,} images", flush=True)

@@ -257,3 +257,35 @@ def test_pool_quality_smoke_every_stage_then_resumes_without_training(tmp_path):
     assert "trained" not in again.stdout and "truth " not in again.stdout and "SMASH epoch" not in again.stdout
     assert (tmp_path / "pool" / "short-trainings.jsonl").read_text() == short
     assert json.loads((tmp_path / "pool-e1-s0.json").read_text())["runs"] == doc["runs"]
+
+
+def test_rung_metric_smoke_records_what_the_engine_measures(tmp_path):
+    """benchmarks/rung_metric.py on digits: every metric ranked against the truth, and the held-out loss it
+    records after evaluating between steps is exactly a plain verify-rung training's (the evaluations change
+    nothing in the training they watch)."""
+    import dataclasses
+
+    import pick_quality
+
+    from smash_engine import halving
+
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "rung_metric.py"), "--smoke", "--images", "400",
+                           "--out", str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads((tmp_path / "rung-metric-400.json").read_text())
+    assert doc["stats"]["n"] == 6 and set(doc["stats"]) == {"n", "val_loss", "val_error", "tse", "tse_late",
+                                                            "late_loss"}
+    row = doc["rows"][0]
+    assert row["evals"] == 4 and row["steps"] == 40 and row["tse"] > row["tse_late"]
+    cfg = make_config("quick", dataset="digits", device="cpu")
+    arch = sample_architecture(cfg.space, random.Random(0), 1.0)
+    assert arch.id == row["arch_id"]
+    train, select = pick_quality.rung_data(dict(dataset="digits", val_size=300, split_seed=0), 200)
+    t = dataclasses.replace(cfg.train, final_batch=10)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the benchmark ran: another thread count sums in another order
+    try:
+        f = halving.train_rung(arch, t, train, halving.Rung(0, 6, 400), 0, torch.device("cpu"))
+        assert f.evaluate(select, t.score_batch) == (row["val_error"], row["val_loss"])
+    finally:
+        torch.set_num_threads(threads)
