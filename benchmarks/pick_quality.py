@@ -138,12 +138,12 @@ class ShortTrainings:
         return sum(r["val_error"] for r in out) / len(out), loss, sum(r["seconds"] for r in out)
 
     def halve(self, cands: list[tuple[str, int, str]], budget_images: int,
-              regret: Callable[[str], float] | None = None) -> dict:
+              regret: Callable[[str], float] | None = None, eta: int | None = None) -> dict:
         """The engine's successive halving (`halving.plan`, `survivors`, `order`) over `cands` (arch id, place in
         the order they come in, why) within `budget_images`: its pick, images, seconds and each rung's results."""
         from smash_engine import halving
 
-        rungs = halving.plan(len(cands), self.eta, budget_images, halving.MIN_STEPS * self.t.final_batch,
+        rungs = halving.plan(len(cands), eta or self.eta, budget_images, halving.MIN_STEPS * self.t.final_batch,
                              self.final_images)
         cands = cands[:rungs[0].candidates] if rungs else cands
         rows = [dict(arch_id=i, smash_rank=rank, via=via, rung=0) for i, rank, via in cands]

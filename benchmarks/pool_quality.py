@@ -19,7 +19,10 @@ cell), and picks one network from it in each of these ways:
   `random_sh_equal` (the mean of `--random-orders` random orders, each also kept under `random_sh_equal_orders`),
   `flops_sh_equal` (largest FLOPs first) and `naswot_sh_equal` (NASWOT's order). The halving plan takes the
   first candidates of the order that the budget can train for at least `halving.MIN_STEPS` steps each;
-- free, for reference: `smash_top1`, `flops_top1`, `naswot_top1`.
+- free, for reference: `smash_top1`, `flops_top1`, `naswot_top1`;
+- with `--extra`, other verify phases at the default's images: over the top 16 of SMASH blended with the free
+  baselines (`rankavg_sh`, `flopsres_sh`: `pick_quality.blend_orders`), over SMASH's top 32 (`smash_sh_top32`),
+  or with eta 3 (`smash_sh_eta3`).
 
 Every pick's true error is the panel's truth recipe on it, `--truth-seeds` trainings, mean of their held-out
 errors (a fraction). The rungs train on SMASH's training split less `--select-size` seeded images and choose on
@@ -57,6 +60,7 @@ import truth_panel  # noqa: E402
 STAGES = ("smash", "default", "controls", "truth")
 CONTROLS = ("random_sh_equal", "flops_sh_equal", "naswot_sh_equal")
 FREE = ("smash_top1", "flops_top1", "naswot_top1")
+EXTRAS = ("rankavg_sh", "flopsres_sh", "smash_sh_top32", "smash_sh_eta3")
 # the smoke setting: the digits dataset, the quick space, a pool of 8 and a one-epoch truth on 600 images
 SMOKE_RECIPE = dict(dataset="digits", space="quick", val_size=300, split_seed=0, train_size=600, epochs=1,
                     batch=50, lr=0.05, momentum=0.9, nesterov=True, weight_decay=0.0001, seeds=[0, 1])
@@ -72,6 +76,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--pool-seed", type=int, default=0, help="the run seed whose rank phase draws the pool")
     ap.add_argument("--random-orders", type=int, default=3)
     ap.add_argument("--truth-seeds", default="", help="seeds of each pick's truth (default: the panel recipe's)")
+    ap.add_argument("--extra", default="", help="also, at the default's images: any of " + ", ".join(EXTRAS))
     ap.add_argument("--select-size", type=int, default=10000, help="images the rungs choose on")
     ap.add_argument("--sh-seed", type=int, default=0, help="the short trainings' seed (one for every method)")
     ap.add_argument("--worker", type=int, default=0, help="with --workers N, train the truth jobs k % N == worker")
@@ -85,6 +90,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     bad = [s for s in a.stages.split(",") if s and s not in STAGES]
     if bad:
         ap.error(f"unknown stage {bad[0]!r}; choose from {', '.join(STAGES)}")
+    bad = [s for s in a.extra.split(",") if s and s not in EXTRAS]
+    if bad:
+        ap.error(f"unknown --extra {bad[0]!r}; choose from {', '.join(EXTRAS)}")
     return a
 
 
@@ -228,6 +236,25 @@ def picks(a: argparse.Namespace, setup: Setup, pool: dict, smash: dict | None, s
         p["default"] = dict(got, images=smash_images + got["images"], verify_images=got["images"])
         print(f"default: pick {got['pick']} after {p['default']['images']:,} images", flush=True)
         save()
+    if "default" in stages and smash is not None:
+        # the verify phase over other orders or in another shape, at the default's images (issue: the default,
+        # decided by measurement): SMASH blended with the free baselines, a wider first rung, a gentler eta
+        blends = pick_quality.blend_orders(smash["errors"], {r["id"]: r["flops"] for r in pool["archs"]},
+                                           {r["id"]: r["naswot"] for r in pool["archs"]})
+        for name in [m for m in a.extra.split(",") if m]:
+            save()
+            if name in p:
+                continue
+            top, eta = t.verify_top, t.verify_eta
+            if name in ("rankavg_sh", "flopsres_sh"):
+                ids = blends[name.removesuffix("_sh")]
+            else:
+                ids = order["smash"]
+                top, eta = {"smash_sh_top32": (32, eta), "smash_sh_eta3": (top, 3)}[name]
+            got = short.halve([(i, k + 1, name) for k, i in enumerate(ids[:top])], verify_budget, eta=eta)
+            p[name] = dict(got, images=smash_images + got["images"], verify_images=got["images"], top=top, eta=eta)
+            print(f"{name}: pick {got['pick']} after {p[name]['images']:,} images", flush=True)
+            save()
     if "controls" in stages:
         runs = p.setdefault("random_sh_equal_orders", [])
         for k in range(a.random_orders):
@@ -314,13 +341,13 @@ def wanted(entry: dict) -> list[str]:
     """The picks to train, the methods under comparison first and the free references (the largest network
     among them) last."""
     p = entry["picks"]
-    first = [p[k]["pick"] for k in ("default", "flops_sh_equal", "naswot_sh_equal") if k in p]
+    first = [p[k]["pick"] for k in ("default", "flops_sh_equal", "naswot_sh_equal", *EXTRAS) if k in p]
     first += [r["pick"] for r in p.get("random_sh_equal_orders", [])]
     return first + [p[k]["pick"] for k in ("smash_top1", "naswot_top1", "flops_top1") if k in p]
 
 
 def table(out: Path) -> int:
-    names = ["default", *CONTROLS, *FREE]
+    names = ["default", *CONTROLS, *FREE, *EXTRAS]
     print("cell      " + "".join(f"{n:>17}" for n in names) + "   images (default / controls)")
     for path in sorted(out.glob("pool-e*-s*.json")):
         e = json.loads(path.read_text())["runs"][0]

@@ -222,8 +222,8 @@ def test_pool_quality_smoke_every_stage_then_resumes_without_training(tmp_path):
     """benchmarks/pool_quality.py end to end on digits: the default and the equal-image controls pick from one
     pool with the engine's halving, every pick is judged by its truth trainings, and a second run over the same
     caches trains nothing and writes the same picks (a killed benchmark resumes)."""
-    cmd = [sys.executable, str(ROOT / "benchmarks" / "pool_quality.py"), "--smoke", "--epochs", "1", "--out",
-           str(tmp_path)]
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "pool_quality.py"), "--smoke", "--epochs", "1",
+           "--extra", "rankavg_sh,smash_sh_eta3", "--out", str(tmp_path)]
     first = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert first.returncode == 0, first.stderr
     doc = json.loads((tmp_path / "pool-e1-s0.json").read_text())
@@ -240,6 +240,9 @@ def test_pool_quality_smoke_every_stage_then_resumes_without_training(tmp_path):
         assert 0 < p[name]["images"] <= total and p[name]["pick"] in p[name]["candidates"]
     assert p["flops_sh_equal"]["candidates"] == [r["id"] for r in sorted(pool["archs"], key=lambda r: -r["flops"])][
         :len(p["flops_sh_equal"]["candidates"])]
+    for name, eta in (("rankavg_sh", 4), ("smash_sh_eta3", 3)):
+        assert p[name]["eta"] == eta and p[name]["images"] == entry["smash_images"] + p[name]["verify_images"] <= total
+        assert p[name]["true_error"] is not None
     orders = p["random_sh_equal_orders"]
     assert [r["order"] for r in orders] == [0, 1] and orders[0]["candidates"] != orders[1]["candidates"]
     runs = [json.loads(line) for line in (tmp_path / "pool" / "truth-runs.jsonl").read_text().splitlines()]
