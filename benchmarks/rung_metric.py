@@ -111,6 +111,16 @@ def stats_of(rows: list[dict], true_of: dict[str, float]) -> dict:
         lo, hi = bootstrap_ci(lambda idx, x=x: stats.kendalltau(np.take(x, idx), np.take(true, idx)).statistic,
                               len(rows))
         out[m] = dict(kendall_tau=float(tau), ci95=[lo, hi])
+        if m != "val_loss":  # against the engine's metric, paired: the same resampled architectures for both
+            base = [r["val_loss"] for r in rows]
+
+            def diff(idx, x=x, base=base) -> float:
+                t = np.take(true, idx)
+                return float(stats.kendalltau(np.take(x, idx), t).statistic
+                             - stats.kendalltau(np.take(base, idx), t).statistic)
+
+            dlo, dhi = bootstrap_ci(diff, len(rows))
+            out[m]["minus_val_loss"] = dict(value=diff(np.arange(len(rows))), ci95=[dlo, dhi])
     return out
 
 
@@ -173,8 +183,12 @@ def main(argv: list[str] | None = None) -> int:
                    truth_seeds=None if a.smoke else truth["recipe"]["seeds"], stats=stats_of(rows, true_of),
                    rows=rows, machine=common.machine("cpu"))
         common.save_result(doc, f"rung-metric-{images}.json", a.out)
-        print(f"{images} images, {doc['stats']['n']} architectures: " + ", ".join(
-            f"{m} tau {doc['stats'][m]['kendall_tau']:+.2f}" for m in METRICS), flush=True)
+        st = doc["stats"]
+        print(f"{images} images, {st['n']} architectures: " + ", ".join(
+            f"{m} tau {st[m]['kendall_tau']:+.2f} [{st[m]['ci95'][0]:+.2f}, {st[m]['ci95'][1]:+.2f}]"
+            + (f" (vs val_loss {st[m]['minus_val_loss']['value']:+.2f} [{st[m]['minus_val_loss']['ci95'][0]:+.2f}, "
+               f"{st[m]['minus_val_loss']['ci95'][1]:+.2f}])" if "minus_val_loss" in st[m] else "")
+            for m in METRICS), flush=True)
     return 0
 
 
