@@ -2,7 +2,8 @@
 
     python benchmarks/pool_quality.py --epochs 3 --seed 0          # one cell, every stage (resumable)
     python benchmarks/pool_quality.py --epochs 3 --stages controls # the controls alone (they need no SMASH)
-    python benchmarks/pool_quality.py --stages truth --worker 1 --workers 2   # a second process for the truth
+    python benchmarks/pool_quality.py --epochs 3 --stages controls --reverse   # a second one, from the other end
+    python benchmarks/pool_quality.py --stages truth --follow      # the truth of each pick as other processes add it
     python benchmarks/pool_quality.py --table                      # every cell's picks so far, one table
     python benchmarks/pool_quality.py --smoke --out /tmp/pool      # every stage on digits, tiny (the test)
 
@@ -81,6 +82,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--sh-seed", type=int, default=0, help="the short trainings' seed (one for every method)")
     ap.add_argument("--worker", type=int, default=0, help="with --workers N, train the truth jobs k % N == worker")
     ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--reverse", action="store_true", help="run the controls last first (for a second process)")
+    ap.add_argument("--follow", action="store_true",
+                    help="with the truth stage: keep training the truth of picks other processes add, until stopped")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--work", type=Path, default=ROOT / "runs" / "quality", help="SMASH checkpoints")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
@@ -257,20 +261,20 @@ def picks(a: argparse.Namespace, setup: Setup, pool: dict, smash: dict | None, s
             save()
     if "controls" in stages:
         runs = p.setdefault("random_sh_equal_orders", [])
-        for k in range(a.random_orders):
+        jobs = [(f"random{k}", k) for k in range(a.random_orders)] + [("flops", None), ("naswot", None)]
+        for key, k in (jobs[::-1] if a.reverse else jobs):  # --reverse: a second process starts at the other end
             save()
-            if any(r["order"] == k for r in runs):
+            name = f"{key}_sh_equal"
+            if (k is None and name in p) or any(r["order"] == k for r in runs):
                 continue
-            got = short.halve([(i, j + 1, "random") for j, i in enumerate(order[f"random{k}"])], total)
-            runs.append(dict(got, order=k))
-            print(f"random order {k}: pick {got['pick']} after {got['images']:,} images", flush=True)
+            got = short.halve([(i, j + 1, key) for j, i in enumerate(order[key])], total)
+            if k is None:
+                p[name] = got
+            else:
+                runs.append(dict(got, order=k))
+            print(f"{name if k is None else f'random order {k}'}: pick {got['pick']} after {got['images']:,} images",
+                  flush=True)
             save()
-        for name, key in (("flops_sh_equal", "flops"), ("naswot_sh_equal", "naswot")):
-            save()
-            if name not in p:
-                p[name] = short.halve([(i, j + 1, key) for j, i in enumerate(order[key])], total)
-                print(f"{name}: pick {p[name]['pick']} after {p[name]['images']:,} images", flush=True)
-                save()
 
 
 def truth_trainings(a: argparse.Namespace, setup: Setup, pool: dict, want: list[str]) -> None:
@@ -399,6 +403,10 @@ def main(argv: list[str] | None = None) -> int:
     if "truth" in stages:
         truth_trainings(a, setup, pool, wanted(entry))
         save()
+        while a.follow:  # beside processes still picking: train each pick's truth as it lands
+            time.sleep(60)
+            save()
+            truth_trainings(a, setup, pool, wanted(entry))
     print("  " + ", ".join(f"{k} {v.get('pick', '')[:8]} {100 * v['true_error']:.2f}%" if v.get("true_error")
                            is not None else f"{k} {v.get('pick', '')[:8]}" for k, v in entry["picks"].items()
                            if isinstance(v, dict)), flush=True)
