@@ -335,10 +335,13 @@ def judge(entry: dict, truth: dict[str, dict[int, float]], seeds: list[int]) -> 
     runs = p.get("random_sh_equal_orders", [])
     for r in runs:
         r["true_error"] = true_of(r["pick"])
-    errs = [r["true_error"] for r in runs]
-    if runs and None not in errs:
-        p["random_sh_equal"] = dict(true_error=float(np.mean(errs)), spread=[min(errs), max(errs)],
-                                    images=int(np.mean([r["images"] for r in runs])), orders=len(runs))
+    errs = [r["true_error"] for r in runs if r["true_error"] is not None]
+    if runs:  # the mean only once every order's pick is judged; until then how many are
+        done = len(errs) == len(runs)
+        p["random_sh_equal"] = dict(true_error=float(np.mean(errs)) if done else None,
+                                    spread=[min(errs), max(errs)] if done else None,
+                                    images=int(np.mean([r["images"] for r in runs])), orders=len(runs),
+                                    judged=len(errs))
 
 
 def wanted(entry: dict) -> list[str]:
