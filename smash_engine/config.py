@@ -49,6 +49,12 @@ class TrainConfig:
     final_batch: int = 50
     final_lr: float = 0.1  # SGD Nesterov 0.9, cosine per step
     final_weight_decay: float = 1e-4
+    # the shuffled-encoding contrast (train.smash_step; 0 = off): every contrast_every-th SMASH step also runs its
+    # network with a c whose one field is shuffled across ops, adding contrast x max(0, contrast_margin - (its
+    # loss - the true c's loss)), which pays the HyperNet for reading c
+    contrast: float = 0.0
+    contrast_margin: float = 0.1
+    contrast_every: int = 2
     log_every: int = 10  # steps per row of the training curve (mean over the window)
     max_failures: int = 20  # consecutive failing steps or scores before the run stops
     # a budget on every architecture the search scores (budget.py; 0 = none): parameters, and forward MFLOPs per
@@ -113,7 +119,7 @@ MAX_OPTION = 10**9
 MAX_SEED = 2**32 - 1
 
 # options where 0 means "none" (no final training, no verify phase, no added candidates, no budget)
-ZERO_MEANS_NONE = ("final_top", "verify_top", "verify_add_top", "max_params", "max_mflops")
+ZERO_MEANS_NONE = ("final_top", "verify_top", "verify_add_top", "max_params", "max_mflops", "contrast")
 
 
 def make_config(preset: str = "quick", dataset: str | None = None, seed: int = 0, device: str = "auto",
@@ -155,6 +161,8 @@ def make_config(preset: str = "quick", dataset: str | None = None, seed: int = 0
                           f"got {train.verify_budget:g}")
     if train.verify_add not in ADD_CHOICES:
         raise ConfigError(f"unknown --verify-add {train.verify_add!r}; choose flops or naswot (or leave it out)")
+    if not train.contrast_margin > 0:
+        raise ConfigError(f"--contrast-margin must be positive, got {train.contrast_margin:g}")
     if train.score_bn not in ("shared", "recal", "batch"):
         raise ConfigError(f"unknown --score-bn {train.score_bn!r}; choose shared, recal or batch")
     if device not in ("auto", "cpu", "cuda") and not device.startswith("cuda:"):

@@ -32,6 +32,8 @@ device, so the per-step host work and transfer stay small.
 
 from __future__ import annotations
 
+import dataclasses
+import random
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -300,3 +302,37 @@ def _decode_convs(pattern: np.ndarray, f: np.ndarray, space: SpaceConfig, lay: L
                           dilation=(first(2 * nK, nD) + 1, first(2 * nK + nD, nD) + 1),
                           groups=space.groups[first(2 * nK + 2 * nD, len(space.groups))]))
     return tuple(convs)
+
+
+def corrupt_plan(plan: ArchPlan, space, field: str, r: random.Random) -> ArchPlan | None:
+    """`plan` with one field of c shuffled (across ops; `read` across columns); None if no shuffle changes c.
+
+    Only `packed` (hence c) changes: `plan.arch` and the op tables, so the network run, stay the true ones."""
+    packed = np.asarray(plan.packed if isinstance(plan.packed, np.ndarray) else plan.packed.cpu().numpy())
+    lay, off = Layout(space), Layout(space).offsets()
+    op_of = packed[:, -1].astype(np.int64)
+    first = (np.asarray(plan.op_start) // plan.slice_channels).astype(np.int64)
+    if field == "read":
+        units = [(col, off["read"], off["read"] + space.max_banks) for col in range(len(packed))]
+    elif field in ("out", "write"):
+        size = space.k if field == "out" else space.max_banks
+        units = [(j, off[field], off[field] + size) for j in range(len(first))]
+    else:
+        nK, nD = len(space.kernels), lay.n_dil
+        lo, hi = {"kernel": (0, 2 * nK), "dilation": (2 * nK, 2 * nK + 2 * nD),
+                  "groups": (2 * nK + 2 * nD, lay.conv_width)}[field]
+        units = [(j, off["convs"] + n * lay.conv_width + lo, off["convs"] + n * lay.conv_width + hi)
+                 for j in range(len(first)) for n in range(4) if packed[first[j], off["pattern"] + n] > 0]
+    segs = [packed[first[u] if field != "read" else u, a:b].copy() for u, a, b in units]
+    for _ in range(50):
+        order = list(range(len(units)))
+        r.shuffle(order)
+        if any(not np.array_equal(segs[i], segs[o]) for i, o in enumerate(order)):
+            break
+    else:
+        return None
+    new = packed.copy()
+    for (u, a, b), o in zip(units, order, strict=True):
+        new[u if field == "read" else op_of == u, a:b] = segs[o]
+    out = dataclasses.replace(plan, packed=new)
+    return out.to(plan.packed.device) if isinstance(plan.packed, torch.Tensor) else out

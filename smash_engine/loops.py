@@ -20,7 +20,7 @@ from . import cpu_share, dist
 from .config import RunConfig
 from .data import DeviceData
 from .dist import SINGLE, World
-from .seeds import DATA, torch_gen
+from .seeds import CONTRAST, DATA, rng, torch_gen
 from .space import Architecture
 from .train import Final, Smash, cosine_lr, smash_arch, smash_step
 
@@ -69,17 +69,19 @@ def smash_steps(s: Smash, cfg: RunConfig, data: DeviceData, step: int = 0,
         for x, y in shards(data, t.batch_size, torch_gen(cfg.seed, DATA, epoch), world, start):
             lr = cosine_lr(t.lr, step, T)
             arch = smash_arch(cfg, step, T)
-            metrics, oom = _guarded_step(s, arch, x, y, lr)
+            contrast = (rng(cfg.seed, CONTRAST, step), t.contrast, t.contrast_margin) \
+                if t.contrast and step % t.contrast_every == 0 else None
+            metrics, oom = _guarded_step(s, arch, x, y, lr, contrast)
             step += 1
             yield SmashStep(step, epoch, lr, arch, metrics, oom, step % spe == 0)
 
 
-def _guarded_step(s: Smash, arch: Architecture, x: torch.Tensor, y: torch.Tensor,
-                  lr: float) -> tuple[torch.Tensor, bool]:
+def _guarded_step(s: Smash, arch: Architecture, x: torch.Tensor, y: torch.Tensor, lr: float,
+                  contrast=None) -> tuple[torch.Tensor, bool]:
     """An architecture too large for the device skips its step (as a non-finite one does) instead of
     ending the run: the next step draws another."""
     try:
-        return smash_step(s, arch, x, y, lr), False
+        return smash_step(s, arch, x, y, lr, contrast), False
     except torch.OutOfMemoryError:
         s.opt.zero_grad(set_to_none=True)
         torch.cuda.empty_cache()

@@ -24,6 +24,9 @@ BN_STATS = 7  # the images that re-estimate BatchNorm statistics (score_bn="reca
 VALIDATE = 8  # the fixed architectures of the per-epoch validation
 VERIFY = 9  # the verify phase (halving.py): networks' init (1 + 10,000 t for a rung's trial t), rung r's image
            # subset (1000 + r), its batch orders (2000 + 100 r + epoch + 1,000,000 t)
+LANDMARK = 10  # landmark training (landmarks.py), round k: step i's architecture and pairs (1e6 k + i), the
+               # batch order of its epoch e (1e6 k + 500,000 + e)
+CONTRAST = 11  # the field shuffled, and how, at SMASH step t's contrast (train.smash_step; index t)
 # the studies (smash_engine.studies) and transfer
 CORRUPT = 101  # which ops a corrupted encoding shuffles
 WALK = 102  # the random walk of the archgrad study

@@ -10,6 +10,7 @@ loops that call these steps are in `loops.py`.
 from __future__ import annotations
 
 import math
+import random
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -23,7 +24,7 @@ from .budget import Budget, draw_within
 from .config import RunConfig, TrainConfig
 from .data import DeviceData
 from .dist import SINGLE, World
-from .encoding import ArchPlan, encode
+from .encoding import FIELDS, ArchPlan, corrupt_plan, encode
 from .hypernet import make_hypernet
 from .network import FixedNet, SmashNet
 from .sampler import perturb, sample_architecture
@@ -106,11 +107,17 @@ def smash_arch(cfg: RunConfig, step: int, total: int) -> Architecture:
     return sample_architecture(cfg.space, rng(cfg.seed, ARCH, step), progress=step / max(total, 1))
 
 
-def smash_step(s: Smash, arch: Architecture, x: torch.Tensor, y: torch.Tensor, lr: float) -> torch.Tensor:
+def smash_step(s: Smash, arch: Architecture, x: torch.Tensor, y: torch.Tensor, lr: float,
+               contrast: tuple[random.Random, float, float] | None = None) -> torch.Tensor:
     """One training step on one architecture; returns (loss, error, skipped) as a device tensor of 3.
 
     A step whose gradients are not finite is skipped on the device (the optimizer sees `found_inf`, as
     with AMP's GradScaler), so one bad architecture cannot poison the weights and no step waits on the host.
+
+    `contrast` (draw, weight, margin): the shuffled-encoding contrast. The same network also runs with the
+    weights the HyperNet generates from a `c` with one field (drawn from `draw`) shuffled across ops, and the
+    step adds weight x max(0, margin - (loss with the shuffled c - loss with the true c)). Nothing else in SMASH's
+    loss pays for reading `c`: one average generated weight serves every architecture about as well.
     """
     s.hyper.train()
     s.net.train()
@@ -122,8 +129,16 @@ def smash_step(s: Smash, arch: Architecture, x: torch.Tensor, y: torch.Tensor, l
     with s.autocast():
         logits = s.model(x)
         loss = F.cross_entropy(logits.float(), y)
+    total = loss
+    if contrast is not None:
+        draw, weight, margin = contrast
+        wrong = corrupt_plan(plan, s.space, draw.choice(FIELDS), draw)
+        if wrong is not None:  # outside DDP's forward: one DDP forward per backward; the same parameters take part
+            with s.autocast():
+                shuffled = F.cross_entropy(inner.net(x, plan, *inner.hyper.generate(wrong)).float(), y)
+            total = loss + weight * F.relu(margin - (shuffled - loss))
     s.opt.zero_grad(set_to_none=True)
-    loss.backward()
+    total.backward()
     found_inf = torch.zeros((), device=s.device)
     grads = [p.grad for p in s.params() if p.grad is not None]
     torch._amp_foreach_non_finite_check_and_unscale_(grads, found_inf, torch.ones((), device=s.device))

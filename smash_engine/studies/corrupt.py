@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import dataclasses
-import random
-
 import numpy as np
-import torch
 
 from .. import store
-from ..encoding import ArchPlan, Layout, encode
+from ..encoding import ArchPlan, corrupt_plan, encode
 from ..errors import ConfigError
 from ..runs import RunContext, arch_of, load_smash
 from ..seeds import CORRUPT, rng
@@ -18,40 +14,6 @@ from .stats import num
 
 
 # -- 3. corrupted encoding --------------------------------------------------------------------------
-def corrupt_plan(plan: ArchPlan, space, field: str, r: random.Random) -> ArchPlan | None:
-    """`plan` with one field of c shuffled (across ops; `read` across columns); None if no shuffle changes c.
-
-    Only `packed` (hence c) changes: `plan.arch` and the op tables, so the network run, stay the true ones."""
-    packed = np.asarray(plan.packed if isinstance(plan.packed, np.ndarray) else plan.packed.cpu().numpy())
-    lay, off = Layout(space), Layout(space).offsets()
-    op_of = packed[:, -1].astype(np.int64)
-    first = (np.asarray(plan.op_start) // plan.slice_channels).astype(np.int64)
-    if field == "read":
-        units = [(col, off["read"], off["read"] + space.max_banks) for col in range(len(packed))]
-    elif field in ("out", "write"):
-        size = space.k if field == "out" else space.max_banks
-        units = [(j, off[field], off[field] + size) for j in range(len(first))]
-    else:
-        nK, nD = len(space.kernels), lay.n_dil
-        lo, hi = {"kernel": (0, 2 * nK), "dilation": (2 * nK, 2 * nK + 2 * nD),
-                  "groups": (2 * nK + 2 * nD, lay.conv_width)}[field]
-        units = [(j, off["convs"] + n * lay.conv_width + lo, off["convs"] + n * lay.conv_width + hi)
-                 for j in range(len(first)) for n in range(4) if packed[first[j], off["pattern"] + n] > 0]
-    segs = [packed[first[u] if field != "read" else u, a:b].copy() for u, a, b in units]
-    for _ in range(50):
-        order = list(range(len(units)))
-        r.shuffle(order)
-        if any(not np.array_equal(segs[i], segs[o]) for i, o in enumerate(order)):
-            break
-    else:
-        return None
-    new = packed.copy()
-    for (u, a, b), o in zip(units, order, strict=True):
-        new[u if field == "read" else op_of == u, a:b] = segs[o]
-    out = dataclasses.replace(plan, packed=new)
-    return out.to(plan.packed.device) if isinstance(plan.packed, torch.Tensor) else out
-
-
 def variant_plan(plan: ArchPlan, space, variant: str, seed: int, trial: int) -> ArchPlan | None:
     """The plan scored as `variant` of trial `trial`: the true one, or with that field of c shuffled by the
     seed `study corrupt` derives for it (None if no shuffle changes c); shared with the benchmark's panel run."""
