@@ -75,7 +75,11 @@ def landmark_config(a: argparse.Namespace, weight: float):
 
 
 def arm_key(a: argparse.Namespace, name: str, weight: float) -> str:
+    from smash_engine.landmarks import LandmarkConfig
+
     c = landmark_config(a, weight)
+    if not weight:  # without the ranking loss, margin and pairs change nothing: one control serves every setting
+        c = dataclasses.replace(c, margin=LandmarkConfig().margin, pairs=LandmarkConfig().pairs)
     return (f"e{a.epochs}|s{a.seed}|{name}|w{c.weight:g}|m{c.margin:g}|p{c.pairs}|lr{c.lr_scale:g}|"
             f"steps{c.steps}")
 
@@ -116,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         return table(a.out)
     import torch
 
-    from smash_engine.landmarks import Landmark, landmark_steps, summary
+    from smash_engine.landmarks import Landmark, LandmarkConfig, landmark_steps, summary
     from smash_engine.train import bn_calibration, smash_score
 
     torch.set_num_threads(a.threads)
@@ -212,11 +216,23 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {name} w{w:g}: unseen n={u['n']} tau(error) {f(e['tau_before'])} -> {f(e['tau_after'])}, "
                   f"tau(loss) {f(lo['tau_before'])} -> {f(lo['tau_after'])}, given FLOPs "
                   f"{f(e['given_flops_before']['tau'])} -> {f(e['given_flops_after']['tau'])}", flush=True)
+    # the measurement itself: the landmark arm against the control arm of the same set, on the same unseen ones
+    from smash_engine.studies import tau_difference
+
+    for r in results:
+        ctrl = next((c for c in results if c["set"] == r["set"] and c["weight"] == 0 and c is not r), None)
+        if r["weight"] and ctrl is not None:
+            ids = [i for i in r["unseen"] if i in true_of]
+            r["minus_control"] = tau_difference([r["smash_errors_after"][i] for i in ids],
+                                                [ctrl["smash_errors_after"][i] for i in ids], [true_of[i] for i in ids])
     doc = dict(epochs=a.epochs, seed=a.seed, panel="smoke" if a.smoke else str(a.panel.relative_to(ROOT)),
                rung_images=RUNG_IMAGES, landmark=dataclasses.asdict(landmark_config(a, a.weight)),
                smash_errors=before["error"], smash_losses=before["loss"], runs=results,
                machine=common.machine("cpu"))
-    path = common.save_result(doc, f"landmark-e{a.epochs}-s{a.seed}.json", a.out)
+    # the default settings' file is the cell's; other settings write beside it, named by what differs
+    d, c = dataclasses.asdict(LandmarkConfig()), dataclasses.asdict(landmark_config(a, a.weight))
+    tag = "".join(f"-{k.replace('_', '')}{v:g}" for k, v in c.items() if v != d[k] and k != "min_gap")
+    path = common.save_result(doc, f"landmark-e{a.epochs}-s{a.seed}{tag}.json", a.out)
     print(f"wrote {path}")
     return 0
 
@@ -227,9 +243,10 @@ def f(v: float | None, spec: str = "+.2f") -> str:
 
 def table(out: Path) -> int:
     print("cell    set    weight  n  tau(err) before -> after [after - before, 95%]  tau(loss) b -> a  "
-          "given FLOPs b -> a")
+          "given FLOPs b -> a   minus control [95%]")
     for path in sorted(out.glob("landmark-e*-s*.json")):
         d = json.loads(path.read_text())
+        print(f"{path.name}: {d['landmark']}")
         for r in d["runs"]:
             u = r["unseen_stats"]
             e, lo = u["error"], u["loss"]
@@ -237,7 +254,9 @@ def table(out: Path) -> int:
             print(f"e{d['epochs']}-s{d['seed']}  {r['set']:6} {r['weight']:5g} {u['n']:3}  "
                   f"{f(e['tau_before'])} -> {f(e['tau_after'])} [{f(dif['diff'])} {f(dif['lo'])},{f(dif['hi'])}]  "
                   f"{f(lo['tau_before'])} -> {f(lo['tau_after'])}  "
-                  f"{f(e['given_flops_before']['tau'])} -> {f(e['given_flops_after']['tau'])}")
+                  f"{f(e['given_flops_before']['tau'])} -> {f(e['given_flops_after']['tau'])}   " + (
+                      f"{f(r['minus_control']['diff'])} [{f(r['minus_control']['lo'])}, "
+                      f"{f(r['minus_control']['hi'])}]" if r.get("minus_control") else ""))
     return 0
 
 
