@@ -97,7 +97,7 @@ def test_landmark_benchmark_smoke_judges_only_unseen_architectures_and_resumes(t
            "--out", str(tmp_path)]
     first = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert first.returncode == 0, first.stderr
-    doc = json.loads((tmp_path / "landmark-e3-s0.json").read_text())
+    doc = json.loads((tmp_path / "landmark-e3-s0-steps3.json").read_text())  # named by what differs from the default
     ids = list(doc["smash_errors"])
     assert len(doc["runs"]) == 6 and {(r["set"], r["weight"]) for r in doc["runs"]} == {
         (s, w) for s in ("top16", "fold0", "fold1") for w in (1.0, 0.0)}
