@@ -38,6 +38,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import common  # noqa: E402  (benchmarks/ is not a package)
+import pick_quality  # noqa: E402
 import search_quality  # noqa: E402
 import truth_panel  # noqa: E402
 
@@ -155,13 +156,9 @@ def main(argv: list[str] | None = None) -> int:
     trained = copy.deepcopy(s.state_dict())  # every arm starts from SMASH as trained (Adam's moments too)
     t = cfg.train
     calib = bn_calibration(cfg, train)
-    cache_path = panel / "landmarks" / "scores.jsonl"
-    cache = {}
-    if cache_path.exists():
-        for line in cache_path.read_text().splitlines():
-            if line.strip():
-                r = json.loads(line)
-                cache[r["key"]] = r
+    (panel / "landmarks").mkdir(parents=True, exist_ok=True)
+    scores_cache = pick_quality.Cache(panel / "landmarks" / "scores.jsonl")
+    cache = scores_cache.rows
 
     def score_all() -> dict[str, dict[str, float]]:
         out: dict[str, dict[str, float]] = {"error": {}, "loss": {}}
@@ -171,11 +168,7 @@ def main(argv: list[str] | None = None) -> int:
         return out
 
     def remember(key: str, row: dict) -> None:
-        cache_path.parent.mkdir(parents=True, exist_ok=True)
-        row = dict(key=key, **row, at=time.strftime("%Y-%m-%dT%H:%M:%S"))
-        with open(cache_path, "a") as fh:
-            fh.write(json.dumps(row) + "\n")
-        cache[key] = row
+        scores_cache.add(dict(key=key, **row, at=time.strftime("%Y-%m-%dT%H:%M:%S")))
 
     key0 = f"e{a.epochs}|s{a.seed}|before"
     if key0 not in cache:

@@ -24,7 +24,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 
 from . import dist
@@ -61,10 +60,6 @@ def usable_pairs(marks: list[Landmark], min_gap: float) -> list[tuple[int, int]]
             if marks[j].loss - marks[i].loss >= min_gap and marks[j].loss > marks[i].loss]
 
 
-def _inner(s: Smash) -> nn.Module:
-    return s.model.module if isinstance(s.model, nn.parallel.DistributedDataParallel) else s.model
-
-
 def landmark_step(s: Smash, arch: Architecture, pairs: list[tuple[Architecture, Architecture]], x: torch.Tensor,
                   y: torch.Tensor, lr: float, cfg: LandmarkConfig, world: World = SINGLE) -> torch.Tensor:
     """One step: cross-entropy of `arch` + weight x the mean hinge over `pairs` (better, worse) on this batch.
@@ -74,7 +69,7 @@ def landmark_step(s: Smash, arch: Architecture, pairs: list[tuple[Architecture, 
     are averaged over ranks by hand; every rank draws the same architecture and pairs."""
     s.hyper.train()
     s.net.train()
-    model = _inner(s)
+    model = s.inner()
     for group in s.opt.param_groups:
         group["lr"] = lr
 
@@ -92,17 +87,7 @@ def landmark_step(s: Smash, arch: Architecture, pairs: list[tuple[Architecture, 
         wrong = wrong + (gap < 0).float()
     n = max(len(pairs), 1)
     total = loss + cfg.weight * rank / n
-    s.opt.zero_grad(set_to_none=True)
-    total.backward()
-    grads = [p.grad for p in s.params() if p.grad is not None]
-    if world.active:
-        for g in grads:
-            torch.distributed.all_reduce(g)
-            g.div_(world.size)
-    found_inf = torch.zeros((), device=s.device)
-    torch._amp_foreach_non_finite_check_and_unscale_(grads, found_inf, torch.ones((), device=s.device))
-    s.opt.found_inf, s.opt.grad_scale = found_inf, None
-    s.opt.step()
+    found_inf = s.update(total, average_over=world)
     return torch.stack([loss.detach(), rank.detach() / n, wrong / n, found_inf])
 
 

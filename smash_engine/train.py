@@ -96,6 +96,29 @@ class Smash:
     def plan(self, arch: Architecture) -> ArchPlan:
         return encode(arch, self.space).to(self.device)
 
+    def inner(self) -> SmashModel:
+        """The SmashModel itself, outside DDP's wrapper (where its `plan` is set)."""
+        model = self.model.module if isinstance(self.model, nn.parallel.DistributedDataParallel) else self.model
+        assert isinstance(model, SmashModel)
+        return model
+
+    def update(self, total: torch.Tensor, average_over: World | None = None) -> torch.Tensor:
+        """Backpropagate `total` and take the optimizer step, skipped on the device when a gradient is not finite
+        (the optimizer sees `found_inf`, as with AMP's GradScaler); returns found_inf. `average_over`: average the
+        gradients over its ranks by hand first, for passes run outside DDP's forward."""
+        self.opt.zero_grad(set_to_none=True)
+        total.backward()
+        grads = [p.grad for p in self.params() if p.grad is not None]
+        if average_over is not None and average_over.active:
+            for g in grads:
+                torch.distributed.all_reduce(g)
+                g.div_(average_over.size)
+        found_inf = torch.zeros((), device=self.device)
+        torch._amp_foreach_non_finite_check_and_unscale_(grads, found_inf, torch.ones((), device=self.device))
+        self.opt.found_inf, self.opt.grad_scale = found_inf, None
+        self.opt.step()
+        return found_inf
+
     def autocast(self):
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda")
 
@@ -124,7 +147,7 @@ def smash_step(s: Smash, arch: Architecture, x: torch.Tensor, y: torch.Tensor, l
     plan = s.plan(arch)
     for group in s.opt.param_groups:
         group["lr"] = lr
-    inner = s.model.module if isinstance(s.model, nn.parallel.DistributedDataParallel) else s.model
+    inner = s.inner()
     inner.plan = plan
     with s.autocast():
         logits = s.model(x)
@@ -137,13 +160,7 @@ def smash_step(s: Smash, arch: Architecture, x: torch.Tensor, y: torch.Tensor, l
             with s.autocast():
                 shuffled = F.cross_entropy(inner.net(x, plan, *inner.hyper.generate(wrong)).float(), y)
             total = loss + weight * F.relu(margin - (shuffled - loss))
-    s.opt.zero_grad(set_to_none=True)
-    total.backward()
-    found_inf = torch.zeros((), device=s.device)
-    grads = [p.grad for p in s.params() if p.grad is not None]
-    torch._amp_foreach_non_finite_check_and_unscale_(grads, found_inf, torch.ones((), device=s.device))
-    s.opt.found_inf, s.opt.grad_scale = found_inf, None
-    s.opt.step()
+    found_inf = s.update(total)
     return torch.stack([loss.detach(), (logits.argmax(1) != y).float().mean(), found_inf])
 
 
