@@ -50,10 +50,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     from smash_engine.landmarks import LandmarkConfig
 
     d = LandmarkConfig()
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--epochs", type=int, default=3)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--panel", type=Path, default=truth_panel.PANEL_DIR)
+    ap = cell_parser(__doc__)
     ap.add_argument("--sets", default=",".join(SETS))
     ap.add_argument("--steps", type=int, default=d.steps)
     ap.add_argument("--weight", type=float, default=d.weight)
@@ -61,12 +58,21 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--pairs", type=int, default=d.pairs)
     ap.add_argument("--lr-scale", type=float, default=d.lr_scale)
     ap.add_argument("--no-control", action="store_true", help="skip the weight-0 arm")
+    return ap.parse_args(argv)
+
+
+def cell_parser(doc: str | None) -> argparse.ArgumentParser:
+    """The options of a cell on the panel (`load_cell`), for this script and the ones that build on it."""
+    ap = argparse.ArgumentParser(description=(doc or "").split("\n")[0])
+    ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--panel", type=Path, default=truth_panel.PANEL_DIR)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--work", type=Path, default=ROOT / "runs" / "quality")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     ap.add_argument("--table", action="store_true")
     ap.add_argument("--smoke", action="store_true")
-    return ap.parse_args(argv)
+    return ap
 
 
 def landmark_config(a: argparse.Namespace, weight: float):
@@ -115,14 +121,53 @@ def judge(unseen: list[str], before: dict, after: dict, true_of: dict, flops: di
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
-    a = parse(argv)
-    if a.table:
-        return table(a.out)
+@dataclasses.dataclass
+class Cell:
+    """One (epochs, seed) cell on the panel: SMASH as trained, its data, the truth, and the scores cache that
+    every stretch of further SMASH training (landmarks, the few-shot split) writes its panel scores to."""
+    a: argparse.Namespace
+    archs: list
+    cfg: object
+    train: object
+    val: object
+    s: object
+    calib: object
+    real: dict  # the landmarks' labels: each panel architecture's held-out loss after the default's first rung
+    true_of: dict
+    flops: dict
+    cache: pick_quality.Cache
+
+    def remember(self, key: str, row: dict) -> None:
+        self.cache.add(dict(key=key, **row, at=time.strftime("%Y-%m-%dT%H:%M:%S")))
+
+    def score(self, archs: list | None = None) -> dict[str, dict[str, float]]:
+        """SMASH error and loss of `archs` (default: the panel) with the weights `s` holds now."""
+        from smash_engine.train import smash_score
+
+        t = self.cfg.train
+        out: dict[str, dict[str, float]] = {"error": {}, "loss": {}}
+        for arch in self.archs if archs is None else archs:
+            e, loss = smash_score(self.s, arch, self.val, t.score_batch, t.score_bn, self.calib)
+            out["error"][arch.id], out["loss"][arch.id] = e, loss
+        return out
+
+    def before(self) -> dict[str, dict[str, float]]:
+        """The panel's scores by SMASH as trained (cached)."""
+        key = f"e{self.a.epochs}|s{self.a.seed}|before"
+        if key not in self.cache.rows:
+            t0 = time.perf_counter()
+            self.remember(key, dict(scores=self.score(), seconds=round(time.perf_counter() - t0, 1)))
+            print(f"scored the panel before any further training ({self.cache.rows[key]['seconds']:.0f} s)",
+                  flush=True)
+        return self.cache.rows[key]["scores"]
+
+
+def load_cell(a: argparse.Namespace) -> Cell:
+    """The cell of `a.epochs`, `a.seed` (`--smoke`: digits, tiny, made-up labels); trains SMASH if its
+    checkpoint (`a.work`, shared with search_quality.py) is not there yet."""
     import torch
 
-    from smash_engine.landmarks import Landmark, LandmarkConfig, landmark_steps, summary
-    from smash_engine.train import bn_calibration, smash_score
+    from smash_engine.train import bn_calibration
 
     torch.set_num_threads(a.threads)
     if a.smoke:
@@ -148,34 +193,25 @@ def main(argv: list[str] | None = None) -> int:
         x.id: float(k) for k, x in enumerate(archs)}
     train, val = search_quality.data(recipe["dataset"], recipe["val_size"], recipe["split_seed"], None, a.seed)
     variant = f"e{a.epochs}-default" + (f"-s{a.seed}" if a.seed else "")
-    ckpt = a.work / f"{variant}.pt"
     got: dict = {}
-    search_quality.smash_epochs(cfg, train, ckpt, [a.epochs], lambda s, e: got.update(s=s),
+    search_quality.smash_epochs(cfg, train, a.work / f"{variant}.pt", [a.epochs], lambda s, e: got.update(s=s),
                                 report=lambda line: print(line, flush=True))
-    s = got["s"]
-    trained = copy.deepcopy(s.state_dict())  # every arm starts from SMASH as trained (Adam's moments too)
-    t = cfg.train
-    calib = bn_calibration(cfg, train)
     (panel / "landmarks").mkdir(parents=True, exist_ok=True)
-    scores_cache = pick_quality.Cache(panel / "landmarks" / "scores.jsonl")
-    cache = scores_cache.rows
+    return Cell(a, archs, cfg, train, val, got["s"], bn_calibration(cfg, train), real, true_of, flops,
+                pick_quality.Cache(panel / "landmarks" / "scores.jsonl"))
 
-    def score_all() -> dict[str, dict[str, float]]:
-        out: dict[str, dict[str, float]] = {"error": {}, "loss": {}}
-        for arch in archs:
-            e, loss = smash_score(s, arch, val, t.score_batch, t.score_bn, calib)
-            out["error"][arch.id], out["loss"][arch.id] = e, loss
-        return out
 
-    def remember(key: str, row: dict) -> None:
-        scores_cache.add(dict(key=key, **row, at=time.strftime("%Y-%m-%dT%H:%M:%S")))
+def main(argv: list[str] | None = None) -> int:
+    a = parse(argv)
+    if a.table:
+        return table(a.out)
+    from smash_engine.landmarks import Landmark, LandmarkConfig, landmark_steps, summary
 
-    key0 = f"e{a.epochs}|s{a.seed}|before"
-    if key0 not in cache:
-        t0 = time.perf_counter()
-        remember(key0, dict(scores=score_all(), seconds=round(time.perf_counter() - t0, 1)))
-        print(f"scored the panel before landmarks ({cache[key0]['seconds']:.0f} s)", flush=True)
-    before = cache[key0]["scores"]
+    c = load_cell(a)
+    archs, s, cfg, train, real, true_of, flops = c.archs, c.s, c.cfg, c.train, c.real, c.true_of, c.flops
+    cache, remember = c.cache.rows, c.remember
+    trained = copy.deepcopy(s.state_dict())  # every arm starts from SMASH as trained (Adam's moments too)
+    before = c.before()
     ids = [x.id for x in archs]
     groups = sets(ids, before["error"])
     by_id = {x.id: x for x in archs}
@@ -192,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
                 ms = [m for _, m in landmark_steps(s, cfg, train, marks, landmark_config(a, w))]
                 t_train = time.perf_counter() - t0
                 stretch = summary(ms)
-                remember(key, dict(scores=score_all(), stretch=stretch, train_seconds=round(t_train, 1),
+                remember(key, dict(scores=c.score(), stretch=stretch, train_seconds=round(t_train, 1),
                                    seconds=round(time.perf_counter() - t0, 1)))
                 print(f"{key}: ranking loss {stretch['rank_loss']:.4f}, pairs out of order "
                       f"{stretch['out_of_order']:.2f} ({t_train:.0f} s training)", flush=True)

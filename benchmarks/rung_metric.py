@@ -63,31 +63,14 @@ def train_one(arch, t, train, select, rung, seed: int, evals: int) -> dict:
     at = {steps // 2 + round(k * (steps - steps // 2) / evals) for k in range(1, evals + 1)}
     losses: list[float] = []
     late: list[float] = []
-    holder: dict = {}
 
-    def after_step() -> None:
-        n = holder["n"] = holder.get("n", 0) + 1
-        if n in at and n < steps:  # the last one is the final evaluation below
-            late.append(holder["f"].evaluate(select, t.score_batch)[1])
-
-    # every step's loss, without a hook in the engine's training loop for a benchmark's sake: Final.step is
-    # wrapped for the length of this one training (one thread, nothing else trains in this process)
-    from smash_engine.train import Final
-
-    step = Final.step
-
-    def recording_step(self, x, y, lr):
-        out = step(self, x, y, lr)
-        holder["f"] = self
-        losses.append(float(out[0]))
-        return out
+    def on_step(f, m) -> None:
+        losses.append(float(m[0]))
+        if len(losses) in at and len(losses) < steps:  # the last one is the final evaluation below
+            late.append(f.evaluate(select, t.score_batch)[1])
 
     t0 = time.perf_counter()
-    Final.step = recording_step
-    try:
-        f = halving.train_rung(arch, t, train, rung, seed, torch.device("cpu"), after_step=after_step)
-    finally:
-        Final.step = step
+    f = halving.train_rung(arch, t, train, rung, seed, torch.device("cpu"), on_step=on_step)
     err, loss = f.evaluate(select, t.score_batch)
     late.append(loss)
     half = losses[len(losses) // 2:]

@@ -135,7 +135,8 @@ def order(rows: list[dict], by: str = "loss") -> list[str]:
 
 def train_rung(arch: Architecture, t: TrainConfig, train: DeviceData, rung: Rung, seed: int, device: Any,
                world: Any = None, after_step: Callable[[], None] | None = None, trial: int = 0,
-               on_epoch: Callable[[Any], None] | None = None) -> Final:
+               on_epoch: Callable[[Any], None] | None = None,
+               on_step: Callable[[Final, Any], None] | None = None) -> Final:
     """One candidate's training at `rung`: the run's final-training recipe (SGD Nesterov, cosine from
     `final_lr`) over the rung's seeded subset of `train`. Every draw is a function of (seed, rung, trial): the
     same images, init and batch order for every candidate of a rung (`seeds.VERIFY`); trial t of `rung.seeds`
@@ -151,5 +152,5 @@ def train_rung(arch: Architecture, t: TrainConfig, train: DeviceData, rung: Rung
     f = Final.create(arch, t, rng(seed, VERIFY, 1 + 10_000 * trial).getrandbits(31), device, world)
     fit(f, data, epochs, min(t.final_batch, len(data)), t.final_lr,
         lambda epoch: torch_gen(seed, VERIFY, 2000 + 100 * rung.index + epoch + 1_000_000 * trial), world=world,
-        after_step=after_step, on_epoch=on_epoch)
+        after_step=after_step, on_epoch=on_epoch, on_step=on_step)
     return f

@@ -20,7 +20,7 @@ the one that never stopped.
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -35,6 +35,9 @@ from .sampler import sample_architecture
 from .seeds import LANDMARK, rng, torch_gen
 from .space import Architecture
 from .train import Smash, cosine_lr
+
+# draws before a part of the space is taken to be (nearly) empty
+MAX_REDRAWS = 1000
 
 
 @dataclass(frozen=True)
@@ -92,10 +95,13 @@ def landmark_step(s: Smash, arch: Architecture, pairs: list[tuple[Architecture, 
 
 
 def landmark_steps(s: Smash, run: RunConfig, data: DeviceData, marks: list[Landmark], cfg: LandmarkConfig,
-                   round_: int = 0, step: int = 0, world: World = SINGLE) -> Iterator[tuple[int, torch.Tensor]]:
+                   round_: int = 0, step: int = 0, world: World = SINGLE,
+                   accept: Callable[[Architecture], bool] | None = None) -> Iterator[tuple[int, torch.Tensor]]:
     """A stretch of `cfg.steps` landmark steps from `step` (resumable), as (steps done, metrics) per step.
     With fewer than two landmarks of distinct enough losses, it is plain SMASH training at the stretch's
-    learning rate (the control arm of a measurement sets weight 0 for the same)."""
+    learning rate (the control arm of a measurement sets weight 0 for the same). `accept` limits the steps to
+    a part of the space: each step's architecture is drawn again from the same derived draw until accepted
+    (the few-shot split's fine-tuning, fewshot.py)."""
     pairs = usable_pairs(marks, cfg.min_gap)
     lr0 = cfg.lr_scale * run.train.lr
     spe = data.num_batches(run.train.batch_size * world.size)
@@ -108,6 +114,13 @@ def landmark_steps(s: Smash, run: RunConfig, data: DeviceData, marks: list[Landm
                 return
             draw = rng(run.seed, LANDMARK, base + step)
             arch = sample_architecture(run.space, draw, progress=1.0)
+            for _ in range(MAX_REDRAWS):
+                if accept is None or accept(arch):
+                    break
+                arch = sample_architecture(run.space, draw, progress=1.0)
+            else:
+                raise ValueError(f"no architecture of the part drawn in {MAX_REDRAWS} tries; split on a field "
+                                 "whose parts each hold a fair share of the space")
             chosen = _draw_pairs(pairs, cfg.pairs if cfg.weight else 0, draw)
             m = landmark_step(s, arch, [(marks[i].arch, marks[j].arch) for i, j in chosen], x, y,
                               cosine_lr(lr0, step, cfg.steps), cfg, world)

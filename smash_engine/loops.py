@@ -103,10 +103,13 @@ class EpochEnd:
 
 def fit(f: Final, data: DeviceData, epochs: int, batch: int, lr: float, gen: Callable[[int], torch.Generator],
         start: int = 0, world: World = SINGLE, after_step: Callable[[], None] | None = None,
-        on_epoch: Callable[[EpochEnd], None] | None = None) -> EpochEnd | None:
+        on_epoch: Callable[[EpochEnd], None] | None = None,
+        on_step: Callable[[Final, torch.Tensor], None] | None = None) -> EpochEnd | None:
     """Train `f` for epochs `start`..`epochs - 1` on `data` (SGD as `Final` sets it up, cosine LR per step
     from `lr` over all `epochs`), epoch e's batches drawn from `gen(e)`. `after_step` runs after each step
-    (the engine answers commands there), `on_epoch` after each epoch (evaluation, records, checkpoints).
+    (the engine answers commands there), `on_epoch` after each epoch (evaluation, records, checkpoints),
+    `on_step(f, metrics)` after each step with its (loss, error) (a benchmark's per-step record; reading it
+    waits on the device).
     Returns the last epoch's figures (None when there was nothing left to train)."""
     spe = data.num_batches(batch * world.size)
     total, last = epochs * spe, None
@@ -115,6 +118,8 @@ def fit(f: Final, data: DeviceData, epochs: int, batch: int, lr: float, gen: Cal
         for b, (x, y) in enumerate(shards(data, batch, gen(epoch), world)):
             step_lr = cosine_lr(lr, epoch * spe + b, total)
             sums.append(f.step(x, y, step_lr))
+            if on_step is not None:
+                on_step(f, sums[-1])
             if after_step is not None:
                 after_step()
         loss, err = dist.mean(world, torch.stack(sums).mean(0)).tolist()
