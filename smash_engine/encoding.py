@@ -309,7 +309,8 @@ def corrupt_plan(plan: ArchPlan, space, field: str, r: random.Random) -> ArchPla
 
     Only `packed` (hence c) changes: `plan.arch` and the op tables, so the network run, stay the true ones."""
     packed = np.asarray(plan.packed if isinstance(plan.packed, np.ndarray) else plan.packed.cpu().numpy())
-    lay, off = Layout(space), Layout(space).offsets()
+    lay = Layout(space)
+    off = lay.offsets()
     op_of = packed[:, -1].astype(np.int64)
     first = (np.asarray(plan.op_start) // plan.slice_channels).astype(np.int64)
     if field == "read":
