@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import dataclasses
 import datetime
 import importlib.util
 import json
@@ -53,7 +54,7 @@ from smash_engine.data import DeviceData, dataset_info  # noqa: E402
 from smash_engine.encoding import encode  # noqa: E402
 from smash_engine.sampler import sample_architecture  # noqa: E402
 from smash_engine.seeds import ARCH, RANK, rng  # noqa: E402
-from smash_engine.train import Smash, smash_score, smash_step  # noqa: E402
+from smash_engine.train import Smash, sandwich_archs, smash_score, smash_step  # noqa: E402
 
 # The authors' code on one H200 (shared/reference/anchors.md, section 1), and the static WRN-40-4 on the
 # same GPU and run, in images/s; scores in architectures/s on 5,000 images.
@@ -99,14 +100,18 @@ def arch_at(cfg, t: int, progress: float):
 
 # -- training throughput ---------------------------------------------------------------------------
 def bench_train(s: Smash, cfg, data: DeviceData, batch: int, space: str, steps: int, warmup: int,
-                windows: int = 1) -> dict:
+                windows: int = 1, sandwich: int = 0) -> dict:
     """Images/s over `windows` consecutive spans of `steps` steps; the headline is the last span.
 
     Each window also says how many of its convolutions had a configuration (shapes, kernel, dilation,
     groups) this process had not run before: cuDNN and oneDNN build a plan or primitive for each new one,
     so the first hundreds of steps of a run are slower than its steady state.
+
+    `sandwich` K: each step also trains the largest and smallest of K more draws (`TrainConfig.sandwich`).
     """
     progress = SPACES[space]
+    if sandwich:
+        cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, sandwich=sandwich))
     it = endless_batches(data, batch, cfg.seed)
     for t in range(warmup):
         arch = arch_at(cfg, 10**6 + t, progress)
@@ -116,7 +121,7 @@ def bench_train(s: Smash, cfg, data: DeviceData, batch: int, space: str, steps: 
     last = spans[-1]
     gflop = mean_fwd_gflop(cfg, progress, steps)
     tflops = 3 * gflop * last["images_per_s"] / 1e3  # training ~ 3x the forward FLOPs; HyperNet left out
-    return {"space": space, "batch": batch, "steps": steps, "warmup": warmup, **last,
+    return {"space": space, "batch": batch, "steps": steps, "warmup": warmup, "sandwich": sandwich, **last,
             "fwd_gflop_per_image": round(gflop, 3), "train_tflops_est": round(tflops, 3),
             "windows": spans if windows > 1 else None}
 
@@ -127,7 +132,7 @@ def _train_window(s: Smash, cfg, it, batch: int, progress: float, ts: range) -> 
     sync(s.device)
     t0, c0 = time.perf_counter(), time.process_time()
     for t, (x, y) in zip(ts, xs, strict=True):
-        metrics.append(smash_step(s, arch_at(cfg, t, progress), x, y, 1e-3))
+        metrics.append(smash_step(s, arch_at(cfg, t, progress), x, y, 1e-3, also=sandwich_archs(cfg, t, progress)))
     sync(s.device)
     dt, cpu = time.perf_counter() - t0, time.process_time() - c0
     new = [new_conv_configs(arch_at(cfg, t, progress), batch) for t in ts]
@@ -449,8 +454,14 @@ def ratios(res: dict, dev: torch.device) -> dict:
     """SMASH / static (same run), and, on CUDA, against the original code on the H200."""
     out: dict = {}
     static = {(r["batch"], r["mode"]): r["images_per_s"] for r in res.get("static", [])}
+    plain = {(r["space"], r["batch"]): r["ms_per_step"] for r in res["train"] if not r.get("sandwich")}
     for r in res["train"]:
         key = f"{r['space']}_b{r['batch']}"
+        if r.get("sandwich"):  # a step's cost with the sandwich rule against a plain step, same run
+            if (r["space"], r["batch"]) in plain:
+                base = plain[(r["space"], r["batch"])]
+                out[f"sandwich{r['sandwich']}_step_cost_{key}"] = round(r["ms_per_step"] / base, 3)
+            continue
         for mode in ("fp32", "bf16_cl"):
             if (r["batch"], mode) in static:
                 out[f"smash_over_static_{mode}_{key}"] = round(r["images_per_s"] / static[(r["batch"], mode)], 4)
@@ -508,6 +519,8 @@ def parse() -> argparse.Namespace:
     ap.add_argument("--steps", type=int, default=50)
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--windows", type=int, default=1, help="consecutive timed spans of --steps (warming curve)")
+    ap.add_argument("--sandwich", type=int, default=0,
+                    help="also time steps with the sandwich rule over K more draws (TrainConfig.sandwich)")
     ap.add_argument("--full-space", action="store_true", help="only the end-of-training space (progress 1)")
     ap.add_argument("--start-space", action="store_true", help="only the start-of-training space (progress 0)")
     ap.add_argument("--score-archs", type=int, default=0, help="architectures timed per eval batch (0: skip)")
@@ -566,6 +579,9 @@ def main() -> None:
         for sp in spaces:
             res["train"].append(bench_train(s, cfg, data, b, sp, a.steps, a.warmup, a.windows))
             save(res["train"][-1])
+            if a.sandwich:
+                res["train"].append(bench_train(s, cfg, data, b, sp, a.steps, a.warmup, a.windows, a.sandwich))
+                save(res["train"][-1])
             if a.breakdown:
                 res["breakdown"].append(bench_breakdown(s, cfg, data, b, sp, a.breakdown, min(a.warmup, 2)))
                 save(res["breakdown"][-1])

@@ -55,6 +55,10 @@ class TrainConfig:
     contrast: float = 0.0
     contrast_margin: float = 0.1
     contrast_every: int = 2
+    # the sandwich rule (train.sandwich_archs; 0 = off): each SMASH step also trains, on the same batch, the largest
+    # and the smallest by FLOPs of `sandwich` more draws (slimmable networks, once-for-all), so the extremes of the
+    # space are seen every step; costs about three forward and backward passes a step
+    sandwich: int = 0
     log_every: int = 10  # steps per row of the training curve (mean over the window)
     max_failures: int = 20  # consecutive failing steps or scores before the run stops
     # a budget on every architecture the search scores (budget.py; 0 = none): parameters, and forward MFLOPs per
@@ -119,7 +123,8 @@ MAX_OPTION = 10**9
 MAX_SEED = 2**32 - 1
 
 # options where 0 means "none" (no final training, no verify phase, no added candidates, no budget)
-ZERO_MEANS_NONE = ("final_top", "verify_top", "verify_add_top", "max_params", "max_mflops", "contrast")
+ZERO_MEANS_NONE = ("final_top", "verify_top", "verify_add_top", "max_params", "max_mflops", "contrast",
+                   "sandwich")
 
 
 def make_config(preset: str = "quick", dataset: str | None = None, seed: int = 0, device: str = "auto",
@@ -163,6 +168,9 @@ def make_config(preset: str = "quick", dataset: str | None = None, seed: int = 0
         raise ConfigError(f"unknown --verify-add {train.verify_add!r}; choose flops or naswot (or leave it out)")
     if not train.contrast_margin > 0:
         raise ConfigError(f"--contrast-margin must be positive, got {train.contrast_margin:g}")
+    if train.sandwich == 1:
+        raise ConfigError("--sandwich is how many more architectures each step draws to take the largest and the "
+                          "smallest of; use 2 or more, or 0 for off")
     if train.score_bn not in ("shared", "recal", "batch"):
         raise ConfigError(f"unknown --score-bn {train.score_bn!r}; choose shared, recal or batch")
     if device not in ("auto", "cpu", "cuda") and not device.startswith("cuda:"):

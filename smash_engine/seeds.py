@@ -27,6 +27,7 @@ VERIFY = 9  # the verify phase (halving.py): networks' init (1 + 10,000 t for a 
 LANDMARK = 10  # landmark training (landmarks.py), round k: step i's architecture and pairs (1e6 k + i), the
                # batch order of its epoch e (1e6 k + 500,000 + e)
 CONTRAST = 11  # the field shuffled, and how, at SMASH step t's contrast (train.smash_step; index t)
+SANDWICH = 12  # the further draws of SMASH step t's sandwich (train.sandwich_archs; index t)
 # the studies (smash_engine.studies) and transfer
 CORRUPT = 101  # which ops a corrupted encoding shuffles
 WALK = 102  # the random walk of the archgrad study

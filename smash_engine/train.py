@@ -28,7 +28,7 @@ from .encoding import FIELDS, ArchPlan, corrupt_plan, encode
 from .hypernet import make_hypernet
 from .network import FixedNet, SmashNet
 from .sampler import perturb, sample_architecture
-from .seeds import ARCH, BN_STATS, VALIDATE, rng, torch_gen
+from .seeds import ARCH, BN_STATS, SANDWICH, VALIDATE, rng, torch_gen
 from .space import Architecture, SpaceConfig
 
 
@@ -38,15 +38,21 @@ def cosine_lr(lr0: float, step: int, total: int) -> float:
 
 class SmashModel(nn.Module):
     """HyperNet + SmashNet as one module, so that DDP sees all parameters; the architecture to run is
-    set as `plan` before each call (DDP only passes tensors through)."""
+    set as `plan` before each call (DDP only passes tensors through). With `also` set, the same call runs those
+    architectures too and returns every one's logits: a parameter that only they use must be used inside DDP's
+    forward, or DDP, having marked it unused, sees its gradient arrive a second time."""
 
     def __init__(self, hyper: nn.Module, net: SmashNet):
         super().__init__()
         self.hyper, self.net = hyper, net
         self.plan: ArchPlan | None = None
+        self.also: list[ArchPlan] = []
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x, self.plan, *self.hyper.generate(self.plan))
+    def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
+        out = self.net(x, self.plan, *self.hyper.generate(self.plan))
+        if not self.also:
+            return out
+        return (out, *(self.net(x, p, *self.hyper.generate(p)) for p in self.also))
 
 
 def _parallel(module: nn.Module, world: World, device: torch.device) -> nn.Module:
@@ -130,8 +136,24 @@ def smash_arch(cfg: RunConfig, step: int, total: int) -> Architecture:
     return sample_architecture(cfg.space, rng(cfg.seed, ARCH, step), progress=step / max(total, 1))
 
 
+def sandwich_archs(cfg: RunConfig, step: int, progress: float) -> list[Architecture]:
+    """The architectures SMASH step `step` trains beside its own under the sandwich rule: the largest and the
+    smallest by FLOPs of `cfg.train.sandwich` further draws at training `progress` (as `smash_arch` draws; one
+    architecture if they are the same); none when it is off."""
+    from .cost import arch_cost
+
+    k = cfg.train.sandwich
+    if not k:
+        return []
+    r = rng(cfg.seed, SANDWICH, step)
+    draws = [sample_architecture(cfg.space, r, progress=progress) for _ in range(k)]
+    by_flops = sorted(draws, key=lambda a: (arch_cost(a)[1], a.id))
+    return list({a.id: a for a in (by_flops[-1], by_flops[0])}.values())
+
+
 def smash_step(s: Smash, arch: Architecture, x: torch.Tensor, y: torch.Tensor, lr: float,
-               contrast: tuple[random.Random, float, float] | None = None) -> torch.Tensor:
+               contrast: tuple[random.Random, float, float] | None = None,
+               also: list[Architecture] | tuple = ()) -> torch.Tensor:
     """One training step on one architecture; returns (loss, error, skipped) as a device tensor of 3.
 
     A step whose gradients are not finite is skipped on the device (the optimizer sees `found_inf`, as
@@ -141,6 +163,10 @@ def smash_step(s: Smash, arch: Architecture, x: torch.Tensor, y: torch.Tensor, l
     weights the HyperNet generates from a `c` with one field (drawn from `draw`) shuffled across ops, and the
     step adds weight x max(0, margin - (loss with the shuffled c - loss with the true c)). Nothing else in SMASH's
     loss pays for reading `c`: one average generated weight serves every architecture about as well.
+
+    `also`: more architectures trained on the same batch in the same update (the sandwich rule,
+    `sandwich_archs`), their losses added to the step's (gradients accumulate, as in BigNAS). The returned
+    loss and error stay the step's own architecture's, so the training curve means what it always has.
     """
     s.hyper.train()
     s.net.train()
@@ -148,18 +174,24 @@ def smash_step(s: Smash, arch: Architecture, x: torch.Tensor, y: torch.Tensor, l
     for group in s.opt.param_groups:
         group["lr"] = lr
     inner = s.inner()
-    inner.plan = plan
-    with s.autocast():
-        logits = s.model(x)
-        loss = F.cross_entropy(logits.float(), y)
+    inner.plan, inner.also = plan, [s.plan(a) for a in also]
+    try:
+        with s.autocast():
+            out = s.model(x)
+    finally:
+        inner.also = []
+    logits, others = (out[0], out[1:]) if also else (out, ())
+    loss = F.cross_entropy(logits.float(), y)
     total = loss
+    for o in others:
+        total = total + F.cross_entropy(o.float(), y)
     if contrast is not None:
         draw, weight, margin = contrast
         wrong = corrupt_plan(plan, s.space, draw.choice(FIELDS), draw)
         if wrong is not None:  # outside DDP's forward: one DDP forward per backward; the same parameters take part
             with s.autocast():
                 shuffled = F.cross_entropy(inner.net(x, plan, *inner.hyper.generate(wrong)).float(), y)
-            total = loss + weight * F.relu(margin - (shuffled - loss))
+            total = total + weight * F.relu(margin - (shuffled - loss))
     found_inf = s.update(total)
     return torch.stack([loss.detach(), (logits.argmax(1) != y).float().mean(), found_inf])
 
