@@ -353,23 +353,57 @@ def wanted(entry: dict) -> list[str]:
     return first + [p[k]["pick"] for k in ("smash_top1", "naswot_top1", "flops_top1") if k in p]
 
 
-def table(out: Path) -> int:
+def table(out: Path, panel: Path) -> int:
     names = ["default", *CONTROLS, *FREE, *EXTRAS]
     print("cell      " + "".join(f"{n:>17}" for n in names) + "   images (default / controls)")
-    for path in sorted(out.glob("pool-e*-s*.json")):
-        e = json.loads(path.read_text())["runs"][0]
+    docs = sorted((json.loads(path.read_text()) for path in out.glob("pool-e*-s*.json")),
+                  key=lambda d: (d["runs"][0]["epochs"], d["runs"][0]["seed"]))
+    entries = [d["runs"][0] for d in docs]
+    for e in entries:
         cells = []
         for n in names:
             v = e["picks"].get(n, {}).get("true_error")
             cells.append(f"{100 * v:16.2f}%" if v is not None else f"{'-':>17}")
         print(f"e{e['epochs']:<2} s{e['seed']:<4}" + "".join(cells) + f"   {e['total_images']:,}")
+    truth = load_json(panel / "truth.json")
+    sd = truth["ceiling"]["seed_noise_sd_pooled"] if truth else None
+    for n in [m for m in names if m != "default"]:
+        d = versus(entries, n, sd, min((len(d.get("truth_seeds", [0, 1, 2])) for d in docs), default=3))
+        if d:
+            print(f"default minus {n}: {100 * d['mean']:+.2f} points over {d['cells']} cells "
+                  f"(per cell {', '.join(f'{100 * x:+.2f}' for x in d['per_cell'])})"
+                  + (f", 95% +-{100 * d['ci95']:.2f} from the truth's seed noise" if d["ci95"] is not None else ""))
     return 0
+
+
+def versus(entries: list[dict], name: str, seed_sd: float | None, seeds: int = 3) -> dict | None:
+    """The default's true error minus `name`'s, each cell where both are judged, and its mean over them, with the
+    half-width of a 95% interval from the truth's seed noise alone (`seed_sd` per training): the mean is a
+    weighted sum of per-architecture means of `seeds` trainings, and a pick that several cells share (the controls
+    do) counts once with its summed weight. Which SMASH seed a cell has is a further source of spread this leaves
+    out."""
+    weights: dict[str, float] = {}
+    per_cell = []
+    used = [e for e in entries if e["picks"].get("default", {}).get("true_error") is not None
+            and e["picks"].get(name, {}).get("true_error") is not None]
+    for e in used:
+        p = e["picks"]
+        per_cell.append(p["default"]["true_error"] - p[name]["true_error"])
+        minus = [(r["pick"], 1 / len(p["random_sh_equal_orders"])) for r in p["random_sh_equal_orders"]] \
+            if name == "random_sh_equal" else [(p[name]["pick"], 1.0)]
+        weights[p["default"]["pick"]] = weights.get(p["default"]["pick"], 0.0) + 1 / len(used)
+        for arch_id, w in minus:
+            weights[arch_id] = weights.get(arch_id, 0.0) - w / len(used)
+    if not used:
+        return None
+    ci = 1.96 * seed_sd * (sum(w * w for w in weights.values()) / seeds) ** 0.5 if seed_sd else None
+    return dict(cells=len(used), per_cell=per_cell, mean=sum(per_cell) / len(used), ci95=ci)
 
 
 def main(argv: list[str] | None = None) -> int:
     a = parse(argv)
     if a.table:
-        return table(a.out)
+        return table(a.out, a.panel)
     import torch
 
     torch.set_num_threads(a.threads)

@@ -292,3 +292,21 @@ def test_rung_metric_smoke_records_what_the_engine_measures(tmp_path):
         assert f.evaluate(select, t.score_batch) == (row["val_error"], row["val_loss"])
     finally:
         torch.set_num_threads(threads)
+
+
+def test_pool_comparison_counts_a_pick_shared_between_cells_once():
+    """`pool_quality.versus`: the default minus a control over cells, and the truth-noise interval of that mean,
+    where two cells' controls picked the same network (as equal-image controls do): that network's noise enters
+    once, with twice the weight, so the interval is wider than if the picks were independent."""
+    import pool_quality
+
+    def cell(default, ctrl, d, c):
+        return dict(picks=dict(default=dict(pick=default, true_error=d), flops_sh_equal=dict(pick=ctrl, true_error=c)))
+
+    got = pool_quality.versus([cell("a", "x", 0.20, 0.19), cell("b", "x", 0.22, 0.19)], "flops_sh_equal", 0.006, 3)
+    assert got["cells"] == 2 and got["mean"] == pytest.approx(0.02) and got["per_cell"] == pytest.approx([0.01, 0.03])
+    # weights a: 1/2, b: 1/2, x: -1, so the variance is (1/4 + 1/4 + 1) sd^2 / 3
+    assert got["ci95"] == pytest.approx(1.96 * 0.006 * (1.5 / 3) ** 0.5)
+    apart = pool_quality.versus([cell("a", "x", 0.20, 0.19), cell("b", "y", 0.22, 0.19)], "flops_sh_equal", 0.006, 3)
+    assert apart["ci95"] < got["ci95"]
+    assert pool_quality.versus([cell("a", "x", 0.20, None)], "flops_sh_equal", 0.006, 3) is None
