@@ -168,30 +168,8 @@ class ShortTrainings:
 
 # orders that mix SMASH with the free baselines (the verify phase over their top `--top` is method `<name>_sh`)
 BLENDS = ("rankavg", "flopsres")
-# width of a FLOPs "near-tie" for `flopsres`, in log2 units: networks within ~19% of each other's FLOPs
-FLOPS_TIE_LOG2 = 0.25
-
-
-def blend_orders(smash: dict[str, float], flops: dict[str, float], naswot: dict[str, float]) -> dict[str, list[str]]:
-    """Candidate orders, best first, from SMASH's error, FLOPs (bigger first) and NASWOT's predicted error (lower
-    first), each by architecture id:
-    - `rankavg`: the mean of the three ranks (ties by SMASH's rank);
-    - `flopsres`: FLOPs' order in bins of FLOPS_TIE_LOG2, SMASH's residual deciding within a bin: its error less
-      what a least-squares line on log FLOPs predicts (what SMASH knows once size is held fixed)."""
-    import numpy as np
-
-    ids = sorted(smash)
-    by_smash = sorted(ids, key=lambda i: (smash[i], i))
-    ranks = [{i: k for k, i in enumerate(o)} for o in
-             (by_smash, sorted(ids, key=lambda i: (-flops[i], i)), sorted(ids, key=lambda i: (naswot[i], i)))]
-    srank = ranks[0]
-    logf = np.log2([max(flops[i], 1.0) for i in ids])
-    err = np.array([smash[i] for i in ids])
-    slope, icpt = np.polyfit(logf, err, 1) if len(ids) > 2 else (0.0, float(err.mean()))
-    resid = dict(zip(ids, (err - (slope * logf + icpt)).tolist(), strict=True))
-    bins = dict(zip(ids, np.floor(logf / FLOPS_TIE_LOG2).tolist(), strict=True))
-    return {"rankavg": sorted(ids, key=lambda i: (sum(r[i] for r in ranks), srank[i])),
-            "flopsres": sorted(ids, key=lambda i: (-bins[i], resid[i], i))}
+# SMASH blended with FLOPs and NASWOT: the engine's own orders (`--verify-order`), kept there
+from smash_engine.halving import FLOPS_TIE_LOG2, blend_orders  # noqa: E402,F401
 
 
 def rung_data(recipe: dict, select_size: int):

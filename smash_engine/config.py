@@ -43,6 +43,9 @@ class TrainConfig:
     verify_eta: int = 4
     verify_budget: float = 1.0
     verify_add: str = ""
+    # the order the verify phase takes its verify_top from (halving.ORDERS): smash (SMASH's error), flopsres (FLOPs'
+    # order, SMASH's residual on log FLOPs breaking near-ties) or rankavg (mean rank of SMASH, FLOPs and NASWOT)
+    verify_order: str = "smash"
     verify_add_top: int = 4
     final_top: int = 1  # architectures final-trained after the search (0 = none)
     final_epochs: int = 100
@@ -117,6 +120,8 @@ DATASET_SHAPES = {"digits": (1, 8, 10), "mnist": (1, 32, 10), "fashion-mnist": (
 
 # what `verify_add` may name: a free baseline whose best are added to the verify phase's candidates (halving.py)
 ADD_CHOICES = ("", "flops", "naswot")
+# what `verify_order` may name (halving.ORDERS: the test keeps the two the same)
+ORDER_CHOICES = ("smash", "flopsres", "rankavg")
 
 # past these an option is a typo, and some would not fit the results file's 64-bit integers
 MAX_OPTION = 10**9
@@ -164,6 +169,8 @@ def make_config(preset: str = "quick", dataset: str | None = None, seed: int = 0
     if not 0 < train.verify_budget <= 10:
         raise ConfigError(f"--verify-budget is a fraction of SMASH's training images, in (0, 10]; "
                           f"got {train.verify_budget:g}")
+    if train.verify_order not in ORDER_CHOICES:
+        raise ConfigError(f"unknown --verify-order {train.verify_order!r}; choose {', '.join(ORDER_CHOICES)}")
     if train.verify_add not in ADD_CHOICES:
         raise ConfigError(f"unknown --verify-add {train.verify_add!r}; choose flops or naswot (or leave it out)")
     if not train.contrast_margin > 0:

@@ -11,6 +11,9 @@ The phase's cost is fixed before it starts, as a fraction (`verify_budget`) of t
 itself went through; `plan` gives each rung an equal share (Karnin et al. 2013's successive halving). The candidates are
 SMASH's `verify_top` best, plus, with `verify_add`, the best `verify_add_top` of a free baseline (FLOPs,
 or NASWOT at initialisation) among the scored architectures: a rough ranking's misses get a second way in.
+With `verify_order` the `verify_top` come from an order that mixes SMASH with FLOPs (`blend_orders`): on the
+300-architecture pool, FLOPs' order with SMASH's residual breaking near-ties picked better than SMASH's own
+(docs/search-quality.md).
 
 `plan`, `candidates`, `survivors` and `order` are pure; `train_rung` is the one short training the engine and
 the truth panel (`benchmarks/pick_quality.py`) both use.
@@ -83,12 +86,58 @@ def cost(rungs: list[Rung]) -> int:
     return sum(r.candidates * r.images * r.seeds for r in rungs)
 
 
+# the orders the verify phase can take its `verify_top` from (TrainConfig.verify_order; `blend_orders`)
+ORDERS = ("smash", "flopsres", "rankavg")
+# width of a FLOPs "near-tie" for `flopsres`, in log2 units: networks within ~19% of each other's FLOPs
+FLOPS_TIE_LOG2 = 0.25
+
+
+def blend_orders(smash: dict[str, float], flops: dict[str, float],
+                 naswot: dict[str, float] | None = None) -> dict[str, list[str]]:
+    """Candidate orders, best first, from SMASH's error, FLOPs (bigger first) and NASWOT's predicted error (lower
+    first), each by architecture id:
+    - `flopsres`: FLOPs' order in bins of FLOPS_TIE_LOG2, SMASH's residual deciding within a bin: its error less
+      what a least-squares line on log FLOPs predicts (what SMASH knows once size is held fixed);
+    - `rankavg` (only given `naswot`): the mean of the three ranks (ties by SMASH's rank)."""
+    import numpy as np
+
+    ids = sorted(smash)
+    by_smash = sorted(ids, key=lambda i: (smash[i], i))
+    srank = {i: k for k, i in enumerate(by_smash)}
+    logf = np.log2([max(flops[i], 1.0) for i in ids])
+    err = np.array([smash[i] for i in ids])
+    slope, icpt = np.polyfit(logf, err, 1) if len(ids) > 2 else (0.0, float(err.mean()))
+    resid = dict(zip(ids, (err - (slope * logf + icpt)).tolist(), strict=True))
+    bins = dict(zip(ids, np.floor(logf / FLOPS_TIE_LOG2).tolist(), strict=True))
+    out = {"flopsres": sorted(ids, key=lambda i: (-bins[i], resid[i], i))}
+    if naswot is not None:
+        ranks = [srank] + [{i: k for k, i in enumerate(o)} for o in
+                           (sorted(ids, key=lambda i: (-flops[i], i)), sorted(ids, key=lambda i: (naswot[i], i)))]
+        out["rankavg"] = sorted(ids, key=lambda i: (sum(r[i] for r in ranks), srank[i]))
+    return out
+
+
 def candidates(board: list[dict], top: int, add: str = "", add_top: int = 0,
-               naswot: Callable[[list[dict]], list[float]] | None = None) -> list[tuple[str, int, str]]:
-    """(arch id, SMASH rank, why) of the phase's candidates: the leaderboard's `top` (why 'smash'), then the
-    `add_top` best by the baseline `add` not already in (why 'flops' or 'naswot'). `board` is the leaderboard in
-    rank order (rows with arch_id, rank, flops); `naswot(rows)` gives their NASWOT scores, higher better."""
-    out = [(r["arch_id"], r["rank"], "smash") for r in board[:top]]
+               naswot: Callable[[list[dict]], list[float]] | None = None,
+               order: str = "smash") -> list[tuple[str, int, str]]:
+    """(arch id, SMASH rank, why) of the phase's candidates: the `top` first of `order` (why: the order's name;
+    'smash' is the leaderboard's), then the `add_top` best by the baseline `add` not already in (why 'flops' or
+    'naswot'). `board` is the leaderboard in rank order (rows with arch_id, rank, smash_error, flops);
+    `naswot(rows)` gives their NASWOT scores, higher better."""
+    if order not in ORDERS:
+        raise ValueError(f"unknown verify_order {order!r}; choose {', '.join(ORDERS)}")
+    ranked = board
+    if order != "smash" and board:
+        scored = [r for r in board if r.get("smash_error") is not None]
+        nas = None
+        if order == "rankavg":
+            if naswot is None:
+                raise ValueError("verify_order='rankavg' needs the NASWOT scorer")
+            nas = {r["arch_id"]: -s for r, s in zip(scored, naswot(scored), strict=True)}
+        by_id = {r["arch_id"]: r for r in scored}
+        ranked = [by_id[i] for i in blend_orders({r["arch_id"]: r["smash_error"] for r in scored},
+                                                 {r["arch_id"]: float(r["flops"] or 0) for r in scored}, nas)[order]]
+    out = [(r["arch_id"], r["rank"], order) for r in ranked[:top]]
     if add and add_top:
         if add == "flops":
             score = [float(r["flops"] or 0) for r in board]

@@ -34,8 +34,9 @@ class Verify:
             e.enter("verify")
 
     def candidates(self) -> list[tuple[str, int, str]]:
-        """SMASH's verify_top best, and with verify_add the best verify_add_top of that baseline among the scored
-        architectures (NASWOT: once per architecture, on the truth panel's fixed batch of training images)."""
+        """The verify_top first of verify_order (SMASH's best by default), and with verify_add the best verify_add_top
+        of that baseline among the scored architectures (NASWOT: once per architecture, on a fixed batch of
+        training images)."""
         t, conn = self.ctx.cfg.train, self.ctx.conn
         board = store.leaderboard(conn, self.ctx.run_id)
 
@@ -46,7 +47,7 @@ class Verify:
             x = naswot_batch(self.engine.train)
             return [score(Architecture.from_json(store.get_arch(conn, r["arch_id"])["spec_json"]), x) for r in rows]
 
-        return halving.candidates(board, t.verify_top, t.verify_add, t.verify_add_top, naswot)
+        return halving.candidates(board, t.verify_top, t.verify_add, t.verify_add_top, naswot, t.verify_order)
 
     def rungs(self, n: int) -> list[halving.Rung]:
         """The phase's rungs for n candidates; its budget is verify_budget x the images SMASH training took, and
@@ -90,7 +91,7 @@ class Verify:
             top = halving.latest(rows, done=True)[best[0]]
             ctx.event("info", f"verified {sum(r['rung'] == 0 for r in rows)} over {len(rungs)} rungs "
                               f"({halving.cost(rungs):,} training images): best {best[0]} (SMASH rank "
-                              f"{top['smash_rank']}, {held_out(top)})")
+                              f"{top['smash_rank']}, a candidate by {top['via']}, {held_out(top)})")
         e.queue_finals_and_enter((best + rest)[:t.final_top])
 
 

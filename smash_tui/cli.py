@@ -104,6 +104,9 @@ def run(
     verify_add: Annotated[str | None, typer.Option(help="also verify the best of a free baseline: flops | naswot "
                                                         "(default: none)")] = None,
     verify_add_top: Annotated[int | None, typer.Option(max=BIG, help="how many --verify-add adds (default 4)")] = None,
+    verify_order: Annotated[str | None, typer.Option(help="the order the verify phase takes its candidates from: "
+                                                          "smash | flopsres (FLOPs', SMASH breaking near-ties) | "
+                                                          "rankavg (default smash)")] = None,
     max_params: Annotated[int | None, typer.Option(max=BIG,
             help="budget: every architecture the search scores has at most N "
                                                         "parameters (0 = no limit)")] = None,
@@ -135,6 +138,7 @@ def run(
                       n_random=archs, final_top=final_top, final_epochs=final_epochs, batch_size=batch_size,
                       val_size=val_size, score_bn=score_bn, verify_top=verify_top, verify_eta=verify_eta,
                       verify_budget=verify_budget, verify_add=verify_add, verify_add_top=verify_add_top,
+                      verify_order=verify_order,
                       max_params=max_params, max_mflops=max_mflops)
     db = db or _unique_db(name or preset)
     if name is None:

@@ -183,3 +183,43 @@ def test_verify_add_naswot_adds_the_best_naswot_score_not_already_in(tmp_path):
     # one rung of 4, 6,000 images each, cut to final training's 1,200 (1 epoch): 5 seeds each instead
     assert {(r["images"] * r["epochs"], r["seeds"]) for r in rung0} == {(1200, 5)}
     assert rung0[3]["arch_id"] == max(rest, key=rest.get)
+
+
+def test_verify_orders_mix_smash_with_flops():
+    """`flopsres`: bigger FLOPs first, SMASH's error less its line on log FLOPs breaking near-ties (within a
+    quarter octave); `rankavg`: the mean of SMASH's, FLOPs' and NASWOT's ranks. The engine's config takes the
+    orders halving knows and no other."""
+    from smash_engine.config import ORDER_CHOICES, make_config
+
+    assert ORDER_CHOICES == halving.ORDERS
+    # c and d are a near-tie in FLOPs (within 2^0.25); d's SMASH error is lower: it goes first of the two
+    board = [dict(arch_id="a", rank=1, smash_error=0.10, flops=1000), dict(arch_id="b", rank=2, smash_error=0.20,
+                                                                          flops=64000),
+             dict(arch_id="c", rank=3, smash_error=0.30, flops=8000), dict(arch_id="d", rank=4, smash_error=0.25,
+                                                                          flops=8100)]
+    got = halving.candidates(board, 3, order="flopsres")
+    assert got == [("b", 2, "flopsres"), ("d", 4, "flopsres"), ("c", 3, "flopsres")]
+    assert halving.candidates(board, 2) == [("a", 1, "smash"), ("b", 2, "smash")]
+    naswot = {"a": 0.0, "b": 1.0, "c": 3.0, "d": 2.0}  # higher better: c, d, b, a
+    # rank sums (SMASH + FLOPs + NASWOT): a 0 + 3 + 3, b 1 + 0 + 2, c 3 + 2 + 0, d 2 + 1 + 1
+    got = halving.candidates(board, 4, naswot=lambda rows: [naswot[r["arch_id"]] for r in rows], order="rankavg")
+    assert [g[0] for g in got] == ["b", "d", "c", "a"]
+    with pytest.raises(ValueError, match="needs the NASWOT scorer"):
+        halving.candidates(board, 2, order="rankavg")
+    with pytest.raises(ConfigError, match="unknown --verify-order 'flops'"):
+        make_config("quick", verify_order="flops")
+
+
+def test_a_search_verifies_the_top_of_its_verify_order(tmp_path):
+    db = tmp_path / "order.db"
+    create_run(db, tiny_config(name="order", verify_top=3, verify_order="flopsres", verify_budget=2.0, final_top=1,
+                               final_epochs=1))
+    assert Engine(db).run() == "done"
+    conn = store.connect_reader(db)
+    rung0 = [r for r in store.verifications(conn, 1) if r["rung"] == 0]
+    board = store.leaderboard(conn, 1)
+    conn.close()
+    want = halving.candidates(board, 3, order="flopsres")
+    assert sorted((r["arch_id"], r["via"]) for r in rung0) == sorted((a, "flopsres") for a, _, _ in want)
+    assert {a for a, _, _ in want} != {b["arch_id"] for b in board[:3]}  # not SMASH's own top 3
+    assert "a candidate by flopsres" in " ".join(m for (m,) in _q(db, "select message from events"))
