@@ -36,16 +36,18 @@ class TrainConfig:
     n_perturb: int = 100  # refine phase: perturbations of the best random architecture
     n_hillclimb: int = 100  # refine phase: greedy hill-climbing steps
     perturb_prob: float = 0.05  # chance of resampling each field of each op
-    # verify phase (halving.py): successive halving over SMASH's best verify_top (0 = no verify phase), keeping the
-    # best 1/verify_eta by held-out loss at each rung, the whole phase training verify_budget x the images SMASH
-    # training went through; verify_add (flops | naswot) adds that baseline's best verify_add_top as candidates
+    # verify phase (halving.py): successive halving over the first verify_top of verify_order (0 = no verify phase),
+    # keeping the best 1/verify_eta by held-out loss at each rung, the whole phase training verify_budget x the images
+    # SMASH training went through; verify_add (flops | naswot) adds that baseline's best verify_add_top as candidates
     verify_top: int = 16
     verify_eta: int = 4
     verify_budget: float = 1.0
     verify_add: str = ""
     # the order the verify phase takes its verify_top from (halving.ORDERS): smash (SMASH's error), flopsres (FLOPs'
-    # order, SMASH's residual on log FLOPs breaking near-ties) or rankavg (mean rank of SMASH, FLOPs and NASWOT)
-    verify_order: str = "smash"
+    # order, SMASH's residual on log FLOPs breaking near-ties) or rankavg (mean rank of SMASH, FLOPs and NASWOT).
+    # flopsres by measurement: on a 300-architecture pool its pick was the best of every way of picking in all four
+    # cells (3 and 10 SMASH epochs, 2 seeds; benchmarks/pool_quality.py, docs/search-quality.md)
+    verify_order: str = "flopsres"
     verify_add_top: int = 4
     final_top: int = 1  # architectures final-trained after the search (0 = none)
     final_epochs: int = 100

@@ -1,5 +1,6 @@
 """The verify phase as the engine runs it: successive halving (`halving.py`, the plan and the selection) over
-SMASH's best, between refinement and final training, as `finals.py` runs final training.
+the search's best (the first `verify_top` of `verify_order`), between refinement and final training, as `finals.py`
+runs final training.
 
 Each training is committed as it lands, and a rung's survivors are queued in one transaction once it is done: a
 stop loses at most the training in progress, which runs again on resume.
@@ -34,9 +35,9 @@ class Verify:
             e.enter("verify")
 
     def candidates(self) -> list[tuple[str, int, str]]:
-        """The verify_top first of verify_order (SMASH's best by default), and with verify_add the best verify_add_top
-        of that baseline among the scored architectures (NASWOT: once per architecture, on a fixed batch of
-        training images)."""
+        """The verify_top first of verify_order (FLOPs', SMASH breaking near-ties, by default), and with
+        verify_add the best verify_add_top of that baseline among the scored architectures (NASWOT: once per
+        architecture, on a fixed batch of training images)."""
         t, conn = self.ctx.cfg.train, self.ctx.conn
         board = store.leaderboard(conn, self.ctx.run_id)
 

@@ -93,7 +93,7 @@ def run(
                                                       "running ones) | recal (re-estimated per architecture) | "
                                                       "batch (default: the preset's)")] = None,
     verify_top: Annotated[int | None, typer.Option(max=BIG,
-            help="verify phase: successive halving over SMASH's best K, "
+            help="verify phase: successive halving over the first K of --verify-order, "
                                                         "final training takes the last one standing (0 = off; "
                                                         "default 16)")] = None,
     verify_eta: Annotated[int | None, typer.Option(max=BIG,
@@ -106,7 +106,7 @@ def run(
     verify_add_top: Annotated[int | None, typer.Option(max=BIG, help="how many --verify-add adds (default 4)")] = None,
     verify_order: Annotated[str | None, typer.Option(help="the order the verify phase takes its candidates from: "
                                                           "smash | flopsres (FLOPs', SMASH breaking near-ties) | "
-                                                          "rankavg (default smash)")] = None,
+                                                          "rankavg (default flopsres)")] = None,
     max_params: Annotated[int | None, typer.Option(max=BIG,
             help="budget: every architecture the search scores has at most N "
                                                         "parameters (0 = no limit)")] = None,

@@ -72,7 +72,8 @@ def halved(tmp_path_factory):
     largest architecture by FLOPs that SMASH did not put there."""
     db = tmp_path_factory.mktemp("halving") / "halving.db"
     create_run(db, tiny_config(name="halving", verify_top=7, verify_eta=2, verify_budget=10.0, verify_add="flops",
-                               verify_add_top=1, final_top=1, final_epochs=4))  # rungs up to 4,000 images: uncut
+                               verify_add_top=1, final_top=1, final_epochs=4,  # rungs up to 4,000 images: uncut
+                               verify_order="smash"))
     assert Engine(db).run() == "done"
     return db
 
@@ -169,7 +170,7 @@ def test_verify_add_naswot_adds_the_best_naswot_score_not_already_in(tmp_path):
 
     db = tmp_path / "naswot.db"
     cfg = tiny_config(name="naswot", verify_top=3, verify_add="naswot", verify_add_top=1, verify_budget=10.0,
-                      final_top=0)
+                      final_top=0, verify_order="smash")
     create_run(db, cfg)
     assert Engine(db).run() == "done"
     conn = store.connect_reader(db)
@@ -212,7 +213,8 @@ def test_verify_orders_mix_smash_with_flops():
 
 def test_a_search_verifies_the_top_of_its_verify_order(tmp_path):
     db = tmp_path / "order.db"
-    create_run(db, tiny_config(name="order", verify_top=3, verify_order="flopsres", verify_budget=2.0, final_top=1,
+    assert tiny_config().train.verify_order == "flopsres"  # the default, by measurement
+    create_run(db, tiny_config(name="order", verify_top=3, verify_budget=2.0, final_top=1,
                                final_epochs=1))
     assert Engine(db).run() == "done"
     conn = store.connect_reader(db)

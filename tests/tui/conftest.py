@@ -14,9 +14,10 @@ import pytest
 from smash_engine import store
 
 # a verify phase of two rungs (4 candidates, then the best 2): what the leaderboard and the diagram pane show of
-# successive halving, from a real engine; the preset's 16 would cost more and halve the same way
+# successive halving, from a real engine; the preset's 16 would cost more and halve the same way. SMASH's order, so
+# the leaderboard's first rows are the candidates (which order picks them is the engine's tests' business)
 TINY = dict(epochs=1, n_random=8, n_perturb=2, n_hillclimb=2, final_epochs=3, verify_top=4, verify_eta=2,
-            verify_budget=10.0)  # final_epochs 3: rungs are cut to final training's length, and these stay uncut
+            verify_budget=10.0, verify_order="smash")  # final_epochs 3: rungs are cut to final training's length
 
 
 @pytest.fixture(scope="session")
