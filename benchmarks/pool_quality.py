@@ -12,9 +12,11 @@ A cell is (SMASH epochs, SMASH seed). On Fashion-MNIST 16 px with the truth pane
 phase of a run with seed `--pool-seed` draws them (`train.rank_draw`; the same pool for every method and every
 cell), and picks one network from it in each of these ways:
 
-- `default`: what a run with the engine's defaults does: SMASH training (the quick preset's settings, the
-  engine's own loop), every pool architecture scored, the verify phase (`smash_engine.halving`: SMASH's top
-  `verify_top`, eta, rungs, seeds and rung cap as in a run) and its pick. Its images: SMASH's plus the phase's.
+- `default`: what a run with the engine's defaults did until 2026-12-04: SMASH training (the quick preset's
+  settings, the engine's own loop), every pool architecture scored, the verify phase (`smash_engine.halving`:
+  SMASH's top `verify_top`, eta, rungs, seeds and rung cap as in a run) and its pick. Its images: SMASH's plus
+  the phase's. Today's default (`--verify-order flopsres`) is the `--extra flopsres_sh` pick, chosen by these
+  measurements (docs/search-quality.md).
   The refine phase is left out: it adds architectures outside the pool, which no control can see.
 - at the default's total images, with the same halving code and rules over the whole pool in another order:
   `random_sh_equal` (the mean of `--random-orders` random orders, each also kept under `random_sh_equal_orders`),
