@@ -82,7 +82,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--extra", default="", help="also, at the default's images: any of " + ", ".join(EXTRAS))
     ap.add_argument("--select-size", type=int, default=10000, help="images the rungs choose on")
     ap.add_argument("--sh-seed", type=int, default=0, help="the short trainings' seed (one for every method)")
-    ap.add_argument("--worker", type=int, default=0, help="with --workers N, train the truth jobs k % N == worker")
+    ap.add_argument("--worker", type=int, default=0, help="with --workers N, train the truth jobs k %% N == worker")
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--reverse", action="store_true", help="run the controls last first (for a second process)")
     ap.add_argument("--follow", action="store_true",

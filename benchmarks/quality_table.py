@@ -72,9 +72,19 @@ def _f(v, spec: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    paths = [Path(p) for p in (argv if argv is not None else sys.argv[1:])]
+    args = argv if argv is not None else sys.argv[1:]
+    usage = "usage: python benchmarks/quality_table.py RESULT.json ..."
+    if any(a in ("-h", "--help") for a in args):
+        print(usage)
+        return 0
+    paths = [Path(p) for p in args]
     if not paths:
-        print("usage: python benchmarks/quality_table.py RESULT.json ...", file=sys.stderr)
+        print(usage, file=sys.stderr)
+        return 2
+    missing = [p for p in paths if not p.is_file()]
+    if missing:
+        print(f"no result file {missing[0]}; pass search_quality.py's JSON files (benchmarks/results/quality-*.json)",
+              file=sys.stderr)
         return 2
     truth = truth_panel.summarize()
     true_of = {r["id"]: r["mean_error"] for r in truth["archs"] if r.get("mean_error") is not None}

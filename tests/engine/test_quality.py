@@ -310,3 +310,15 @@ def test_pool_comparison_counts_a_pick_shared_between_cells_once():
     apart = pool_quality.versus([cell("a", "x", 0.20, 0.19), cell("b", "y", 0.22, 0.19)], "flops_sh_equal", 0.006, 3)
     assert apart["ci95"] < got["ci95"]
     assert pool_quality.versus([cell("a", "x", 0.20, None)], "flops_sh_equal", 0.006, 3) is None
+
+
+def test_benchmark_scripts_answer_help_and_refuse_a_missing_file_in_one_line():
+    """`--help` of every benchmark script prints its usage (argparse fails on a bare % in a help string), and
+    quality_table.py given a file that is not there says so in one line, with no traceback."""
+    for script in ("pool_quality.py", "quality_table.py", "search_quality.py", "fewshot_quality.py"):
+        got = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), "--help"], capture_output=True,
+                             text=True, timeout=120)
+        assert got.returncode == 0 and "usage" in got.stdout.lower(), (script, got.stderr)
+    got = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "quality_table.py"), "nope.json"],
+                         capture_output=True, text=True, timeout=120)
+    assert got.returncode == 2 and got.stderr.count("\n") == 1 and "no result file nope.json" in got.stderr
