@@ -169,7 +169,7 @@ class ShortTrainings:
 # orders that mix SMASH with the free baselines (the verify phase over their top `--top` is method `<name>_sh`)
 BLENDS = ("rankavg", "flopsres")
 # SMASH blended with FLOPs and NASWOT: the engine's own orders (`--verify-order`), kept there
-from smash_engine.halving import FLOPS_TIE_LOG2, blend_orders  # noqa: E402,F401
+from smash_engine.halving import blend_orders  # noqa: E402,F401
 
 
 def rung_data(recipe: dict, select_size: int):

@@ -369,8 +369,9 @@ def table(out: Path, panel: Path) -> int:
         print(f"e{e['epochs']:<2} s{e['seed']:<4}" + "".join(cells) + f"   {e['total_images']:,}")
     truth = load_json(panel / "truth.json")
     sd = truth["ceiling"]["seed_noise_sd_pooled"] if truth else None
+    seeds = min((len(doc.get("truth_seeds", [0, 1, 2])) for doc in docs), default=3)
     for n in [m for m in names if m != "default"]:
-        d = versus(entries, n, sd, min((len(d.get("truth_seeds", [0, 1, 2])) for d in docs), default=3))
+        d = versus(entries, n, sd, seeds)
         if d:
             print(f"default minus {n}: {100 * d['mean']:+.2f} points over {d['cells']} cells "
                   f"(per cell {', '.join(f'{100 * x:+.2f}' for x in d['per_cell'])})"

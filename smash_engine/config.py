@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 
 from .budget import Budget, check_space
 from .errors import ConfigError
+from .halving import ORDERS
 from .hypernet import HyperConfig, hyper_preset
 from .space import SpaceConfig, space_preset
 
@@ -122,8 +123,8 @@ DATASET_SHAPES = {"digits": (1, 8, 10), "mnist": (1, 32, 10), "fashion-mnist": (
 
 # what `verify_add` may name: a free baseline whose best are added to the verify phase's candidates (halving.py)
 ADD_CHOICES = ("", "flops", "naswot")
-# what `verify_order` may name (halving.ORDERS: the test keeps the two the same)
-ORDER_CHOICES = ("smash", "flopsres", "rankavg")
+# what `verify_order` may name: halving's own list (one definition; halving is torch-free at import)
+ORDER_CHOICES = ORDERS
 
 # past these an option is a typo, and some would not fit the results file's 64-bit integers
 MAX_OPTION = 10**9

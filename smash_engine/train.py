@@ -140,11 +140,11 @@ def sandwich_archs(cfg: RunConfig, step: int, progress: float) -> list[Architect
     """The architectures SMASH step `step` trains beside its own under the sandwich rule: the largest and the
     smallest by FLOPs of `cfg.train.sandwich` further draws at training `progress` (as `smash_arch` draws; one
     architecture if they are the same); none when it is off."""
-    from .cost import arch_cost
-
     k = cfg.train.sandwich
     if not k:
         return []
+    from .cost import arch_cost
+
     r = rng(cfg.seed, SANDWICH, step)
     draws = [sample_architecture(cfg.space, r, progress=progress) for _ in range(k)]
     by_flops = sorted(draws, key=lambda a: (arch_cost(a)[1], a.id))

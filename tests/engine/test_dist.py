@@ -37,7 +37,7 @@ def _ddp_steps(rank: int, port: int, out: str) -> None:
     gen = torch.Generator().manual_seed(rank)  # different data on each rank
     for step in range(3):
         x, y = torch.randn(8, 1, 8, 8, generator=gen), torch.randint(0, 10, (8,), generator=gen)
-        # the last step trains two more architectures outside DDP's forward (the sandwich rule's path)
+        # the last step also trains two more architectures in the same DDP forward (the sandwich rule's path)
         also = [smash_arch(cfg, 100 + k, 10) for k in range(2)] if step == 2 else []
         smash_step(s, smash_arch(cfg, step, 10), x, y, 1e-3, also=also)
     torch.save([p.detach() for p in s.params()], f"{out}/rank{rank}.pt")
