@@ -536,6 +536,8 @@ def parse() -> argparse.Namespace:
     ap.add_argument("--baseline-steps", type=int, default=None, help="default 30 on CUDA, 2 on CPU")
     ap.add_argument("--bench-limit", help="path of bench_limit.py (default ../shared/tools/ from the repo)")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    ap.add_argument("--cudnn", choices=("on", "off"), default="on",
+                    help="cuDNN for the SMASH steps (off: PyTorch's own convolution kernels)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", help="JSON path (default benchmarks/results/smash-<device>-<date>.json)")
     return ap.parse_args()
@@ -556,6 +558,7 @@ def main() -> None:
     doc = {"benchmark": "smash", "machine": common.machine(dev), "device_type": dev.type,
            "preset": a.preset, "dataset_shape": cfg.dataset,
            "settings": {**vars(a), "cudnn_benchmark_smash": torch.backends.cudnn.benchmark,
+                        "cudnn_smash": a.cudnn,
                         "autocast_bf16": dev.type == "cuda", "spaces": spaces,
                         "env": {k: os.environ.get(k) for k in ENV_VARS}},
            "results": res, "ratios": {}, "notes": notes}
@@ -573,6 +576,8 @@ def main() -> None:
 
     if a.baseline:
         run_baseline(a, dev, batches, res, notes, save)
+    # cuDNN off sends convolutions to PyTorch's own kernels: no per-configuration plan to build
+    torch.backends.cudnn.enabled = a.cudnn == "on"
     s = Smash.create(cfg, dev)
     data = random_data(cfg, max(4096, 8 * max(batches)), dev, a.seed)
     for b in batches:

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# One prepared GPU benchmark call: about 3-5 minutes on one H100 or H200 (each step has its own timeout,
-# 7.5 minutes in all at most). Needs python with torch (CUDA), numpy and scipy; not textual, plotext or
+# One prepared GPU benchmark call: about 5.5 minutes on one H200 (2026-12-04; each step has its own timeout,
+# 9 minutes in all at most). Needs python with torch (CUDA), numpy and scipy; not textual, plotext or
 # sqlite-utils.
 #
 #   benchmarks/run_gpu.sh                          # writes benchmarks/results/smash-*.json and a log
@@ -14,6 +14,7 @@
 #                                    3 windows of 30 steps after 20 warm-up steps), phase breakdown, scoring
 #                                    5,000 images at eval batch 500 and 1000, bf16-vs-fp32 rank correlation
 #                                    on 20 architectures, cProfile + torch.profiler of 5 steps
+#   conv-plan-probe-<device>-<stamp>.json  one convolution's host cost: seen, new, cuDNN off (conv_plan_probe.py)
 #   smash-<gpu>-<stamp>.log          everything printed
 set -u
 cd "$(dirname "$0")/.."
@@ -61,5 +62,9 @@ done
     echo "== SMASH"
     timeout 300 $PY benchmarks/bench_smash.py "${SMASH_ARGS[@]}" "${BASELINE[@]}" \
         --out "$RESULTS_DIR/smash-$GPU-$STAMP.json" || echo "bench_smash failed or timed out (rc $?)"
+    echo "== convolution host cost"
+    if [ -n "${SMOKE:-}" ]; then PROBE=(--device cpu --calls 2); else PROBE=(); fi
+    timeout 90 $PY benchmarks/conv_plan_probe.py "${PROBE[@]}" --out "$RESULTS_DIR" \
+        || echo "conv_plan_probe failed or timed out (rc $?)"
     echo "== done $(date -u)"
 } 2>&1 | tee "$LOG"
