@@ -65,6 +65,10 @@ class TrainConfig:
     # and the smallest by FLOPs of `sandwich` more draws (slimmable networks, once-for-all), so the extremes of the
     # space are seen every step; costs about three forward and backward passes a step
     sandwich: int = 0
+    # path dropout (train.drop_masks; 0 = off): during SMASH training each op's output is dropped from the banks it
+    # writes, per image, with a rate ramped linearly from 0 to drop_path over the schedule (Bender et al. 2018, who
+    # found it needed for one-shot scores to track stand-alone accuracy); no op can lean on the others' paths
+    drop_path: float = 0.0
     log_every: int = 10  # steps per row of the training curve (mean over the window)
     max_failures: int = 20  # consecutive failing steps or scores before the run stops
     # a budget on every architecture the search scores (budget.py; 0 = none): parameters, and forward MFLOPs per
@@ -132,7 +136,7 @@ MAX_SEED = 2**32 - 1
 
 # options where 0 means "none" (no final training, no verify phase, no added candidates, no budget)
 ZERO_MEANS_NONE = ("final_top", "verify_top", "verify_add_top", "max_params", "max_mflops", "contrast",
-                   "sandwich")
+                   "sandwich", "drop_path")
 
 
 def make_config(preset: str = "quick", dataset: str | None = None, seed: int = 0, device: str = "auto",
@@ -181,6 +185,8 @@ def make_config(preset: str = "quick", dataset: str | None = None, seed: int = 0
     if train.sandwich == 1:
         raise ConfigError("--sandwich is how many more architectures each step draws to take the largest and the "
                           "smallest of; use 2 or more, or 0 for off")
+    if not 0 <= train.drop_path < 1:
+        raise ConfigError(f"--drop-path is a rate in [0, 1), got {train.drop_path:g}")
     if train.score_bn not in ("shared", "recal", "batch"):
         raise ConfigError(f"unknown --score-bn {train.score_bn!r}; choose shared, recal or batch")
     if device not in ("auto", "cpu", "cuda") and not device.startswith("cuda:"):

@@ -22,7 +22,7 @@ from .data import DeviceData
 from .dist import SINGLE, World
 from .seeds import CONTRAST, DATA, rng, torch_gen
 from .space import Architecture
-from .train import Final, Smash, cosine_lr, sandwich_archs, smash_arch, smash_step
+from .train import Final, Smash, cosine_lr, drop_masks, sandwich_archs, smash_arch, smash_step
 
 
 def shards(data: DeviceData, batch: int, gen: torch.Generator, world: World = SINGLE,
@@ -71,17 +71,18 @@ def smash_steps(s: Smash, cfg: RunConfig, data: DeviceData, step: int = 0,
             arch = smash_arch(cfg, step, T)
             contrast = (rng(cfg.seed, CONTRAST, step), t.contrast, t.contrast_margin) \
                 if t.contrast and step % t.contrast_every == 0 else None
-            metrics, oom = _guarded_step(s, arch, x, y, lr, contrast, sandwich_archs(cfg, step, step / max(T, 1)))
+            metrics, oom = _guarded_step(s, arch, x, y, lr, contrast, sandwich_archs(cfg, step, step / max(T, 1)),
+                                         drop_masks(cfg, step, T, arch, len(y)))
             step += 1
             yield SmashStep(step, epoch, lr, arch, metrics, oom, step % spe == 0)
 
 
 def _guarded_step(s: Smash, arch: Architecture, x: torch.Tensor, y: torch.Tensor, lr: float,
-                  contrast=None, also=()) -> tuple[torch.Tensor, bool]:
+                  contrast=None, also=(), keep=None) -> tuple[torch.Tensor, bool]:
     """An architecture too large for the device skips its step (as a non-finite one does) instead of
     ending the run: the next step draws another."""
     try:
-        return smash_step(s, arch, x, y, lr, contrast, also), False
+        return smash_step(s, arch, x, y, lr, contrast, also, keep), False
     except torch.OutOfMemoryError:
         s.opt.zero_grad(set_to_none=True)
         torch.cuda.empty_cache()

@@ -26,12 +26,17 @@ from .hypernet import op_weight
 from .space import Architecture, Block, Conv, Op, SpaceConfig
 
 
-def run_block(x: torch.Tensor, block: Block, op_fn: Callable[[int, Op, torch.Tensor], torch.Tensor]) -> torch.Tensor:
+def run_block(x: torch.Tensor, block: Block, op_fn: Callable[[int, Op, torch.Tensor], torch.Tensor],
+              keep: torch.Tensor | None = None) -> torch.Tensor:
+    """`keep` (ops, B): path dropout, each op's output scaled per image by its row (0 drops it)."""
     banks: list[torch.Tensor | None] = list(x.split(block.bank_size, 1))
     banks += [None] * (block.n_banks - len(banks))
     for k, op in enumerate(block.ops):
         inp = banks[op.reads[0]] if len(op.reads) == 1 else torch.cat([banks[r] for r in op.reads], 1)
-        chunks = op_fn(k, op, inp).split(block.bank_size, 1)
+        out = op_fn(k, op, inp)
+        if keep is not None:
+            out = out * keep[k].to(out.dtype)[:, None, None, None]
+        chunks = out.split(block.bank_size, 1)
         for t, target in enumerate(op.writes):
             chunk = chunks[t % len(chunks)]
             banks[target] = chunk if banks[target] is None else banks[target] + chunk
@@ -95,6 +100,8 @@ class SmashNet(nn.Module):
     def __init__(self, space: SpaceConfig, templates: int = 1):
         super().__init__()
         self.space, self.templates = space, templates
+        # path dropout of the next training forward (train.drop_masks): (ops, B) scales, or None
+        self.keep: torch.Tensor | None = None
         s, K = space, max(space.kernels)
         # with templates > 1 (the graph HyperNet) each shared conv is `templates` tensors that each op mixes
         # with the code the HyperNet generates for it; 1 keeps the paper's one shared tensor (and checkpoints)
@@ -158,7 +165,8 @@ class SmashNet(nn.Module):
                 y = F.relu(F.conv2d(inp, w1x1[first + k][:, :, None, None].to(inp.dtype)))
                 return two_branch(y, op.pattern, lambda n, t: F.conv2d(
                     t, convs[k][n], None, 1, conv_padding(op.convs[n]), op.convs[n].dilation, op.convs[n].groups))
-            x = run_block(x, block, op_fn)
+            keep = self.keep[first:first + len(block.ops)] if self.keep is not None and self.training else None
+            x = run_block(x, block, op_fn, keep)
             first += len(block.ops)
             if i < len(self.trans):
                 x = F.relu(sliced_bn(x, self.trans_bn[i], self.training))

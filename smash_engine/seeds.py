@@ -28,6 +28,7 @@ LANDMARK = 10  # landmark training (landmarks.py), round k: step i's architectur
                # batch order of its epoch e (1e6 k + 500,000 + e)
 CONTRAST = 11  # the field shuffled, and how, at SMASH step t's contrast (train.smash_step; index t)
 SANDWICH = 12  # the further draws of SMASH step t's sandwich (train.sandwich_archs; index t)
+DROP_PATH = 13  # which ops' writes SMASH step t drops, per image (train.drop_masks; index t)
 # the studies (smash_engine.studies) and transfer
 CORRUPT = 101  # which ops a corrupted encoding shuffles
 WALK = 102  # the random walk of the archgrad study

@@ -28,7 +28,7 @@ from .encoding import FIELDS, ArchPlan, corrupt_plan, encode
 from .hypernet import make_hypernet
 from .network import FixedNet, SmashNet
 from .sampler import perturb, sample_architecture
-from .seeds import ARCH, BN_STATS, SANDWICH, VALIDATE, rng, torch_gen
+from .seeds import ARCH, BN_STATS, DROP_PATH, SANDWICH, VALIDATE, rng, torch_gen
 from .space import Architecture, SpaceConfig
 
 
@@ -52,7 +52,11 @@ class SmashModel(nn.Module):
         out = self.net(x, self.plan, *self.hyper.generate(self.plan))
         if not self.also:
             return out
-        return (out, *(self.net(x, p, *self.hyper.generate(p)) for p in self.also))
+        keep, self.net.keep = self.net.keep, None  # path dropout's rows are the step's own ops
+        try:
+            return (out, *(self.net(x, p, *self.hyper.generate(p)) for p in self.also))
+        finally:
+            self.net.keep = keep
 
 
 def _parallel(module: nn.Module, world: World, device: torch.device) -> nn.Module:
@@ -151,9 +155,22 @@ def sandwich_archs(cfg: RunConfig, step: int, progress: float) -> list[Architect
     return list({a.id: a for a in (by_flops[-1], by_flops[0])}.values())
 
 
+def drop_masks(cfg: RunConfig, step: int, total: int, arch: Architecture, batch: int) -> torch.Tensor | None:
+    """Path dropout of SMASH step `step` (`TrainConfig.drop_path`): (ops, batch) scales, 0 where an op's
+    output is dropped for that image and 1 / (1 - rate) elsewhere, the rate ramped linearly from 0 at the first
+    step to drop_path at the last (Bender et al. 2018). Drawn from (seed, DROP_PATH, step) on the CPU, so a
+    resumed run drops what the unbroken one did; None when off."""
+    rate = cfg.train.drop_path * step / max(total, 1)
+    if rate <= 0:
+        return None
+    n_ops = sum(len(b.ops) for b in arch.blocks)
+    keep = torch.rand(n_ops, batch, generator=torch_gen(cfg.seed, DROP_PATH, step)) >= rate
+    return keep.float() / (1 - rate)
+
+
 def smash_step(s: Smash, arch: Architecture, x: torch.Tensor, y: torch.Tensor, lr: float,
                contrast: tuple[random.Random, float, float] | None = None,
-               also: list[Architecture] | tuple = ()) -> torch.Tensor:
+               also: list[Architecture] | tuple = (), keep: torch.Tensor | None = None) -> torch.Tensor:
     """One training step on one architecture; returns (loss, error, skipped) as a device tensor of 3.
 
     A step whose gradients are not finite is skipped on the device (the optimizer sees `found_inf`, as
@@ -167,6 +184,9 @@ def smash_step(s: Smash, arch: Architecture, x: torch.Tensor, y: torch.Tensor, l
     `also`: more architectures trained on the same batch in the same update (the sandwich rule,
     `sandwich_archs`), their losses added to the step's (gradients accumulate, as in BigNAS). The returned
     loss and error stay the step's own architecture's, so the training curve means what it always has.
+
+    `keep`: path dropout (`drop_masks`) for the step's own architecture's forward; the contrast's and the
+    sandwich's forwards run whole.
     """
     s.hyper.train()
     s.net.train()
@@ -175,11 +195,12 @@ def smash_step(s: Smash, arch: Architecture, x: torch.Tensor, y: torch.Tensor, l
         group["lr"] = lr
     inner = s.inner()
     inner.plan, inner.also = plan, [s.plan(a) for a in also]
+    inner.net.keep = None if keep is None else keep.to(x.device, non_blocking=True)
     try:
         with s.autocast():
             out = s.model(x)
     finally:
-        inner.also = []
+        inner.also, inner.net.keep = [], None
     logits, others = (out[0], out[1:]) if also else (out, ())
     loss = F.cross_entropy(logits.float(), y)
     total = loss

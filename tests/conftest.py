@@ -28,6 +28,22 @@ def tiny_config(**overrides):
     return make_config("quick", **{**TINY, **overrides})
 
 
+def digits_smash_steps(images: int, **overrides):
+    """One epoch of SMASH training at batch 50 on the first `images` digits, by the engine's own loop, with
+    TrainConfig `overrides`: (the trained Smash, its steps)."""
+    from smash_engine.config import make_config
+    from smash_engine.data import device_data, load_dataset
+    from smash_engine.loops import smash_steps
+    from smash_engine.train import Smash
+
+    torch.set_num_threads(1)
+    cfg = make_config("quick", dataset="digits", device="cpu", epochs=1, batch_size=50, **overrides)
+    ds = load_dataset("digits")
+    data = device_data(ds.train_x[:images], ds.train_y[:images], ds.info, torch.device("cpu"))
+    s = Smash.create(cfg, torch.device("cpu"))
+    return s, list(smash_steps(s, cfg, data))
+
+
 @pytest.fixture(scope="session")
 def finished_run(tmp_path_factory):
     """A real, finished tiny search: path of its results file (copy it before writing to it)."""

@@ -11,10 +11,10 @@ from smash_engine.config import make_config
 from smash_engine.cost import arch_cost
 from smash_engine.data import device_data, load_dataset
 from smash_engine.errors import ConfigError
-from smash_engine.loops import smash_steps
 from smash_engine.sampler import sample_architecture
 from smash_engine.seeds import SANDWICH, rng
 from smash_engine.train import Smash, sandwich_archs, smash_step
+from tests.conftest import digits_smash_steps
 
 
 def test_the_sandwich_is_the_largest_and_smallest_of_the_steps_own_draws():
@@ -48,12 +48,7 @@ def test_a_sandwich_step_trains_the_extremes_and_reports_its_own_architecture():
 
 
 def test_smash_training_with_the_sandwich_runs_in_the_engines_loop():
-    torch.set_num_threads(1)
-    cfg = make_config("quick", dataset="digits", device="cpu", sandwich=3, epochs=1, batch_size=50)
-    ds = load_dataset("digits")
-    data = device_data(ds.train_x[:150], ds.train_y[:150], ds.info, torch.device("cpu"))
-    s = Smash.create(cfg, torch.device("cpu"))
-    steps = list(smash_steps(s, cfg, data))
+    _, steps = digits_smash_steps(150, sandwich=3)
     assert len(steps) == 3 and all(torch.isfinite(st.metrics[:2]).all() for st in steps)
 
 
