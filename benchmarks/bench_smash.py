@@ -54,7 +54,7 @@ from smash_engine.data import DeviceData, dataset_info  # noqa: E402
 from smash_engine.encoding import encode  # noqa: E402
 from smash_engine.sampler import sample_architecture  # noqa: E402
 from smash_engine.seeds import ARCH, RANK, rng  # noqa: E402
-from smash_engine.train import Smash, sandwich_archs, smash_score, smash_step  # noqa: E402
+from smash_engine.train import Smash, drop_masks, sandwich_archs, smash_score, smash_step  # noqa: E402
 
 # The authors' code on one H200 (shared/reference/anchors.md, section 1), and the static WRN-40-4 on the
 # same GPU and run, in images/s; scores in architectures/s on 5,000 images.
@@ -100,7 +100,7 @@ def arch_at(cfg, t: int, progress: float):
 
 # -- training throughput ---------------------------------------------------------------------------
 def bench_train(s: Smash, cfg, data: DeviceData, batch: int, space: str, steps: int, warmup: int,
-                windows: int = 1, sandwich: int = 0) -> dict:
+                windows: int = 1, sandwich: int = 0, drop_path: float = 0.0) -> dict:
     """Images/s over `windows` consecutive spans of `steps` steps; the headline is the last span.
 
     Each window also says how many of its convolutions had a configuration (shapes, kernel, dilation,
@@ -108,10 +108,11 @@ def bench_train(s: Smash, cfg, data: DeviceData, batch: int, space: str, steps: 
     so the first hundreds of steps of a run are slower than its steady state.
 
     `sandwich` K: each step also trains the largest and smallest of K more draws (`TrainConfig.sandwich`).
+    `drop_path` R: each step drops ops' outputs at rate R, the end of its ramp (`TrainConfig.drop_path`).
     """
     progress = SPACES[space]
-    if sandwich:
-        cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, sandwich=sandwich))
+    if sandwich or drop_path:
+        cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, sandwich=sandwich, drop_path=drop_path))
     it = endless_batches(data, batch, cfg.seed)
     for t in range(warmup):
         arch = arch_at(cfg, 10**6 + t, progress)
@@ -121,7 +122,8 @@ def bench_train(s: Smash, cfg, data: DeviceData, batch: int, space: str, steps: 
     last = spans[-1]
     gflop = mean_fwd_gflop(cfg, progress, steps)
     tflops = 3 * gflop * last["images_per_s"] / 1e3  # training ~ 3x the forward FLOPs; HyperNet left out
-    return {"space": space, "batch": batch, "steps": steps, "warmup": warmup, "sandwich": sandwich, **last,
+    return {"space": space, "batch": batch, "steps": steps, "warmup": warmup, "sandwich": sandwich,
+            "drop_path": drop_path, **last,
             "fwd_gflop_per_image": round(gflop, 3), "train_tflops_est": round(tflops, 3),
             "windows": spans if windows > 1 else None}
 
@@ -132,7 +134,9 @@ def _train_window(s: Smash, cfg, it, batch: int, progress: float, ts: range) -> 
     sync(s.device)
     t0, c0 = time.perf_counter(), time.process_time()
     for t, (x, y) in zip(ts, xs, strict=True):
-        metrics.append(smash_step(s, arch_at(cfg, t, progress), x, y, 1e-3, also=sandwich_archs(cfg, t, progress)))
+        arch = arch_at(cfg, t, progress)
+        metrics.append(smash_step(s, arch, x, y, 1e-3, also=sandwich_archs(cfg, t, progress),
+                                  keep=drop_masks(cfg, t + 1, t + 1, arch, batch)))
     sync(s.device)
     dt, cpu = time.perf_counter() - t0, time.process_time() - c0
     new = [new_conv_configs(arch_at(cfg, t, progress), batch) for t in ts]
@@ -454,13 +458,16 @@ def ratios(res: dict, dev: torch.device) -> dict:
     """SMASH / static (same run), and, on CUDA, against the original code on the H200."""
     out: dict = {}
     static = {(r["batch"], r["mode"]): r["images_per_s"] for r in res.get("static", [])}
-    plain = {(r["space"], r["batch"]): r["ms_per_step"] for r in res["train"] if not r.get("sandwich")}
+    plain = {(r["space"], r["batch"]): r["ms_per_step"] for r in res["train"]
+             if not r.get("sandwich") and not r.get("drop_path")}
     for r in res["train"]:
         key = f"{r['space']}_b{r['batch']}"
-        if r.get("sandwich"):  # a step's cost with the sandwich rule against a plain step, same run
+        option = f"sandwich{r['sandwich']}" if r.get("sandwich") else \
+            f"drop_path{r['drop_path']:g}" if r.get("drop_path") else None
+        if option:  # a step's cost with the option against a plain step, same run
             if (r["space"], r["batch"]) in plain:
                 base = plain[(r["space"], r["batch"])]
-                out[f"sandwich{r['sandwich']}_step_cost_{key}"] = round(r["ms_per_step"] / base, 3)
+                out[f"{option}_step_cost_{key}"] = round(r["ms_per_step"] / base, 3)
             continue
         for mode in ("fp32", "bf16_cl"):
             if (r["batch"], mode) in static:
@@ -519,6 +526,8 @@ def parse() -> argparse.Namespace:
     ap.add_argument("--steps", type=int, default=50)
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--windows", type=int, default=1, help="consecutive timed spans of --steps (warming curve)")
+    ap.add_argument("--drop-path", type=float, default=0.0,
+                    help="also time steps with path dropout at rate R (TrainConfig.drop_path)")
     ap.add_argument("--sandwich", type=int, default=0,
                     help="also time steps with the sandwich rule over K more draws (TrainConfig.sandwich)")
     ap.add_argument("--full-space", action="store_true", help="only the end-of-training space (progress 1)")
@@ -586,6 +595,10 @@ def main() -> None:
             save(res["train"][-1])
             if a.sandwich:
                 res["train"].append(bench_train(s, cfg, data, b, sp, a.steps, a.warmup, a.windows, a.sandwich))
+                save(res["train"][-1])
+            if a.drop_path:
+                res["train"].append(bench_train(s, cfg, data, b, sp, a.steps, a.warmup, a.windows,
+                                                drop_path=a.drop_path))
                 save(res["train"][-1])
             if a.breakdown:
                 res["breakdown"].append(bench_breakdown(s, cfg, data, b, sp, a.breakdown, min(a.warmup, 2)))
