@@ -62,6 +62,7 @@ def row(path: Path, true_of: dict[str, float]) -> dict:
     out["tile_cosine"] = collapse.get("tile_cosine")
     errs = list(entry["smash_errors"].values())
     out["mean_error"] = sum(errs) / len(errs)
+    out["regret"] = (entry.get("picks") or doc.get("picks") or {}).get("smash_top1")
     out["ablate"] = {k: (v["mean_error"], (v.get("stats") or {}).get("kendall_tau"))
                      for k, v in (entry.get("ablate") or {}).items()}
     return out
@@ -98,13 +99,14 @@ def main(argv: list[str] | None = None) -> int:
               f"{_f(r['shuffle_distance'], '.3f')} | {_f(r['tile_cosine'], '.3f')} | {_f(r['images_per_s'], '.0f')} | "
               f"{_f(r['score_s_per_arch'], '.2f')} |")
     print()
-    print("| variant | corrupt: field win% / gap pts / p | SMASH err% (generated 1x1s) | ablate: mean tile err% / tau, "
-          "random err% / tau |")
-    print("| --- | --- | --- | --- |")
+    print("| variant | corrupt: field win% / gap pts / p | SMASH err% (generated 1x1s) | SMASH's first place: regret "
+          "(points) | ablate: mean tile err% / tau, random err% / tau |")
+    print("| --- | --- | --- | --- | --- |")
     for r in rows:
         corrupt = "; ".join(f"{f} {100 * w:.0f}% / {g:+.2f} / {_f(p, '.2g')}" for f, (w, g, p) in r["corrupt"].items())
         ablate = ", ".join(f"{k} {100 * e:.1f}% / {_f(t, '+.2f')}" for k, (e, t) in r["ablate"].items())
-        print(f"| {r['variant']} | {corrupt or 'n/a'} | {100 * r['mean_error']:.1f}% | {ablate or 'n/a'} |")
+        regret = _f(None if r["regret"] is None else 100 * r["regret"], ".2f")
+        print(f"| {r['variant']} | {corrupt or 'n/a'} | {100 * r['mean_error']:.1f}% | {regret} | {ablate or 'n/a'} |")
     return 0
 
 
