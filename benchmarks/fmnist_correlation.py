@@ -55,6 +55,7 @@ def _stage(args: list[str], timeout_s: float) -> dict:
 def study_main(argv: list[str]) -> int:
     """Stage 2, in its own process: the correlation study on the finished search."""
     from smash_engine import studies
+    from smash_engine.errors import ResultsFileError
 
     ap = argparse.ArgumentParser()
     for name in ("db", "every", "count", "epochs", "train_size", "top"):
@@ -64,6 +65,9 @@ def study_main(argv: list[str]) -> int:
     try:
         studies.correlation(ctx, a.every, a.count, a.epochs, a.top, train_size=a.train_size,
                             report=lambda line: print(line, flush=True))
+    except ResultsFileError as e:  # the search stage ran out of time before its rank phase (2026-12-04, an H200)
+        print(f"study: {e} (give the search stage more --search-timeout, or fewer --epochs)", file=sys.stderr)
+        return 1
     finally:
         ctx.close()
     return 0
