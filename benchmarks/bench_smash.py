@@ -49,7 +49,8 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 import common  # noqa: E402  (benchmarks/ is not a package)
 
 from smash_engine.config import make_config  # noqa: E402
-from smash_engine.cost import arch_cost, conv_in  # noqa: E402
+from smash_engine.conv_plans import conv_keys, warm_conv_plans  # noqa: E402
+from smash_engine.cost import arch_cost  # noqa: E402
 from smash_engine.data import DeviceData, dataset_info  # noqa: E402
 from smash_engine.encoding import encode  # noqa: E402
 from smash_engine.sampler import sample_architecture  # noqa: E402
@@ -65,7 +66,7 @@ ORIGINAL_H200 = {
                1024: {"fp32": 9779.0, "bf16_cl": 29105.0}},
 }
 ENV_VARS = ("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "TORCH_CUDNN_V8_API_LRU_CACHE_LIMIT", "OMP_NUM_THREADS",
-            "CUDA_VISIBLE_DEVICES")
+            "CUDA_VISIBLE_DEVICES", "SMASH_CONV_MULTIPLE")
 SPACES = {"start": 0.0, "full": 1.0}  # progress of SMASH training: budget <= 0.5 and 3x3 kernels at 0
 
 
@@ -117,12 +118,13 @@ def bench_train(s: Smash, cfg, data: DeviceData, batch: int, space: str, steps: 
     for t in range(warmup):
         arch = arch_at(cfg, 10**6 + t, progress)
         smash_step(s, arch, *next(it), 1e-3)
-        new_conv_configs(arch, batch)
+        new_conv_configs(s, arch, batch)
     spans = [_train_window(s, cfg, it, batch, progress, range(w * steps, (w + 1) * steps)) for w in range(windows)]
     last = spans[-1]
     gflop = mean_fwd_gflop(cfg, progress, steps)
     tflops = 3 * gflop * last["images_per_s"] / 1e3  # training ~ 3x the forward FLOPs; HyperNet left out
     return {"space": space, "batch": batch, "steps": steps, "warmup": warmup, "sandwich": sandwich,
+            "conv_multiple": s.net.multiple,
             "drop_path": drop_path, **last,
             "fwd_gflop_per_image": round(gflop, 3), "train_tflops_est": round(tflops, 3),
             "windows": spans if windows > 1 else None}
@@ -139,7 +141,7 @@ def _train_window(s: Smash, cfg, it, batch: int, progress: float, ts: range) -> 
                                   keep=drop_masks(cfg, t + 1, t + 1, arch, batch)))
     sync(s.device)
     dt, cpu = time.perf_counter() - t0, time.process_time() - c0
-    new = [new_conv_configs(arch_at(cfg, t, progress), batch) for t in ts]
+    new = [new_conv_configs(s, arch_at(cfg, t, progress), batch) for t in ts]
     m = torch.stack(metrics)  # (steps, 3): loss, error, skipped (non-finite gradients)
     return {"images_per_s": round(batch * len(ts) / dt, 1), "ms_per_step": round(1e3 * dt / len(ts), 2),
             "process_cpu_ms_per_step": round(1e3 * cpu / len(ts), 2),
@@ -152,19 +154,13 @@ def _train_window(s: Smash, cfg, it, batch: int, progress: float, ts: range) -> 
 _SEEN_CONVS: set = set()
 
 
-def new_conv_configs(arch, batch: int) -> tuple[int, int]:
-    """(configurations not seen before in this process, convolutions) of one training step's forward."""
-    size, new, n = arch.image_size, 0, 0
-    for b in arch.blocks:
-        for op in b.ops:
-            keys = [(batch, size, len(op.reads) * b.bank_size, op.bottleneck)]
-            keys += [(batch, size, conv_in(op, k), op.out_channels, c.kernel, c.dilation, c.groups)
-                     for k, c in enumerate(op.convs) if c is not None]
-            n += len(keys)
-            new += sum(k not in _SEEN_CONVS for k in keys)
-            _SEEN_CONVS.update(keys)
-        size //= 2
-    return new, n
+def new_conv_configs(s: Smash, arch, batch: int) -> tuple[int, int]:
+    """(configurations not seen before in this process, convolutions) of one training step's main network, as
+    the network itself says it runs them (`SmashNet.conv_configs`, at its widths)."""
+    keys = s.net.conv_configs(arch, batch)
+    new = len(set(keys) - _SEEN_CONVS)
+    _SEEN_CONVS.update(keys)
+    return new, len(keys)
 
 
 # -- phase breakdown -------------------------------------------------------------------------------
@@ -252,7 +248,7 @@ def bench_breakdown(s: Smash, cfg, data: DeviceData, batch: int, space: str, ste
             tick("sample")
             smash_step(s, arch, x, y, 1e-3)
             tick("metrics")
-            new_conv_configs(arch, batch)
+            new_conv_configs(s, arch, batch)
     archs = [arch_at(cfg, 2 * 10**6 + t, progress) for t in range(warmup, warmup + steps)]
     t0 = time.perf_counter()
     for arch in archs:
@@ -458,9 +454,15 @@ def ratios(res: dict, dev: torch.device) -> dict:
     """SMASH / static (same run), and, on CUDA, against the original code on the H200."""
     out: dict = {}
     static = {(r["batch"], r["mode"]): r["images_per_s"] for r in res.get("static", [])}
-    plain = {(r["space"], r["batch"]): r["ms_per_step"] for r in res["train"]
+    exact = [r for r in res["train"] if r.get("exact_too")]
+    rows = [r for r in res["train"] if not r.get("exact_too")]
+    plain = {(r["space"], r["batch"]): r["ms_per_step"] for r in rows
              if not r.get("sandwich") and not r.get("drop_path")}
-    for r in res["train"]:
+    for r in exact:  # how much faster the step at rounded widths is than at exact ones, same process
+        if (r["space"], r["batch"]) in plain:
+            base = plain[(r["space"], r["batch"])]
+            out[f"rounded_speedup_over_exact_{r['space']}_b{r['batch']}"] = round(r["ms_per_step"] / base, 3)
+    for r in rows:
         key = f"{r['space']}_b{r['batch']}"
         option = f"sandwich{r['sandwich']}" if r.get("sandwich") else \
             f"drop_path{r['drop_path']:g}" if r.get("drop_path") else None
@@ -491,10 +493,14 @@ def summary(doc: dict) -> str:
     where = m["device"] if m["device"] != "cpu" else f"{m['cpu']} ({m['cores']} cores, {m['threads']} torch threads)"
     lines = [f"SMASH benchmark: {where}, torch {m['torch']}, git {m['commit'][:12]}, preset {doc['preset']}"]
     for r in doc["results"]["train"]:
-        lines.append(f"  train {r['space']:5} batch {r['batch']:4}: {r['images_per_s']:9.1f} img/s  "
+        lines.append(f"  train {r['space']:5} batch {r['batch']:4} widths x{r.get('conv_multiple', 1):<2}: "
+                     f"{r['images_per_s']:9.1f} img/s  "
                      f"{r['ms_per_step']:9.2f} ms/step ({r['process_cpu_ms_per_step']:.1f} CPU)  "
                      f"{r['fwd_gflop_per_image']:.3f} GFLOP/img fwd  ~{r['train_tflops_est']:.3f} TFLOP/s, "
                      f"{r['new_conv_configs_per_step']:.0f}/{r['convs_per_step']:.0f} conv configs new")
+    for r in doc["results"].get("prewarm", []):
+        lines.append(f"  plans prewarmed at batch {r['batches'][0]}: {r['configurations']:,} configurations of "
+                     f"{r['draws']:,} draws in {r['seconds']} s")
     for r in doc["results"].get("static", []):
         lines.append(f"  static WRN-40-4 {r['mode']:7} batch {r['batch']:4}: {r['images_per_s']:9.1f} img/s")
     for r in doc["results"].get("score", []):
@@ -548,6 +554,10 @@ def parse() -> argparse.Namespace:
     ap.add_argument("--cudnn", choices=("on", "off"), default="on",
                     help="cuDNN for the SMASH steps (off: PyTorch's own convolution kernels)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--prewarm", type=int, default=0,
+                    help="build the convolution plans of N draws of a whole run's stream first (conv_plans.py)")
+    ap.add_argument("--exact-too", action="store_true",
+                    help="also train at exact widths (SmashNet.multiple 1), first batch, full space, same process")
     ap.add_argument("--out", help="JSON path (default benchmarks/results/smash-<device>-<date>.json)")
     return ap.parse_args()
 
@@ -588,8 +598,12 @@ def main() -> None:
     # cuDNN off sends convolutions to PyTorch's own kernels: no per-configuration plan to build
     torch.backends.cudnn.enabled = a.cudnn == "on"
     s = Smash.create(cfg, dev)
+    doc["settings"]["conv_multiple"] = s.net.multiple
     data = random_data(cfg, max(4096, 8 * max(batches)), dev, a.seed)
     for b in batches:
+        if a.prewarm:  # per batch: the plans of two batches overflow a thread's cache (10,000)
+            res.setdefault("prewarm", []).append(prewarm(s, cfg, [b], a.prewarm))
+            save(res["prewarm"][-1])
         for sp in spaces:
             res["train"].append(bench_train(s, cfg, data, b, sp, a.steps, a.warmup, a.windows))
             save(res["train"][-1])
@@ -603,6 +617,13 @@ def main() -> None:
             if a.breakdown:
                 res["breakdown"].append(bench_breakdown(s, cfg, data, b, sp, a.breakdown, min(a.warmup, 2)))
                 save(res["breakdown"][-1])
+    if a.exact_too and s.net.multiple > 1:
+        exact = Smash.create(cfg, dev)
+        exact.net.multiple = exact.hyper.multiple = 1
+        r = bench_train(exact, cfg, data, batches[0], "full", a.steps, a.warmup, a.windows)
+        res["train"].append({**r, "exact_too": True})
+        save(res["train"][-1])
+        del exact
     if a.score_archs or a.rank_corr:
         val = random_data(cfg, a.score_images, dev, a.seed + 1)
         eval_batches = [int(b) for b in a.score_batch.split(",")]
@@ -623,6 +644,15 @@ def main() -> None:
     save()
     print(summary(doc))
     print(f"wrote {out}")
+
+
+def prewarm(s: Smash, cfg, batches: list[int], n: int) -> dict:
+    """Build the plans of the configurations in `n` draws of a run's stream (progress 0 to 1, seeds apart from the
+    measured steps'), at each batch: the cache a long run has, in a short call."""
+    archs = [arch_at(cfg, 5 * 10**6 + t, t / max(n - 1, 1)) for t in range(n)]
+    keys = set().union(*(conv_keys(s.net, s.hyper, archs, b) for b in batches))
+    r = warm_conv_plans(keys, s.device)
+    return {"draws": n, "batches": batches, **r}
 
 
 def run_baseline(a, dev: torch.device, batches: list[int], res: dict, notes: list[str], save) -> None:

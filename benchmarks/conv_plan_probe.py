@@ -8,7 +8,7 @@ host spending ~4 ms per backward convolution and ~1 ms per forward one (device t
 This times forward + backward of one 3x3 and one 1x1 convolution under bf16 autocast (as train.py) in
 four cases: one configuration over and over; the same with the weight a view at a moving offset (cuDNN's
 plan cache key includes the pointers' alignment); a new channel count every call; and each again with
-cuDNN off.
+cuDNN off; and the host memory a plan holds (resident memory over 300 new configurations).
 """
 
 from __future__ import annotations
@@ -70,11 +70,39 @@ def cases(dev: torch.device, batch: int, k: int, n: int) -> dict:
     return out
 
 
+def rss_mib() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * 4096 / 2**20
+
+
+def plan_memory(dev: torch.device, batch: int, n: int) -> dict:
+    """Host memory a plan holds: resident memory before and after `n` new 3x3 configurations (forward and both
+    gradients: 3n plans), what benchmarks/plan_cache.py's `plans_held` is multiplied by."""
+    x = torch.randn(batch, 8 + n, 16, 16, device=dev, requires_grad=True)
+    cast = torch.autocast(dev.type, torch.bfloat16, enabled=dev.type == "cuda")
+
+    def run(c: int) -> None:
+        w = torch.randn(64, c, 3, 3, device=dev, requires_grad=True)
+        with cast:
+            y = F.conv2d(x[:, :c], w, padding=1)
+        y.float().sum().backward()
+
+    for c in range(1, 8):  # libraries loaded, first allocations made
+        run(c)
+    before = rss_mib()
+    for c in range(8, 8 + n):
+        run(c)
+    after = rss_mib()
+    return {"new_configurations": n, "plans": 3 * n, "rss_mib_before": round(before, 1),
+            "rss_mib_after": round(after, 1), "kib_per_plan": round((after - before) * 1024 / (3 * n), 1)}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--batch", type=int, default=50)
     ap.add_argument("--calls", type=int, default=64)
+    ap.add_argument("--memory-configs", type=int, default=300, help="new configurations for the plan memory probe")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     a = ap.parse_args()
     dev = torch.device(a.device)
@@ -83,7 +111,8 @@ def main() -> int:
         return 1
     res = {"device": torch.cuda.get_device_name() if dev.type == "cuda" else "cpu", "torch": torch.__version__,
            "cudnn": torch.backends.cudnn.version() if dev.type == "cuda" else None, "batch": a.batch,
-           "kernel_3": cases(dev, a.batch, 3, a.calls), "kernel_1": cases(dev, a.batch, 1, a.calls)}
+           "kernel_3": cases(dev, a.batch, 3, a.calls), "kernel_1": cases(dev, a.batch, 1, a.calls),
+           "plan_memory": plan_memory(dev, a.batch, a.memory_configs)}
     print(json.dumps(res, indent=1))
     a.out.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%dT%H%M", time.gmtime())

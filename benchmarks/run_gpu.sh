@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# One prepared GPU benchmark call: about 5.5 minutes on one H200 (2026-12-04; each step has its own timeout,
-# 9 minutes in all at most). Needs python with torch (CUDA), numpy and scipy; not textual, plotext or
-# sqlite-utils.
+# One prepared GPU benchmark call: about 6 minutes on one H200 (estimated 2026-12-08 from the 2026-12-04 call,
+# which took 5.5), each step with its own timeout, 7.75 minutes in all at most. Needs python with torch (CUDA),
+# numpy and scipy; not textual, plotext or sqlite-utils.
 #
 #   benchmarks/run_gpu.sh                          # writes benchmarks/results/smash-*.json and a log
 #   RESULTS_DIR=/somewhere benchmarks/run_gpu.sh   # (or $OUT, where the device runner collects files)
@@ -10,11 +10,15 @@
 # Writes, for the GPU it finds (<gpu> = its name in lowercase, <stamp> = UTC date and time):
 #   smash-limit-<gpu>-<stamp>.json   static WRN-40-4 reference (shared/tools/bench_limit.py), batches 50, 256
 #   smash-<gpu>-<stamp>.json         paper preset, CIFAR-shaped random data: the static reference again in the
-#                                    same process, SMASH training at batch 50 and 256 (start and full space,
-#                                    3 windows of 30 steps after 20 warm-up steps), phase breakdown, scoring
-#                                    5,000 images at eval batch 500 and 1000, bf16-vs-fp32 rank correlation
-#                                    on 20 architectures, cProfile + torch.profiler of 5 steps
-#   conv-plan-probe-<device>-<stamp>.json  one convolution's host cost: seen, new, cuDNN off (conv_plan_probe.py)
+#                                    same process, SMASH training at batch 50 and 256 at the engine's CUDA widths
+#                                    (rounded to 32, train.CUDA_MULTIPLE) after building the plans of 3,000 draws
+#                                    (--prewarm: the cache of a long run), start and full space, 3 windows of 30
+#                                    steps after 20 warm-up steps; then at exact widths (full space, batch 50,
+#                                    --exact-too); phase breakdown with kernels per step, scoring 5,000 images
+#                                    at eval batch 500 and 1000, bf16-vs-fp32 rank correlation on 10
+#                                    architectures, cProfile + torch.profiler of 3 steps
+#   conv-plan-probe-<device>-<stamp>.json  one convolution's host cost: seen, new, cuDNN off; host memory per
+#                                    plan (conv_plan_probe.py)
 #   smash-<gpu>-<stamp>.log          everything printed
 set -u
 cd "$(dirname "$0")/.."
@@ -28,14 +32,17 @@ if [ -n "${SMOKE:-}" ]; then
     DEV=cpu GPU=smoke-cpu
     LIMIT_ARGS=(--device cpu --batches 2 --steps 1 --warmup 0)
     SMASH_ARGS=(--device cpu --threads 1 --preset quick --batches 2,4 --steps 2 --warmup 1 --windows 2 --breakdown 1
-                --profile 1 --score-archs 1 --score-images 40 --score-batch 20,40 --rank-corr 3 --baseline-steps 1)
+                --profile 1 --score-archs 1 --score-images 40 --score-batch 20,40 --rank-corr 3 --baseline-steps 1
+                --prewarm 5 --exact-too)
+    export SMASH_CONV_MULTIPLE=16  # the CUDA path's rounded widths, so --exact-too has something to compare
 else
     DEV=cuda
     GPU=$($PY -c "import re, torch; print(re.sub(r'[^a-z0-9]+', '-', torch.cuda.get_device_name().lower()).strip('-'))" \
           2>/dev/null) || { echo "no CUDA device visible to $PY (SMOKE=1 runs the script on the CPU)"; exit 1; }
     LIMIT_ARGS=(--device cuda --batches 50,256)
     SMASH_ARGS=(--device cuda --preset paper --batches 50,256 --steps 30 --warmup 20 --windows 3 --breakdown 10
-                --profile 5 --score-archs 10 --score-images 5000 --score-batch 500,1000 --rank-corr 20)
+                --profile 3 --score-archs 10 --score-images 5000 --score-batch 500,1000 --rank-corr 10
+                --prewarm 3000 --exact-too)
 fi
 STAMP=$(date -u +%Y%m%dT%H%M)
 LOG="$RESULTS_DIR/smash-$GPU-$STAMP.log"
@@ -51,7 +58,7 @@ done
 
     if [ -n "$LIMIT" ]; then
         echo "== static reference: $LIMIT"
-        timeout 150 $PY "$LIMIT" "${LIMIT_ARGS[@]}" --out "$RESULTS_DIR/smash-limit-$GPU-$STAMP.json" \
+        timeout 120 $PY "$LIMIT" "${LIMIT_ARGS[@]}" --out "$RESULTS_DIR/smash-limit-$GPU-$STAMP.json" \
             || echo "bench_limit failed or timed out (rc $?)"
         BASELINE=(--baseline --bench-limit "$LIMIT")
     else
@@ -64,7 +71,7 @@ done
         --out "$RESULTS_DIR/smash-$GPU-$STAMP.json" || echo "bench_smash failed or timed out (rc $?)"
     echo "== convolution host cost"
     if [ -n "${SMOKE:-}" ]; then PROBE=(--device cpu --calls 2); else PROBE=(); fi
-    timeout 90 $PY benchmarks/conv_plan_probe.py "${PROBE[@]}" --out "$RESULTS_DIR" \
+    timeout 45 $PY benchmarks/conv_plan_probe.py "${PROBE[@]}" --out "$RESULTS_DIR" \
         || echo "conv_plan_probe failed or timed out (rc $?)"
     echo "== done $(date -u)"
 } 2>&1 | tee "$LOG"

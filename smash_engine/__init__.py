@@ -27,5 +27,9 @@ import os
 # Every SMASH step runs convolutions of new shapes; oneDNN's default plan cache (1,024) thrashes. A larger
 # one cut a quick-preset step's CPU time by 38% here (benchmarks/README.md). Set before torch builds any.
 os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "65536")
+# cuDNN's plans, the same on CUDA: one LRU cache per thread (forward on the Python thread, gradients on autograd's),
+# 10,000 plans by default. With the widths rounded (train.CUDA_MULTIPLE) a paper-space run needs ~3,500
+# configurations: this cap holds them all with room, and bounds host memory (benchmarks/plan_cache.py).
+os.environ.setdefault("TORCH_CUDNN_V8_API_LRU_CACHE_LIMIT", "10000")
 
 __version__ = "0.1.0"

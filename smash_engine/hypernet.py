@@ -85,6 +85,10 @@ class HyperNet(nn.Module):
     def __init__(self, space: SpaceConfig, cfg: HyperConfig = HyperConfig()):
         super().__init__()
         self.space, self.layout = space, Layout(space)
+        # the width of c (its columns) is rounded up to a multiple of this (1: exact), with zero columns that every
+        # layer keeps zero, so the generated weights are the exact ones; set per device (train.conv_multiple): every
+        # width of c is a new configuration of all of this HyperNet's convolutions for cuDNN to plan
+        self.multiple = 1
         c = self.layout.channels
         self.stem = WNConv(c, cfg.stem, 3, padding=1, bias=False)
         c += cfg.stem
@@ -113,17 +117,42 @@ class HyperNet(nn.Module):
 
     def features(self, c: torch.Tensor) -> torch.Tensor:
         """c (1, C, R, S) -> the hidden features the weights are decoded from (1, C_h, R, S)."""
-        h = torch.cat([c, self.stem(c)], 1)
+        return self.padded_features(c)[..., :c.shape[-1]]
+
+    def padded_features(self, c: torch.Tensor) -> torch.Tensor:
+        """`features` at c's padded width (`multiple`): zero beyond column S."""
+        S = c.shape[-1]
+        S_pad = -(-S // self.multiple) * self.multiple
+        if S_pad == S:
+            def conv(f: nn.Module, x: torch.Tensor) -> torch.Tensor:
+                return f(x)
+        else:
+            # zero columns beyond S look to each 3x3 like the zero padding past the edge, as long as they stay zero:
+            # each layer's output is masked there (LeakyReLU keeps zeros), so columns < S are the exact ones
+            c = F.pad(c, (0, S_pad - S))
+            keep = (torch.arange(S_pad, device=c.device) < S).to(c.dtype)
+
+            def conv(f: nn.Module, x: torch.Tensor) -> torch.Tensor:
+                return f(x) * keep
+        h = torch.cat([c, conv(self.stem, c)], 1)
         for s, layers in enumerate(self.stages):
-            for conv in layers:
-                h = torch.cat([h, conv(F.leaky_relu(h, 0.02))], 1)
+            for layer in layers:
+                h = torch.cat([h, conv(layer, F.leaky_relu(h, 0.02))], 1)
             if s < len(self.transitions):
-                h = self.transitions[s](F.leaky_relu(h, 0.02))
+                h = conv(self.transitions[s], F.leaky_relu(h, 0.02))
         return F.leaky_relu(h, 0.02)
+
+    def conv_configs(self, S: int) -> list[tuple]:
+        """The convolutions `features` and `decode` run for a c of width S, as a plan cache keys them:
+        (batch, in channels, R, padded S, out channels, kernel, padding), in order."""
+        S_pad, R = -(-S // self.multiple) * self.multiple, self.layout.rows
+        convs = [self.stem, *(f for layers, *t in zip(self.stages, [*self.transitions, None], strict=True)
+                              for f in [*layers, *(x for x in t if x is not None)]), self.out]
+        return [(1, f.in_channels, R, S_pad, f.out_channels, f.kernel_size, f.padding) for f in convs]
 
     def forward(self, c: torch.Tensor) -> torch.Tensor:
         """c (1, C, R, S) -> raw weight matrix (R*N, S*dc*N)."""
-        return self.decode(self.features(c))
+        return self.decode(self.padded_features(c))[:, :c.shape[-1] * self.space.slice_channels]
 
     def decode(self, h: torch.Tensor) -> torch.Tensor:
         h = self.out(h)  # (1, N*dcN, R, S)
@@ -144,8 +173,10 @@ class HyperNet(nn.Module):
         then each conv's, or None without c-set gains; mix (the graph HyperNet's template code) is None."""
         if len(plan.op_in) == 0:  # a space whose budgets reach 0 can draw an architecture with no ops at all
             return plan.c.new_zeros(0, 0, dtype=torch.float32), None, None
-        h = self.features(plan.c)
-        w = self.decode(h).float()
+        S = plan.c.shape[-1]
+        h = self.padded_features(plan.c)
+        w = self.decode(h)[:, :S * self.space.slice_channels].float()
+        h = h[..., :S]
         rows = torch.arange(w.shape[0], device=w.device)[:, None] < plan.col_rows[None, :]
         col_sq = (w * w * rows).sum(0)  # (S*dcN,)
         op_sq = torch.zeros(len(plan.op_in), device=w.device).index_add_(0, plan.col_op, col_sq)

@@ -14,7 +14,10 @@ BN), with `norm="none"` it computes exactly SmashNet's function (used to check t
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 import torch.nn as nn
@@ -71,27 +74,105 @@ def sliced_bn(x: torch.Tensor, bn: nn.BatchNorm2d, training: bool) -> torch.Tens
                         training, bn.momentum, bn.eps)
 
 
+def round_up(c: int, multiple: int) -> int:
+    return -(-c // multiple) * multiple
+
+
+@dataclass(frozen=True)
+class Padding:
+    """Where one weight slice sits in a zero-padded weight, so a convolution runs at rounded widths exactly.
+
+    A padded tensor of `c` real channels has `round_up(c, multiple)` channels in `chunks` equal chunks, each
+    holding its share of the real channels first, then zeros (the *chunked* layout). With `chunks` the largest
+    groups count of the space, a grouped convolution of any allowed groups over the padded widths sees in each of
+    its groups exactly the real channels of that group, so zero weights at the padded positions make it compute
+    the exact convolution's outputs (at the real positions) and zeros (at the padded ones). A 1x1 reads banks of
+    real width: `chunks_in` 1 there, no input padding.
+    """
+
+    out: int
+    out_pad: int
+    cin: int
+    cin_pad: int
+    chunks: int  # output chunks (and input chunks where chunks_in is None)
+    groups: int = 1
+    chunks_in: int | None = None
+
+    def _split(self, t: torch.Tensor, out: int, cin: int) -> torch.Tensor:
+        gi = self.chunks if self.chunks_in is None else self.chunks_in
+        return t.view(self.chunks, out // self.chunks, gi // self.groups, cin // gi, *t.shape[2:])
+
+    def real(self, t: torch.Tensor) -> torch.Tensor:
+        """The real weight (out, cin / groups, ...) viewed by chunks."""
+        return self._split(t, self.out, self.cin)
+
+    def place(self, padded: torch.Tensor) -> torch.Tensor:
+        """The real weight's positions in the padded weight (out_pad, cin_pad / groups, ...), viewed as `real`."""
+        gi = self.chunks if self.chunks_in is None else self.chunks_in
+        return self._split(padded, self.out_pad, self.cin_pad)[:, :self.out // self.chunks, :, :self.cin // gi]
+
+    def padded(self, real: torch.Tensor) -> torch.Tensor:
+        """The real weight inside zeros of the padded widths, contiguous: one kernel (the copy a slice costs anyway)."""
+        gi = self.chunks if self.chunks_in is None else self.chunks_in
+        trailing = real.dim() - 2
+        # F.pad counts dims from the last: the kernel's stay, cin / gi grows, gi / groups stays, out / chunks grows
+        grow_in, grow_out = (self.cin_pad - self.cin) // gi, (self.out_pad - self.out) // self.chunks
+        pad = [0, 0] * trailing + [0, grow_in, 0, 0, 0, grow_out]
+        return F.pad(self.real(real), pad).view(self.out_pad, self.cin_pad // self.groups, *real.shape[2:])
+
+
 class _Slices(torch.autograd.Function):
     """Every slice a step takes of one shared weight, in one autograd node.
 
     Sliced one by one, each slice's backward writes a zero tensor of the weight's full size and adds it to
     the gradient (~3 full-size kernels per op and conv). Here the slices' gradients are added in place into
     one buffer: one full-size allocation per shared weight per step. The slices are returned contiguous,
-    which the convolutions would otherwise copy them to anyway.
+    which the convolutions would otherwise copy them to anyway; a slice with a `Padding` comes back inside a
+    zero weight of the padded widths (one copy either way).
     """
 
     @staticmethod
-    def forward(ctx, weight: torch.Tensor, index: list[tuple[slice, ...]]):
-        ctx.index, ctx.shape = index, weight.shape
-        return tuple(weight[ix].contiguous() for ix in index)
+    def forward(ctx, weight: torch.Tensor, index: list[tuple[slice, ...]], pads: list[Padding | None] | None = None):
+        pads = pads or [None] * len(index)
+        ctx.index, ctx.pads, ctx.shape = index, pads, weight.shape
+        out = []
+        for ix, pad in zip(index, pads, strict=True):
+            out.append(weight[ix].contiguous() if pad is None else pad.padded(weight[ix]))
+        return tuple(out)
 
     @staticmethod
     def backward(ctx, *grads: torch.Tensor):
         g = next(x for x in grads if x is not None).new_zeros(ctx.shape)
-        for ix, gi in zip(ctx.index, grads, strict=True):
-            if gi is not None:
-                g[ix] += gi
-        return g, None
+        for ix, pad, gi in zip(ctx.index, ctx.pads, grads, strict=True):
+            if gi is None:
+                continue
+            if pad is None:
+                g[ix].add_(gi)  # not `g[ix] += gi`: that also copies the view back onto itself
+            else:
+                pad.real(g[ix]).add_(pad.place(gi))
+        return g, None, None
+
+
+def unpad(y: torch.Tensor, c: int, chunks: int) -> torch.Tensor:
+    """The `c` real channels of a padded activation in the chunked layout (`Padding`), contiguous."""
+    B, cp = y.shape[:2]
+    if cp == c:
+        return y
+    return y.view(B, chunks, cp // chunks, *y.shape[2:])[:, :, :c // chunks].reshape(B, c, *y.shape[2:])
+
+
+class ConvKey(NamedTuple):
+    """What a convolution library plans for (cuDNN keys its plans by this, dtype and layout aside)."""
+
+    batch: int
+    cin: int
+    height: int
+    width: int
+    cout: int
+    kernel: tuple[int, int]
+    dilation: tuple[int, int]
+    groups: int
+    padding: tuple[int, int]
 
 
 class SmashNet(nn.Module):
@@ -102,6 +183,11 @@ class SmashNet(nn.Module):
         self.space, self.templates = space, templates
         # path dropout of the next training forward (train.drop_masks): (ops, B) scales, or None
         self.keep: torch.Tensor | None = None
+        # channel widths inside ops are rounded up to a multiple of this (1: exact widths), with zero weights at the
+        # padded positions, so the results are the exact ones; set per device (train.conv_multiple): on CUDA it
+        # bounds the convolution configurations cuDNN must build a plan for (benchmarks/plan_cache.py)
+        self.multiple = 1
+        self.chunks = max(space.groups)
         s, K = space, max(space.kernels)
         # with templates > 1 (the graph HyperNet) each shared conv is `templates` tensors that each op mixes
         # with the code the HyperNet generates for it; 1 keeps the paper's one shared tensor (and checkpoints)
@@ -133,15 +219,74 @@ class SmashNet(nn.Module):
         """Block i's conv n sliced for op (a view)."""
         return self.convs[4 * i + n][self.conv_index(n, op)]
 
-    def block_convs(self, i: int, ops: tuple[Op, ...]) -> list[dict[int, torch.Tensor]]:
-        """For each op of block i, its active convs' weights, sliced through one `_Slices` node per conv."""
+    def pad(self, c: int, padded: bool = True) -> int:
+        """The width a tensor of `c` real channels has inside an op."""
+        return round_up(c, math.lcm(self.multiple, self.chunks)) if padded and self.multiple > 1 else c
+
+    def conv_padding(self, op: Op, n: int, n_in: int = 0) -> Padding | None:
+        """Where op's conv n sits in its padded weight, or (n = -1) its 1x1 reading `n_in` channels of banks,
+        which have their real widths; None where the padded widths are the real ones."""
+        if n < 0:
+            cout, cout_pad = op.bottleneck, self.pad(op.bottleneck)
+            return None if cout_pad == cout else Padding(cout, cout_pad, n_in, n_in, self.chunks, 1, 1)
+        conv, cin, cout = op.convs[n], conv_in(op, n), op.out_channels
+        assert conv is not None
+        if self.pad(cout) == cout and self.pad(cin) == cin:
+            return None
+        return Padding(cout, self.pad(cout), cin, self.pad(cin), self.chunks, conv.groups)
+
+    def block_convs(self, i: int, ops: tuple[Op, ...], padded: bool = False,
+                    weights_of: Callable[[int], torch.Tensor] | None = None) -> list[dict[int, torch.Tensor]]:
+        """For each op of block i, its active convs' weights, sliced through one `_Slices` node per conv from
+        `weights_of(j)` (default: the shared weights themselves); with `padded`, each inside a zero weight of the
+        op's padded widths."""
         out: list[dict[int, torch.Tensor]] = [{} for _ in ops]
+        weights_of = weights_of or (lambda j: self.convs[j])
         for n in range(4):
             users = [k for k, op in enumerate(ops) if op.convs[n] is not None]
             if users:
-                weights = _Slices.apply(self.convs[4 * i + n], [self.conv_index(n, ops[k]) for k in users])
+                pads = [self.conv_padding(ops[k], n) for k in users] if padded else None
+                weights = _Slices.apply(weights_of(4 * i + n), [self.conv_index(n, ops[k]) for k in users], pads)
                 for k, wk in zip(users, weights, strict=True):
                     out[k][n] = wk
+        return out
+
+    def cast_banks(self) -> Callable[[int], torch.Tensor]:
+        """The shared conv banks as the convolutions will read them: under autocast, each bank is cast once per
+        forward (one kernel per bank instead of one per op and conv, as autocast would cast every slice)."""
+        device = self.convs[0].device.type
+        if not torch.is_autocast_enabled(device):
+            return lambda j: self.convs[j]
+        dtype = torch.get_autocast_dtype(device)
+        cast: dict[int, torch.Tensor] = {}
+
+        def bank(j: int) -> torch.Tensor:
+            if j not in cast:
+                cast[j] = self.convs[j].to(dtype)
+            return cast[j]
+        return bank
+
+    def conv_configs(self, arch: Architecture, batch: int) -> list[ConvKey]:
+        """The convolutions `forward` runs for `arch` at this batch, in order, as a plan cache keys them: the code's
+        own widths (`pad`), so counting configurations counts what runs (a test holds the two together)."""
+        s, padded = self.space, self.multiple > 1 and self.templates == 1  # as `forward` without c-set gains
+        size = arch.image_size
+        k = s.stem_kernel
+        out = [ConvKey(batch, arch.image_channels, size, size, s.in_channels[0], (k, k), (1, 1), 1, (k // 2, k // 2))]
+        for i, block in enumerate(arch.blocks):
+            for op in block.ops:
+                n_in = len(op.reads) * block.bank_size
+                out.append(ConvKey(batch, n_in, size, size, self.pad(op.bottleneck, padded), (1, 1), (1, 1), 1,
+                                   (0, 0)))
+                for n in (0, 2, 1, 3):  # two_branch's order
+                    c = op.convs[n]
+                    if c is not None:
+                        out.append(ConvKey(batch, self.pad(conv_in(op, n), padded), size, size,
+                                           self.pad(op.out_channels, padded), c.kernel, c.dilation, c.groups,
+                                           conv_padding(c)))
+            if i < len(self.trans):
+                out.append(ConvKey(batch, block.width, size, size, s.in_channels[i + 1], (1, 1), (1, 1), 1, (0, 0)))
+                size //= 2
         return out
 
     def forward(self, x: torch.Tensor, plan: ArchPlan, w: torch.Tensor, gains: torch.Tensor | None = None,
@@ -150,12 +295,21 @@ class SmashNet(nn.Module):
         each op's output-channel `gains` and (with templates) its conv codes `mix` (all from `generate`)."""
         x = self.stem(x)
         first = 0
+        # the weights as the paper's HyperNet makes them (no c-set gains or templates, which scale and mix the real
+        # ones): cast once per forward under autocast, and at padded widths where `multiple` asks for them
+        plain = gains is None and self.templates == 1
+        padded = plain and self.multiple > 1
+        weights_of = self.cast_banks() if plain else None
+        if plain and torch.is_autocast_enabled(w.device.type):
+            w = w.to(torch.get_autocast_dtype(w.device.type))
+        ops = [op for block in plan.arch.blocks for op in block.ops]
         # every op's 1x1 weight out of the generated matrix through one node, as for the shared convs
         index = [(slice(0, int(b)), slice(int(a), int(a + n)))
                  for a, n, b in zip(plan.op_start, plan.op_in, plan.op_bottleneck, strict=True)]
-        w1x1 = list(_Slices.apply(w, index))
+        pads = [self.conv_padding(op, -1, int(n)) for op, n in zip(ops, plan.op_in, strict=True)] if padded else None
+        w1x1 = list(_Slices.apply(w, index, pads))
         for i, block in enumerate(plan.arch.blocks):
-            convs = self.block_convs(i, block.ops)
+            convs = self.block_convs(i, block.ops, padded, weights_of)
             if gains is not None:
                 for k in range(len(block.ops)):
                     w1x1[first + k], convs[k] = self.gained(gains[first + k], w1x1[first + k], convs[k],
@@ -163,8 +317,9 @@ class SmashNet(nn.Module):
 
             def op_fn(k: int, op: Op, inp: torch.Tensor, first=first, convs=convs) -> torch.Tensor:
                 y = F.relu(F.conv2d(inp, w1x1[first + k][:, :, None, None].to(inp.dtype)))
-                return two_branch(y, op.pattern, lambda n, t: F.conv2d(
+                out = two_branch(y, op.pattern, lambda n, t: F.conv2d(
                     t, convs[k][n], None, 1, conv_padding(op.convs[n]), op.convs[n].dilation, op.convs[n].groups))
+                return unpad(out, op.out_channels, self.chunks) if padded else out
             keep = self.keep[first:first + len(block.ops)] if self.keep is not None and self.training else None
             x = run_block(x, block, op_fn, keep)
             first += len(block.ops)

@@ -10,6 +10,7 @@ loops that call these steps are in `loops.py`.
 from __future__ import annotations
 
 import math
+import os
 import random
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from .config import RunConfig, TrainConfig
 from .data import DeviceData
 from .dist import SINGLE, World
 from .encoding import FIELDS, ArchPlan, corrupt_plan, encode
+from .errors import ConfigError
 from .hypernet import make_hypernet
 from .network import FixedNet, SmashNet
 from .sampler import perturb, sample_architecture
@@ -59,6 +61,26 @@ class SmashModel(nn.Module):
             self.net.keep = keep
 
 
+# On CUDA, op widths and c's width are rounded up to a multiple of this, with zero weights where they are padded, so
+# results are the exact ones while cuDNN sees few enough convolution configurations that its plans stay cached:
+# chosen by benchmarks/plan_cache.py (the paper space: ~3,500 configurations instead of ~16,000, +18% FLOPs). The CPU
+# keeps exact widths: there every padded channel is arithmetic, and oneDNN's cache is sized for the exact space.
+CUDA_MULTIPLE = 32
+# TORCH_CUDNN_V8_API_LRU_CACHE_LIMIT, set in smash_engine/__init__.py before torch builds a plan
+DEFAULT_PLAN_CACHE = int(os.environ.get("TORCH_CUDNN_V8_API_LRU_CACHE_LIMIT", "10000"))
+
+
+def conv_multiple(device: torch.device) -> int:
+    """The width multiple of `device` (`CUDA_MULTIPLE` on CUDA, 1 elsewhere); `SMASH_CONV_MULTIPLE` overrides it
+    (1: exact widths on CUDA too, to compare)."""
+    env = os.environ.get("SMASH_CONV_MULTIPLE", "")
+    if env:
+        if not env.isdigit() or int(env) < 1:
+            raise ConfigError(f"SMASH_CONV_MULTIPLE must be a positive integer, not {env!r}")
+        return int(env)
+    return CUDA_MULTIPLE if device.type == "cuda" else 1
+
+
 def _parallel(module: nn.Module, world: World, device: torch.device) -> nn.Module:
     if not world.active:
         return module
@@ -83,6 +105,9 @@ class Smash:
         torch.manual_seed(cfg.seed)
         hyper = make_hypernet(cfg.space, cfg.hyper).to(device)
         net = SmashNet(cfg.space, cfg.hyper.templates).to(device)
+        net.multiple = conv_multiple(device)
+        if hasattr(hyper, "multiple"):  # the convolutional HyperNet; the graph one has no width
+            hyper.multiple = net.multiple
         model = _parallel(SmashModel(hyper, net), world, device)
         t = cfg.train
         # no weight decay on the HyperNet, as in the original

@@ -315,7 +315,7 @@ def test_pool_comparison_counts_a_pick_shared_between_cells_once():
 def test_benchmark_scripts_answer_help_and_refuse_a_missing_file_in_one_line():
     """`--help` of every benchmark script prints its usage (argparse fails on a bare % in a help string), and
     quality_table.py given a file that is not there says so in one line, with no traceback."""
-    for script in ("pool_quality.py", "quality_table.py", "search_quality.py", "fewshot_quality.py"):
+    for script in ("pool_quality.py", "quality_table.py", "search_quality.py", "fewshot_quality.py", "plan_cache.py"):
         got = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), "--help"], capture_output=True,
                              text=True, timeout=120)
         assert got.returncode == 0 and "usage" in got.stdout.lower(), (script, got.stderr)
