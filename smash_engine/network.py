@@ -46,6 +46,39 @@ def run_block(x: torch.Tensor, block: Block, op_fn: Callable[[int, Op, torch.Ten
     return torch.cat(banks, 1)  # type: ignore[arg-type]
 
 
+def bank_indices(block: Block) -> list[tuple[list[int], list[int], list[int] | None]]:
+    """For each op of `block`, as channel lists of the block's full width: what it reads (its read banks,
+    concatenated), where its output's chunks go (its write banks), and which of its output channels feed them
+    (None where each chunk goes to one bank, in order)."""
+    bs, out = block.bank_size, []
+    for op in block.ops:
+        reads = [c for r in op.reads for c in range(r * bs, (r + 1) * bs)]
+        m = op.out_channels // bs
+        writes = [c for w in op.writes for c in range(w * bs, (w + 1) * bs)]
+        src = [c for t in range(len(op.writes)) for c in range((t % m) * bs, (t % m + 1) * bs)]
+        out.append((reads, writes, None if src == list(range(op.out_channels)) else src))
+    return out
+
+
+def run_block_state(x: torch.Tensor, block: Block, op_fn: Callable[[int, Op, torch.Tensor], torch.Tensor],
+                    index: list[tuple[torch.Tensor | slice, torch.Tensor, torch.Tensor | None]],
+                    keep: torch.Tensor | None = None) -> torch.Tensor:
+    """`run_block` over one tensor of all the block's banks (unwritten ones zero): an op reads with one
+    index_select (or a view, where its banks are adjacent) and adds its output into the banks it writes with one
+    index_add. The forward sums what `run_block` sums, in the same order; the backward has one gradient
+    accumulation an op instead of one per bank read (an op reads ~10 banks in the paper space), in another order.
+    `index`: `bank_indices` as device tensors (a slice for an adjacent read)."""
+    state = F.pad(x, (0, 0, 0, 0, 0, block.width - x.shape[1]))
+    for k, op in enumerate(block.ops):
+        reads, writes, src = index[k]
+        inp = state[:, reads] if isinstance(reads, slice) else state.index_select(1, reads)
+        out = op_fn(k, op, inp)
+        if keep is not None:
+            out = out * keep[k].to(out.dtype)[:, None, None, None]
+        state = state.index_add(1, writes, out if src is None else out.index_select(1, src))
+    return state
+
+
 def two_branch(y: torch.Tensor, pattern, conv: Callable[[int, torch.Tensor], torch.Tensor]) -> torch.Tensor:
     """Branch A = conv0 then conv1, branch B = conv2 then conv3; the op's output is A + B."""
     a = conv(0, y)
@@ -188,6 +221,9 @@ class SmashNet(nn.Module):
         # bounds the convolution configurations cuDNN must build a plan for (benchmarks/plan_cache.py)
         self.multiple = 1
         self.chunks = max(space.groups)
+        # run blocks over one tensor of all banks (`run_block_state`): ~8 fewer kernels an op, the backward summing in
+        # another order; set per device (train.Smash.create: CUDA), so the CPU's results stay bit for bit
+        self.bank_state = False
         s, K = space, max(space.kernels)
         # with templates > 1 (the graph HyperNet) each shared conv is `templates` tensors that each op mixes
         # with the code the HyperNet generates for it; 1 keeps the paper's one shared tensor (and checkpoints)
@@ -266,6 +302,30 @@ class SmashNet(nn.Module):
             return cast[j]
         return bank
 
+    @staticmethod
+    def bank_index(arch: Architecture, device: torch.device) -> list[list[tuple]]:
+        """`bank_indices` of every block as device tensors, copied in one transfer (adjacent reads as slices)."""
+        lists = [bank_indices(b) for b in arch.blocks]
+        flat = [c for block in lists for op in block for part in op if part is not None for c in part]
+        t = torch.tensor(flat, dtype=torch.long)
+        if device.type == "cuda":
+            t = t.pin_memory()
+        t, at, out = t.to(device, non_blocking=True), 0, []
+
+        def take(n: int) -> torch.Tensor:
+            nonlocal at
+            at += n
+            return t[at - n:at]
+        for block in lists:
+            ops = []
+            for reads, writes, src in block:
+                r = take(len(reads))
+                if reads == list(range(reads[0], reads[0] + len(reads))):
+                    r = slice(reads[0], reads[0] + len(reads))
+                ops.append((r, take(len(writes)), None if src is None else take(len(src))))
+            out.append(ops)
+        return out
+
     def conv_configs(self, arch: Architecture, batch: int) -> list[ConvKey]:
         """The convolutions `forward` runs for `arch` at this batch, in order, as a plan cache keys them: the code's
         own widths (`pad`), so counting configurations counts what runs (a test holds the two together)."""
@@ -308,6 +368,7 @@ class SmashNet(nn.Module):
                  for a, n, b in zip(plan.op_start, plan.op_in, plan.op_bottleneck, strict=True)]
         pads = [self.conv_padding(op, -1, int(n)) for op, n in zip(ops, plan.op_in, strict=True)] if padded else None
         w1x1 = list(_Slices.apply(w, index, pads))
+        banks = self.bank_index(plan.arch, x.device) if self.bank_state else None
         for i, block in enumerate(plan.arch.blocks):
             convs = self.block_convs(i, block.ops, padded, weights_of)
             if gains is not None:
@@ -321,7 +382,7 @@ class SmashNet(nn.Module):
                     t, convs[k][n], None, 1, conv_padding(op.convs[n]), op.convs[n].dilation, op.convs[n].groups))
                 return unpad(out, op.out_channels, self.chunks) if padded else out
             keep = self.keep[first:first + len(block.ops)] if self.keep is not None and self.training else None
-            x = run_block(x, block, op_fn, keep)
+            x = run_block(x, block, op_fn, keep) if banks is None else run_block_state(x, block, op_fn, banks[i], keep)
             first += len(block.ops)
             if i < len(self.trans):
                 x = F.relu(sliced_bn(x, self.trans_bn[i], self.training))

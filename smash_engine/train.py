@@ -81,6 +81,15 @@ def conv_multiple(device: torch.device) -> int:
     return CUDA_MULTIPLE if device.type == "cuda" else 1
 
 
+def bank_state(device: torch.device) -> bool:
+    """Whether blocks run over one tensor of all banks (`network.run_block_state`): on CUDA, where a kernel costs
+    host time, not on the CPU, whose results stay bit for bit what they were; `SMASH_BANK_STATE=0|1` overrides."""
+    env = os.environ.get("SMASH_BANK_STATE", "")
+    if env not in ("", "0", "1"):
+        raise ConfigError(f"SMASH_BANK_STATE must be 0 or 1, not {env!r}")
+    return env == "1" if env else device.type == "cuda"
+
+
 def _parallel(module: nn.Module, world: World, device: torch.device) -> nn.Module:
     if not world.active:
         return module
@@ -105,7 +114,7 @@ class Smash:
         torch.manual_seed(cfg.seed)
         hyper = make_hypernet(cfg.space, cfg.hyper).to(device)
         net = SmashNet(cfg.space, cfg.hyper.templates).to(device)
-        net.multiple = conv_multiple(device)
+        net.multiple, net.bank_state = conv_multiple(device), bank_state(device)
         if hasattr(hyper, "multiple"):  # the convolutional HyperNet; the graph one has no width
             hyper.multiple = net.multiple
         model = _parallel(SmashModel(hyper, net), world, device)

@@ -1,14 +1,16 @@
-"""Rounded widths (`SmashNet.multiple`, `HyperNet.multiple`), as the engine runs on CUDA, compute exactly what
-exact widths compute: in float64 on the CPU, one SMASH step after another over sampled architectures and the
-paper's ResNet, DenseNet and FractalNet blocks, the logits, every gradient (and which are None), the BatchNorm
-statistics, the parameters and Adam's state after each step agree to float64 rounding. And the convolutions the
-networks say they run (`conv_configs`, what benchmarks/plan_cache.py counts) are the ones their forwards dispatch."""
+"""The CUDA execution (rounded widths, `SmashNet.multiple` and `HyperNet.multiple`, and blocks over one tensor of
+all banks, `SmashNet.bank_state`) computes exactly what the CPU's exact execution computes: in float64 on the CPU,
+over sampled architectures, one SMASH step after another, and the paper's ResNet, DenseNet and FractalNet blocks,
+the logits, every gradient (and which are None), the BatchNorm statistics, the parameters and Adam's state agree
+to float64 rounding (the bank state's backward sums in another order). And the convolutions the networks say
+they run (`conv_configs`, what benchmarks/plan_cache.py counts) are the ones their forwards dispatch."""
 
 import dataclasses
 import json
 import random
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -23,18 +25,24 @@ from smash_engine.errors import ConfigError
 from smash_engine.network import ConvKey, SmashNet
 from smash_engine.sampler import sample_architecture
 from smash_engine.space import SpaceConfig, space_preset
-from smash_engine.train import Smash, conv_multiple, smash_step
+from smash_engine.train import Smash, bank_state, conv_multiple, smash_step
 
 TOL = dict(rtol=1e-9, atol=1e-11)
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def _smash(space: SpaceConfig, multiple: int) -> Smash:
+    """A float64 Smash on the CPU, executing as on CUDA where `multiple` > 1."""
     cfg = dataclasses.replace(make_config("quick", seed=3), space=space)
     s = Smash.create(cfg, torch.device("cpu"))
     s.net.double(), s.hyper.double()  # the same Parameter objects: the optimizer still holds them
-    s.net.multiple = s.hyper.multiple = multiple
+    _execute(s, multiple)
     return s
+
+
+def _execute(s: Smash, multiple: int) -> None:
+    s.net.multiple = s.hyper.multiple = multiple
+    s.net.bank_state = multiple > 1
 
 
 def _plan(s: Smash, arch):
@@ -97,7 +105,7 @@ def test_rounded_widths_give_the_exact_logits_gradients_and_statistics_on_200_ar
         for multiple in (1, 16):
             for b, saved in zip(s.net.buffers(), before, strict=True):
                 b.copy_(saved)
-            s.net.multiple = s.hyper.multiple = multiple
+            _execute(s, multiple)
             s.net.zero_grad(set_to_none=True), s.hyper.zero_grad(set_to_none=True)
             logits = s.net(x, plan, s.hyper.op_weights(plan))
             F.cross_entropy(logits, y).backward()
@@ -168,20 +176,25 @@ def test_conv_configs_are_what_the_forward_runs(multiple):
             assert all(k.width % multiple == 0 for k in rec.calls[:hyper_calls])
 
 
-def test_the_device_decides_the_multiple(monkeypatch):
+def test_the_device_decides_the_execution(monkeypatch):
     assert conv_multiple(torch.device("cpu")) == 1  # exact widths where padding is arithmetic
     assert conv_multiple(torch.device("cuda")) == 32
+    assert not bank_state(torch.device("cpu")) and bank_state(torch.device("cuda"))
     monkeypatch.setenv("SMASH_CONV_MULTIPLE", "1")
-    assert conv_multiple(torch.device("cuda")) == 1
+    monkeypatch.setenv("SMASH_BANK_STATE", "0")
+    assert conv_multiple(torch.device("cuda")) == 1 and not bank_state(torch.device("cuda"))
     monkeypatch.setenv("SMASH_CONV_MULTIPLE", "x")
     with pytest.raises(ConfigError, match="SMASH_CONV_MULTIPLE"):
         conv_multiple(torch.device("cpu"))
+    monkeypatch.setenv("SMASH_BANK_STATE", "yes")
+    with pytest.raises(ConfigError, match="SMASH_BANK_STATE"):
+        bank_state(torch.device("cpu"))
 
 
 def test_a_cpu_run_keeps_exact_widths_and_its_step_is_unchanged():
     cfg = make_config("quick", seed=0)
     s = Smash.create(cfg, torch.device("cpu"))
-    assert s.net.multiple == 1 and s.hyper.multiple == 1
+    assert s.net.multiple == 1 and s.hyper.multiple == 1 and not s.net.bank_state
     arch = sample_architecture(cfg.space, random.Random(0))
     x, y = torch.randn(4, 1, 8, 8), torch.randint(0, 10, (4,))
     assert torch.isfinite(smash_step(s, arch, x, y, 1e-3)).all()
@@ -205,3 +218,44 @@ def test_plan_cache_benchmark_replays_the_stream_and_rounding_bounds_the_plans(t
     default = next(r for r in rows.values() if r["engine_default"])
     assert default["distinct_configurations"] < exact["distinct_configurations"]
     assert default["main_flops_ratio"] > 1.0 == exact["main_flops_ratio"]
+
+
+class _Kernels(TorchDispatchMode):
+    def __init__(self) -> None:
+        super().__init__()
+        self.ops: Counter = Counter()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if not getattr(func, "is_view", False):
+            self.ops[str(func.overloadpacket)] += 1
+        return func(*args, **(kwargs or {}))
+
+
+def _kernels(s: Smash, archs, autocast: bool = False) -> Counter:
+    x, y = torch.randn(2, 3, 8, 8), torch.randint(0, 10, (2,))
+    with _Kernels() as k:
+        for arch in archs:
+            plan = encode(arch, s.space).to("cpu")
+            with torch.autocast("cpu", torch.bfloat16, enabled=autocast):
+                logits = s.net(x, plan, s.hyper.op_weights(plan))
+            F.cross_entropy(logits.float(), y).backward()
+    return k.ops
+
+
+def test_the_cuda_execution_dispatches_fewer_kernels_and_casts_each_bank_once():
+    space = space_preset("paper", image_size=8, num_classes=10)
+    cfg = dataclasses.replace(make_config("quick", seed=3), space=space)
+    s = Smash.create(cfg, torch.device("cpu"))
+    rng = random.Random(4)
+    archs = [sample_architecture(space, rng, progress=1.0)]
+    exact = _kernels(s, archs)
+    s.net.bank_state = True  # (padding changes copies into pads one for one: the kernel count is the bank state's)
+    state = _kernels(s, archs)
+    # one gradient accumulation an op instead of one per bank read: most of the backward's adds go
+    assert state["aten.add"] < exact["aten.add"] / 2
+    assert sum(state.values()) < sum(exact.values())
+    # under autocast: a shared bank and the generated matrix cast once a forward (and once back), not once per op
+    # and convolution (~325 casts a step before); the few more are activations (c, BatchNorm's inputs, the loss)
+    casts = _kernels(s, archs, autocast=True)["aten._to_copy"] / len(archs)
+    tensors = len([*s.net.parameters(), *s.hyper.parameters()])
+    assert casts <= 2 * (tensors + 8) < len(s.net.conv_configs(archs[0], 2))
