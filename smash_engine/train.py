@@ -116,7 +116,8 @@ class Smash:
         net = SmashNet(cfg.space, cfg.hyper.templates).to(device)
         net.multiple, net.bank_state = conv_multiple(device), bank_state(device)
         if hasattr(hyper, "multiple"):  # the convolutional HyperNet; the graph one has no width
-            hyper.multiple = net.multiple
+            # the fused weight norm, like the bank state, sums in another order: both where a kernel is dear
+            hyper.multiple, hyper.fused_norm = net.multiple, net.bank_state
         model = _parallel(SmashModel(hyper, net), world, device)
         t = cfg.train
         # no weight decay on the HyperNet, as in the original

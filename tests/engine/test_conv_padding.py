@@ -2,8 +2,9 @@
 all banks, `SmashNet.bank_state`) computes exactly what the CPU's exact execution computes: in float64 on the CPU,
 over sampled architectures, one SMASH step after another, and the paper's ResNet, DenseNet and FractalNet blocks,
 the logits, every gradient (and which are None), the BatchNorm statistics, the parameters and Adam's state agree
-to float64 rounding (the bank state's backward sums in another order). And the convolutions the networks say
-they run (`conv_configs`, what benchmarks/plan_cache.py counts) are the ones their forwards dispatch."""
+to float64 rounding (the bank state's backward and the fused weight norm sum in another order). And the
+convolutions the networks say they run (`conv_configs`, what benchmarks/plan_cache.py counts) are the ones their
+forwards dispatch."""
 
 import dataclasses
 import json
@@ -27,7 +28,7 @@ from smash_engine.sampler import sample_architecture
 from smash_engine.space import SpaceConfig, space_preset
 from smash_engine.train import Smash, bank_state, conv_multiple, smash_step
 
-TOL = dict(rtol=1e-9, atol=1e-11)
+TOL = dict(rtol=1e-9, atol=1e-11)  # float64 rounding; a misplaced channel differs by O(1)
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -42,7 +43,7 @@ def _smash(space: SpaceConfig, multiple: int) -> Smash:
 
 def _execute(s: Smash, multiple: int) -> None:
     s.net.multiple = s.hyper.multiple = multiple
-    s.net.bank_state = multiple > 1
+    s.net.bank_state = s.hyper.fused_norm = multiple > 1
 
 
 def _plan(s: Smash, arch):
@@ -249,10 +250,12 @@ def test_the_cuda_execution_dispatches_fewer_kernels_and_casts_each_bank_once():
     rng = random.Random(4)
     archs = [sample_architecture(space, rng, progress=1.0)]
     exact = _kernels(s, archs)
-    s.net.bank_state = True  # (padding changes copies into pads one for one: the kernel count is the bank state's)
+    s.net.bank_state = s.hyper.fused_norm = True  # (padding trades a copy for a pad: the count is these two's)
     state = _kernels(s, archs)
     # one gradient accumulation an op instead of one per bank read: most of the backward's adds go
     assert state["aten.add"] < exact["aten.add"] / 2
+    # every HyperNet conv's weight norm in one call, not one each (nor their backward)
+    assert state["aten.linalg_vector_norm"] == 0 < exact["aten.linalg_vector_norm"]
     assert sum(state.values()) < sum(exact.values())
     # under autocast: a shared bank and the generated matrix cast once a forward (and once back), not once per op
     # and convolution (~325 casts a step before); the few more are activations (c, BatchNorm's inputs, the loss)
