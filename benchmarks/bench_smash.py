@@ -49,6 +49,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 import common  # noqa: E402  (benchmarks/ is not a package)
 
 from smash_engine.config import make_config  # noqa: E402
+from smash_engine.conv_graphs import ConvGraphs  # noqa: E402
 from smash_engine.conv_plans import conv_keys, warm_conv_plans  # noqa: E402
 from smash_engine.cost import arch_cost  # noqa: E402
 from smash_engine.data import DeviceData, dataset_info  # noqa: E402
@@ -454,14 +455,17 @@ def ratios(res: dict, dev: torch.device) -> dict:
     """SMASH / static (same run), and, on CUDA, against the original code on the H200."""
     out: dict = {}
     static = {(r["batch"], r["mode"]): r["images_per_s"] for r in res.get("static", [])}
-    exact = [r for r in res["train"] if r.get("exact_too")]
-    rows = [r for r in res["train"] if not r.get("exact_too")]
+    exact = [r for r in res["train"] if r.get("exact_too") or r.get("graphs_too")]
+    rows = [r for r in res["train"] if not r.get("exact_too") and not r.get("graphs_too")]
     plain = {(r["space"], r["batch"]): r["ms_per_step"] for r in rows
              if not r.get("sandwich") and not r.get("drop_path")}
     for r in exact:  # how much faster the step at rounded widths is than at exact ones, same process
         if (r["space"], r["batch"]) in plain:
             base = plain[(r["space"], r["batch"])]
-            out[f"speedup_over_exact_execution_{r['space']}_b{r['batch']}"] = round(r["ms_per_step"] / base, 3)
+            if r.get("graphs_too"):
+                out[f"graphs_speedup_{r['space']}_b{r['batch']}"] = round(base / r["ms_per_step"], 3)
+            else:
+                out[f"speedup_over_exact_execution_{r['space']}_b{r['batch']}"] = round(r["ms_per_step"] / base, 3)
     for r in rows:
         key = f"{r['space']}_b{r['batch']}"
         option = f"sandwich{r['sandwich']}" if r.get("sandwich") else \
@@ -558,6 +562,8 @@ def parse() -> argparse.Namespace:
                     help="build the convolution plans of N draws of a whole run's stream first (conv_plans.py)")
     ap.add_argument("--exact-too", action="store_true",
                     help="also train as the CPU does (exact widths, no bank state): first batch, full space")
+    ap.add_argument("--graphs-too", action="store_true",
+                    help="also train with per-configuration CUDA graphs (SMASH_CONV_GRAPHS): first batch, full space")
     ap.add_argument("--out", help="JSON path (default benchmarks/results/smash-<device>-<date>.json)")
     return ap.parse_args()
 
@@ -625,6 +631,9 @@ def main() -> None:
         res["train"].append({**r, "exact_too": True})
         save(res["train"][-1])
         del exact
+    if a.graphs_too:
+        res["train"].append(bench_graphs(cfg, dev, data, batches[0], a))
+        save(res["train"][-1])
     if a.score_archs or a.rank_corr:
         val = random_data(cfg, a.score_images, dev, a.seed + 1)
         eval_batches = [int(b) for b in a.score_batch.split(",")]
@@ -654,6 +663,21 @@ def prewarm(s: Smash, cfg, batches: list[int], n: int) -> dict:
     keys = set().union(*(conv_keys(s.net, s.hyper, archs, b) for b in batches))
     r = warm_conv_plans(keys, s.device)
     return {"draws": n, "batches": batches, **r}
+
+
+def bench_graphs(cfg, dev: torch.device, data: DeviceData, batch: int, a) -> dict:
+    """The whole space with the ops' convolutions through per-configuration graphs (conv_graphs.py), their graphs
+    captured first from `--prewarm` draws (else as training meets them)."""
+    g = Smash.create(cfg, dev)
+    g.net.graphs = graphs = ConvGraphs(dev, torch.bfloat16 if dev.type == "cuda" else torch.float32)
+    t0, held = time.perf_counter(), 0
+    if a.prewarm:
+        archs = [arch_at(cfg, 5 * 10**6 + t, t / max(a.prewarm - 1, 1)) for t in range(a.prewarm)]
+        held = graphs.warm({k for arch in archs for k in g.net.conv_configs(arch, batch)})
+    capture_s = time.perf_counter() - t0
+    r = bench_train(g, cfg, data, batch, "full", a.steps, a.warmup, a.windows)
+    return {**r, "graphs_too": True, "graphs_captured_first": held, "capture_seconds": round(capture_s, 1),
+            "graphs_held": len(graphs.entries), "captures": graphs.captures}
 
 
 def run_baseline(a, dev: torch.device, batches: list[int], res: dict, notes: list[str], save) -> None:

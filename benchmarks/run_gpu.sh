@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# One prepared GPU benchmark call: about 6 minutes on one H200 (estimated 2026-12-08 from the 2026-12-04 call,
-# which took 5.5), each step with its own timeout, 7.75 minutes in all at most. Needs python with torch (CUDA),
+# One prepared GPU benchmark call: about 6.5 minutes on one H200 (estimated 2026-12-08 from the 2026-12-04 call,
+# which took 5.5), each step with its own timeout, 7.9 minutes in all at most. Needs python with torch (CUDA),
 # numpy and scipy; not textual, plotext or sqlite-utils.
 #
 #   benchmarks/run_gpu.sh                          # writes benchmarks/results/smash-*.json and a log
@@ -14,7 +14,8 @@
 #                                    (rounded to 32, train.CUDA_MULTIPLE) after building the plans of 3,000 draws
 #                                    (--prewarm: the cache of a long run), start and full space, 3 windows of 30
 #                                    steps after 20 warm-up steps; then at exact widths (full space, batch 50,
-#                                    --exact-too); phase breakdown with kernels per step, scoring 5,000 images
+#                                    --exact-too), and with per-configuration CUDA graphs (--graphs-too, opt-in in
+#                                    the engine); phase breakdown with kernels per step, scoring 5,000 images
 #                                    at eval batch 500 and 1000, bf16-vs-fp32 rank correlation on 10
 #                                    architectures, cProfile + torch.profiler of 3 steps
 #   conv-plan-probe-<device>-<stamp>.json  one convolution's host cost: seen, new, cuDNN off; host memory per
@@ -33,7 +34,7 @@ if [ -n "${SMOKE:-}" ]; then
     LIMIT_ARGS=(--device cpu --batches 2 --steps 1 --warmup 0)
     SMASH_ARGS=(--device cpu --threads 1 --preset quick --batches 2,4 --steps 2 --warmup 1 --windows 2 --breakdown 1
                 --profile 1 --score-archs 1 --score-images 40 --score-batch 20,40 --rank-corr 3 --baseline-steps 1
-                --prewarm 5 --exact-too)
+                --prewarm 5 --exact-too --graphs-too)
     export SMASH_CONV_MULTIPLE=16  # the CUDA path's rounded widths, so --exact-too has something to compare
 else
     DEV=cuda
@@ -42,7 +43,7 @@ else
     LIMIT_ARGS=(--device cuda --batches 50,256)
     SMASH_ARGS=(--device cuda --preset paper --batches 50,256 --steps 30 --warmup 20 --windows 3 --breakdown 10
                 --profile 3 --score-archs 10 --score-images 5000 --score-batch 500,1000 --rank-corr 10
-                --prewarm 3000 --exact-too)
+                --prewarm 3000 --exact-too --graphs-too)
 fi
 STAMP=$(date -u +%Y%m%dT%H%M)
 LOG="$RESULTS_DIR/smash-$GPU-$STAMP.log"
@@ -58,7 +59,7 @@ done
 
     if [ -n "$LIMIT" ]; then
         echo "== static reference: $LIMIT"
-        timeout 120 $PY "$LIMIT" "${LIMIT_ARGS[@]}" --out "$RESULTS_DIR/smash-limit-$GPU-$STAMP.json" \
+        timeout 100 $PY "$LIMIT" "${LIMIT_ARGS[@]}" --out "$RESULTS_DIR/smash-limit-$GPU-$STAMP.json" \
             || echo "bench_limit failed or timed out (rc $?)"
         BASELINE=(--baseline --bench-limit "$LIMIT")
     else
@@ -67,10 +68,10 @@ done
     fi
 
     echo "== SMASH"
-    timeout 300 $PY benchmarks/bench_smash.py "${SMASH_ARGS[@]}" "${BASELINE[@]}" \
+    timeout 330 $PY benchmarks/bench_smash.py "${SMASH_ARGS[@]}" "${BASELINE[@]}" \
         --out "$RESULTS_DIR/smash-$GPU-$STAMP.json" || echo "bench_smash failed or timed out (rc $?)"
     echo "== convolution host cost"
-    if [ -n "${SMOKE:-}" ]; then PROBE=(--device cpu --calls 2); else PROBE=(); fi
+    if [ -n "${SMOKE:-}" ]; then PROBE=(--device cpu --calls 2 --memory-configs 5); else PROBE=(); fi
     timeout 45 $PY benchmarks/conv_plan_probe.py "${PROBE[@]}" --out "$RESULTS_DIR" \
         || echo "conv_plan_probe failed or timed out (rc $?)"
     echo "== done $(date -u)"

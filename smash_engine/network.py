@@ -79,6 +79,11 @@ def run_block_state(x: torch.Tensor, block: Block, op_fn: Callable[[int, Op, tor
     return state
 
 
+def _conv(x: torch.Tensor, w: torch.Tensor, padding: tuple[int, int], dilation: tuple[int, int],
+          groups: int) -> torch.Tensor:
+    return F.conv2d(x, w, None, 1, padding, dilation, groups)
+
+
 def two_branch(y: torch.Tensor, pattern, conv: Callable[[int, torch.Tensor], torch.Tensor]) -> torch.Tensor:
     """Branch A = conv0 then conv1, branch B = conv2 then conv3; the op's output is A + B."""
     a = conv(0, y)
@@ -224,6 +229,9 @@ class SmashNet(nn.Module):
         # run blocks over one tensor of all banks (`run_block_state`): ~8 fewer kernels an op, the backward summing in
         # another order; set per device (train.Smash.create: CUDA), so the CPU's results stay bit for bit
         self.bank_state = False
+        # where set (conv_graphs.ConvGraphs, opt-in on CUDA), the ops' convolutions run through per-configuration
+        # CUDA graphs: an object with `conv(x, w, padding, dilation, groups)`
+        self.graphs = None
         s, K = space, max(space.kernels)
         # with templates > 1 (the graph HyperNet) each shared conv is `templates` tensors that each op mixes
         # with the code the HyperNet generates for it; 1 keeps the paper's one shared tensor (and checkpoints)
@@ -369,6 +377,7 @@ class SmashNet(nn.Module):
         pads = [self.conv_padding(op, -1, int(n)) for op, n in zip(ops, plan.op_in, strict=True)] if padded else None
         w1x1 = list(_Slices.apply(w, index, pads))
         banks = self.bank_index(plan.arch, x.device) if self.bank_state else None
+        conv = self.graphs.conv if self.graphs is not None else _conv
         for i, block in enumerate(plan.arch.blocks):
             convs = self.block_convs(i, block.ops, padded, weights_of)
             if gains is not None:
@@ -377,9 +386,9 @@ class SmashNet(nn.Module):
                                                             None if mix is None else mix[first + k])
 
             def op_fn(k: int, op: Op, inp: torch.Tensor, first=first, convs=convs) -> torch.Tensor:
-                y = F.relu(F.conv2d(inp, w1x1[first + k][:, :, None, None].to(inp.dtype)))
-                out = two_branch(y, op.pattern, lambda n, t: F.conv2d(
-                    t, convs[k][n], None, 1, conv_padding(op.convs[n]), op.convs[n].dilation, op.convs[n].groups))
+                y = F.relu(conv(inp, w1x1[first + k][:, :, None, None].to(inp.dtype), (0, 0), (1, 1), 1))
+                out = two_branch(y, op.pattern, lambda n, t: conv(
+                    t, convs[k][n], conv_padding(op.convs[n]), op.convs[n].dilation, op.convs[n].groups))
                 return unpad(out, op.out_channels, self.chunks) if padded else out
             keep = self.keep[first:first + len(block.ops)] if self.keep is not None and self.training else None
             x = run_block(x, block, op_fn, keep) if banks is None else run_block_state(x, block, op_fn, banks[i], keep)

@@ -90,6 +90,20 @@ def bank_state(device: torch.device) -> bool:
     return env == "1" if env else device.type == "cuda"
 
 
+def conv_graphs(device: torch.device):
+    """Per-configuration CUDA graphs for the ops' convolutions (`conv_graphs.ConvGraphs`) where
+    `SMASH_CONV_GRAPHS=1` asks for them (on the CPU: the same protocol without graphs, for tests); None by default,
+    until a GPU has timed them."""
+    env = os.environ.get("SMASH_CONV_GRAPHS", "")
+    if env not in ("", "0", "1"):
+        raise ConfigError(f"SMASH_CONV_GRAPHS must be 0 or 1, not {env!r}")
+    if env != "1":
+        return None
+    from .conv_graphs import ConvGraphs
+
+    return ConvGraphs(device, torch.bfloat16 if device.type == "cuda" else torch.float32)
+
+
 def _parallel(module: nn.Module, world: World, device: torch.device) -> nn.Module:
     if not world.active:
         return module
@@ -114,7 +128,7 @@ class Smash:
         torch.manual_seed(cfg.seed)
         hyper = make_hypernet(cfg.space, cfg.hyper).to(device)
         net = SmashNet(cfg.space, cfg.hyper.templates).to(device)
-        net.multiple, net.bank_state = conv_multiple(device), bank_state(device)
+        net.multiple, net.bank_state, net.graphs = conv_multiple(device), bank_state(device), conv_graphs(device)
         if hasattr(hyper, "multiple"):  # the convolutional HyperNet; the graph one has no width
             # the fused weight norm, like the bank state, sums in another order: both where a kernel is dear
             hyper.multiple, hyper.fused_norm = net.multiple, net.bank_state
