@@ -15,6 +15,7 @@ import errno
 import json
 import os
 import sqlite3
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -154,8 +155,9 @@ def _replace(path: Path, write) -> None:
                          f"free space or fix permissions in {path.parent}/, then `smash-tui resume`") from e
 
 
-def create_run(db_path: Path, cfg: RunConfig) -> int:
-    """Create the results file with one run in it; refuse to reuse an existing one."""
+def create_run(db_path: Path, cfg: RunConfig, notes: Sequence[str] = ()) -> int:
+    """Create the results file with one run in it; refuse to reuse an existing one. `notes`: info events to
+    start its log with (how a user's images were read)."""
     if db_path.exists():
         raise ResultsFileError(f"{db_path} already exists: resume it with `smash-tui resume {db_path}`, "
                                "or pick another --name or --db")
@@ -165,7 +167,10 @@ def create_run(db_path: Path, cfg: RunConfig) -> int:
     db_path.parent.mkdir(parents=True, exist_ok=True)
     w = store.connect_writer(db_path)
     try:
-        return w.create_run(cfg.name, cfg.to_dict(), cfg.dataset, cfg.preset, cfg.device, cfg.seed, None)
+        run_id = w.create_run(cfg.name, cfg.to_dict(), cfg.dataset, cfg.preset, cfg.device, cfg.seed, None)
+        for note in notes:
+            w.add_event(run_id, "info", note)
+        return run_id
     finally:
         w.close()
 

@@ -146,7 +146,8 @@ def run(
     check_threads(threads)
     check_user_options(dataset, image_size, test_fraction, skip_bad)
     db = db or _unique_db(name or preset)
-    data = None
+    data: dict | None = None
+    notes: list[str] = []
     if dataset in USER_KINDS:
         from smash_engine.config import preset_image_size
 
@@ -154,7 +155,7 @@ def run(
         if db.exists():  # said before any image is decoded
             raise ResultsFileError(f"{db} already exists: resume it with `smash-tui resume {db}`, or pick another "
                                    "--name or --db")
-        data = user_data(dataset, data_dir, image_size, default_size, test_fraction, skip_bad, db.parent)
+        data, notes = user_data(dataset, data_dir, image_size, default_size, test_fraction, skip_bad, db.parent)
     cfg = make_config(preset, dataset, seed, device, data_dir, download, name or "", hyper=hyper, data=data,
                       epochs=epochs,
                       n_random=archs, final_top=final_top, final_epochs=final_epochs, batch_size=batch_size,
@@ -168,7 +169,7 @@ def run(
         cfg = dataclasses.replace(cfg, name=db.stem)
     from smash_engine.runs import create_run
 
-    create_run(db, cfg)
+    create_run(db, cfg, notes)
     if detach:
         spawn_engine(db, nproc_per_node, threads)
         typer.echo(str(db))

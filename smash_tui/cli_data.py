@@ -42,16 +42,29 @@ def check_user_options(dataset: str | None, image_size: int | None, test_fractio
 
 
 def user_data(dataset: str, data_dir: str | None, image_size: int | None, default_size: int,
-              test_fraction: float | None, skip_bad: bool, cache_dir: Path) -> dict:
+              test_fraction: float | None, skip_bad: bool, cache_dir: Path) -> tuple[dict, list[str]]:
     """The spec of a user's dataset (userdata.prepare), a folder decoded into `cache_dir` at `image_size` (else
-    `default_size`), with progress on stderr."""
+    `default_size`), with progress on stderr; and what was said, for the run's event log (the last decode line,
+    the notes, the summary)."""
     from smash_engine.userdata import prepare
+
+    notes: list[str] = []
+    show = progress_line()
+
+    def progress(done: int, total: int, rate: float) -> None:
+        show(done, total, rate)
+        if done == total:
+            notes.append(f"decode {total:,} images ({rate:,.0f} images/s)")
+
+    def note(line: str) -> None:
+        say(line)
+        notes.append(line)
 
     fraction = 0.2 if test_fraction is None else test_fraction
     spec = prepare(dataset, data_dir, image_size=image_size or default_size, test_fraction=fraction,
-                   skip_bad=skip_bad, cache_dir=cache_dir, say=say, progress=progress_line())
+                   skip_bad=skip_bad, cache_dir=cache_dir, say=note, progress=progress)
     if dataset == "npz" and image_size is not None and spec["image_size"] != image_size:
         raise ConfigError(f"{spec['path']} holds {spec['image_size']} px images, used as they are: leave out "
                           f"--image-size {image_size} (a folder of images, --dataset folder, is resized)")
-    say(data_line(spec))
-    return spec
+    note(data_line(spec))
+    return spec, notes

@@ -37,6 +37,9 @@ def test_a_png_folder_searched_end_to_end_cached_and_transferred(tmp_path):
     assert "decode 200/200 images (" in proc.stderr and "images/s)" in proc.stderr
     assert "held out 40 of 200 (20% of each class, seed 0) as the test split" in proc.stderr
     assert "done: runs/f.db" in proc.stderr
+    events = [r[0] for r in sqlite3.connect(db).execute("select message from events order by id")]
+    assert events[0].startswith("decode 200 images (") and events[0].endswith(" images/s)")  # the UI's event log
+    assert events[2].startswith("images: folder ") and events[3].startswith("engine started")
     cfg = config(db)
     data = cfg.extra["data"]
     assert (data["kind"], data["class_names"], data["n_train"], data["n_test"]) == ("folder", CLASSES, 160, 40)
