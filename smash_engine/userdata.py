@@ -49,8 +49,9 @@ def _quiet(_: str) -> None:
 
 def prepare(kind: str, path: str | Path | None, *, image_size: int, test_fraction: float = 0.2,
             skip_bad: bool = False, cache_dir: Path | None = None, say: Say = _quiet,
-            progress: Progress | None = None) -> dict:
-    """Read and check a user's dataset; its spec (module docstring). Raises only `SmashError`."""
+            progress: Progress | None = None, workers: int | None = None) -> dict:
+    """Read and check a user's dataset; its spec (module docstring). Raises only `SmashError`. `workers`:
+    decoding processes (default: one per core, up to 8)."""
     if kind not in KINDS:
         raise ConfigError(f"unknown user dataset {kind!r}; choose folder or npz")
     if path is None:
@@ -68,7 +69,7 @@ def prepare(kind: str, path: str | Path | None, *, image_size: int, test_fractio
     else:
         spec = dict(kind="folder", path=str(root), image_size=image_size, test_fraction=test_fraction,
                     skip_bad=skip_bad)
-        arrays, names, spec["key"], spec["cache"] = _folder(root, spec, cache_dir, say, progress)
+        arrays, names, spec["key"], spec["cache"] = _folder(root, spec, cache_dir, say, progress, workers)
     tx, ty, vx, vy = arrays
     mean, std = channel_stats(tx)
     return {**spec, "channels": int(tx.shape[1]), "image_size": int(tx.shape[2]), "num_classes": len(names),
@@ -288,8 +289,8 @@ def _folder_key(root: Path, tree: Tree, spec: dict) -> str:
     return h.hexdigest()
 
 
-def _folder(root: Path, spec: dict, cache_dir: Path | None, say: Say,
-            progress: Progress | None) -> tuple[Arrays, list[str], str, str | None]:
+def _folder(root: Path, spec: dict, cache_dir: Path | None, say: Say, progress: Progress | None,
+            workers: int | None = None) -> tuple[Arrays, list[str], str, str | None]:
     tree = _tree(root)
     key = _folder_key(root, tree, spec)
     cache = cache_dir / f"images-{key[:16]}.npz" if cache_dir is not None else None
@@ -301,18 +302,19 @@ def _folder(root: Path, spec: dict, cache_dir: Path | None, say: Say,
     ignored = _ignored(root)
     if ignored:
         say(f"images: ignored {ignored:,} files that are not PNG, JPEG, BMP or WebP")
-    arrays, names = _decode_tree(root, tree, spec, say, progress)
+    arrays, names = _decode_tree(root, tree, spec, say, progress, workers)
     if cache is not None:
         _save_cache(cache, key, arrays, names)
     return arrays, names, key, str(cache) if cache is not None else None
 
 
-def _decode_tree(root: Path, tree: Tree, spec: dict, say: Say, progress: Progress | None) -> tuple[Arrays, list[str]]:
+def _decode_tree(root: Path, tree: Tree, spec: dict, say: Say, progress: Progress | None,
+                 workers: int | None) -> tuple[Arrays, list[str]]:
     size = spec["image_size"]
     names = [c for c, _ in next(iter(tree.values()))]
     items = [(split, label, f) for split, classes in tree.items()
              for label, (_, files) in enumerate(classes) for f in files]
-    decoded = decode_all([str(f) for _, _, f in items], size, progress)
+    decoded = decode_all([str(f) for _, _, f in items], size, progress, workers)
     bad = [(f, why) for (_, _, f), (_, why, _) in zip(items, decoded, strict=True) if why]
     if bad:
         shown = "; ".join(f"{f.relative_to(root)} ({why})" for f, why in bad[:3])

@@ -155,7 +155,8 @@ def run(
         if db.exists():  # said before any image is decoded
             raise ResultsFileError(f"{db} already exists: resume it with `smash-tui resume {db}`, or pick another "
                                    "--name or --db")
-        data, notes = user_data(dataset, data_dir, image_size, default_size, test_fraction, skip_bad, db.parent)
+        data, notes = user_data(dataset, data_dir, image_size, default_size, test_fraction, skip_bad, db.parent,
+                                threads)
     cfg = make_config(preset, dataset, seed, device, data_dir, download, name or "", hyper=hyper, data=data,
                       epochs=epochs,
                       n_random=archs, final_top=final_top, final_epochs=final_epochs, batch_size=batch_size,

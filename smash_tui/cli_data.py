@@ -42,10 +42,11 @@ def check_user_options(dataset: str | None, image_size: int | None, test_fractio
 
 
 def user_data(dataset: str, data_dir: str | None, image_size: int | None, default_size: int,
-              test_fraction: float | None, skip_bad: bool, cache_dir: Path) -> tuple[dict, list[str]]:
+              test_fraction: float | None, skip_bad: bool, cache_dir: Path,
+              workers: int | None = None) -> tuple[dict, list[str]]:
     """The spec of a user's dataset (userdata.prepare), a folder decoded into `cache_dir` at `image_size` (else
-    `default_size`), with progress on stderr; and what was said, for the run's event log (the last decode line,
-    the notes, the summary)."""
+    `default_size`) by `workers` processes (`--threads`; default one per core), with progress on stderr; and
+    what was said, for the run's event log (the last decode line, the notes, the summary)."""
     from smash_engine.userdata import prepare
 
     notes: list[str] = []
@@ -62,7 +63,8 @@ def user_data(dataset: str, data_dir: str | None, image_size: int | None, defaul
 
     fraction = 0.2 if test_fraction is None else test_fraction
     spec = prepare(dataset, data_dir, image_size=image_size or default_size, test_fraction=fraction,
-                   skip_bad=skip_bad, cache_dir=cache_dir, say=note, progress=progress)
+                   skip_bad=skip_bad, cache_dir=cache_dir, say=note, progress=progress,
+                   workers=workers)
     if dataset == "npz" and image_size is not None and spec["image_size"] != image_size:
         raise ConfigError(f"{spec['path']} holds {spec['image_size']} px images, used as they are: leave out "
                           f"--image-size {image_size} (a folder of images, --dataset folder, is resized)")

@@ -174,7 +174,7 @@ def final(
         data = ctx.cfg.extra.get("data") if not dataset else None  # the run's own images, as it recorded them
         if dataset in USER_KINDS:
             data = user_data(dataset, data_dir, image_size, ctx.cfg.space.image_size, test_fraction, skip_bad,
-                             db.parent)[0]
+                             db.parent, threads)[0]
         with CpuShare(threads):
             fid = transfer_final(ctx, run_dir(db), arch, dataset or ctx.cfg.dataset, data_dir, epochs,
                                  lambda line: typer.echo(line, err=True), batch, data)

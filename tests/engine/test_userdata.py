@@ -76,6 +76,20 @@ def test_center_crop_keeps_the_middle(tmp_path):
     assert why == "" and size == (16, 8) and (x == 200).all()
 
 
+def test_the_process_pool_decodes_as_this_process_does(tmp_path, monkeypatch):
+    root = image_folder(tmp_path / "jpg", 3, ext=".jpg", colour=True, scale=2)
+    files = sorted(str(p) for p in root.rglob("*.jpg"))
+    (tmp_path / "bad.png").write_bytes(b"nope")
+    files.insert(5, str(tmp_path / "bad.png"))
+    here = userdata.decode_all(files, 8, workers=1)
+    monkeypatch.setattr(userdata, "POOL_FROM", 0)
+    seen: list[tuple[int, int]] = []
+    pooled = userdata.decode_all(files, 8, lambda done, total, rate: seen.append((done, total)), workers=2)
+    assert [(x.tobytes(), why[:20], size) for x, why, size in pooled] == \
+        [(x.tobytes(), why[:20], size) for x, why, size in here]
+    assert here[5][1].startswith("UnidentifiedImageError") and seen[-1] == (31, 31)
+
+
 def test_channel_stats_are_exact():
     x = np.random.RandomState(1).randint(0, 256, (7, 3, 5, 5)).astype(np.uint8)
     mean, std = channel_stats(x)
