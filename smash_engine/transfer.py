@@ -44,6 +44,8 @@ def transfer_final(ctx: RunContext, db_dir: Path, arch_id: str, dataset: str, da
     orig = arch_of(ctx.w.conn, arch_id)
     arch = rebuild(orig, dataset, data)
     train, val, test = load_splits(ctx.cfg, ctx.device, dataset, data_dir, data)
+    # a user's images are named by where and what they are: another folder of the same shape is another transfer
+    dataset = dataset if data is None else f"{dataset}:{data['path']}@{data['key'][:8]}"
     params, flops = arch_cost(arch)
     ctx.w.add_arch(ctx.run_id, arch.id, arch.to_json(), "transfer", orig.id, params, flops, arch.n_ops, arch.n_ops)
     row = store.transfer_final(ctx.w.conn, ctx.run_id, arch.id, dataset)

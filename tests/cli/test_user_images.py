@@ -70,7 +70,8 @@ def test_a_png_folder_searched_end_to_end_cached_and_transferred(tmp_path):
                 cwd=tmp_path, check=0)
     assert "decode 200/200 images" in third.stderr
     own = cli("final", db, "--arch", arch, "--epochs", "1", "--threads", "1", cwd=tmp_path, check=0)
-    assert "decode" not in own.stderr and "on folder: test error" in own.stdout
+    png_key = data["key"][:8]
+    assert "decode " not in own.stderr and f"on folder:{tmp_path / 'png'}@{png_key}: test error" in own.stdout
     # transfer to a colour JPEG folder with train/ and test/ (24 px images, resized to the run's 8)
     image_folder(tmp_path / "jpg", 8, ext=".jpg", colour=True, split=True, scale=3)
     moved = cli("final", db, "--arch", arch, "--dataset", "folder", "--data-dir", "jpg", "--epochs", "1",
@@ -78,7 +79,16 @@ def test_a_png_folder_searched_end_to_end_cached_and_transferred(tmp_path):
     assert "decode 80/80 images" in moved.stderr and "resized to 8x8" in moved.stderr
     row = sqlite3.connect(db).execute("select dataset, status, a.spec_json from finals f join archs a "
                                       "on a.id = f.arch_id where dataset is not null order by f.id desc").fetchone()
-    assert row[:2] == ("folder", "done") and json.loads(row[2])["image_channels"] == 3
+    assert row[0].startswith(f"folder:{tmp_path / 'jpg'}@") and row[1] == "done"
+    assert json.loads(row[2])["image_channels"] == 3
+    again = cli("final", db, "--arch", arch, "--dataset", "folder", "--data-dir", "jpg", "--epochs", "1",
+                "--threads", "1", cwd=tmp_path, check=0)
+    assert "decode " not in again.stderr and "already trained" in again.stderr
+    # another folder of the same shape is another transfer, not the first one's
+    image_folder(tmp_path / "jpg2", 4, ext=".jpg", colour=True, split=True, scale=3)
+    other = cli("final", db, "--arch", arch, "--dataset", "folder", "--data-dir", "jpg2", "--epochs", "1",
+                "--threads", "1", cwd=tmp_path, check=0)
+    assert "already trained" not in other.stderr and "decode 40/40 images" in other.stderr
 
 
 def close_enough(a: float, b: float) -> bool:
