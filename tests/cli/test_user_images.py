@@ -233,37 +233,63 @@ def test_bad_images_for_final_leave_the_run_unchanged(tmp_path, run_copy):
     assert run_copy.read_bytes() == before
 
 
-def test_skip_bad_leaves_unreadable_images_out_and_says_so(tmp_path):
-    from smash_engine.userdata import prepare
+def said_before_the_search(folder, *args: str) -> list[str]:
+    """stderr of `run --dataset folder` on `folder`, stopped right after the images were read by a held-out split
+    larger than any folder here (the test's way to see what reading said, without a search)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(folder.parent)
+        code, err = run_cli("run", "--dataset", "folder", "--data-dir", folder.name, "--val-size", "100000",
+                            "--headless", *args)
+    lines = err.strip().splitlines()
+    assert code != 0 and "too few to hold out 100,000" in lines[-1] and "Traceback" not in err
+    assert not list(folder.parent.glob("runs/*.db"))
+    return lines[:-1]
 
+
+def test_skip_bad_leaves_unreadable_images_out_and_non_images_are_counted(tmp_path):
     make(tmp_path, "corrupt")
     (tmp_path / "bad" / "README.txt").write_text("about these images")
     (tmp_path / "bad" / CLASSES[0] / "labels.csv").write_text("a,b")
-    said: list[str] = []
-    spec = prepare("folder", tmp_path / "bad", image_size=8, skip_bad=True, say=said.append)
-    assert spec["n_train"] + spec["n_test"] == 30
-    assert "images: ignored 2 files that are not PNG, JPEG, BMP or WebP" in said
-    assert any(s.startswith("images: left out 2 unreadable images (--skip-bad): digit1/broken.png (") for s in said)
+    lines = said_before_the_search(tmp_path / "bad", "--skip-bad")
+    assert "images: ignored 2 files that are not PNG, JPEG, BMP or WebP" in lines
+    assert any(s.startswith("images: left out 2 unreadable images (--skip-bad): digit1/broken.png (") for s in lines)
+    assert any(s.startswith("images: folder ") and ": 24 train and 6 test, 1x8x8, 3 classes" in s for s in lines)
 
 
 def test_mixed_sizes_are_said_once(tmp_path):
-    from smash_engine.userdata import prepare
-
     x, _ = digits(4)
     for i in range(4):
         write_image(tmp_path / "d" / "a" / f"{i}.png", x[i], scale=1 + i % 2)
         write_image(tmp_path / "d" / "b" / f"{i}.png", x[i + 4], scale=3)
-    said: list[str] = []
-    prepare("folder", tmp_path / "d", image_size=8, say=said.append)
-    assert [s for s in said if "resized" in s] == ["images: of 3 sizes (8x8, 16x16, 24x24) resized to 8x8 (shorter "
-                                                   "side scaled, then center-cropped)"]
+    lines = said_before_the_search(tmp_path / "d")
+    assert [s for s in lines if "resized" in s] == ["images: of 3 sizes (8x8, 16x16, 24x24) resized to 8x8 (shorter "
+                                                    "side scaled, then center-cropped)"]
+
+
+def test_a_truncated_or_foreign_cache_is_decoded_again_and_said(tmp_path):
+    image_folder(tmp_path / "png", 4)
+    image_folder(tmp_path / "other", 5)
+    first = said_before_the_search(tmp_path / "png")
+    assert first[0].startswith("decode 40/40 images (")
+    assert any("decoded before" in s for s in said_before_the_search(tmp_path / "png"))
+    cache = next((tmp_path / "runs").glob("images-*.npz"))
+    cache.write_bytes(cache.read_bytes()[:200])
+    lines = said_before_the_search(tmp_path / "png")
+    assert lines[0].startswith(f"images: {cache.name} is unreadable (") and lines[0].endswith("): decoding again")
+    assert lines[1].startswith("decode 40/40 images (")
+    said_before_the_search(tmp_path / "other")
+    foreign = [p for p in (tmp_path / "runs").glob("images-*.npz") if p != cache][0]
+    cache.write_bytes(foreign.read_bytes())
+    lines = said_before_the_search(tmp_path / "png")
+    assert lines[0] == f"images: {cache.name} was made from another folder or other options: decoding again"
+    assert lines[1].startswith("decode 40/40 images (")
 
 
 @settings(FEW, max_examples=25)
 @given(st.dictionaries(st.sampled_from(["x_train", "y_train", "x_test", "y_test", "class_names"]), arrays(),
                        max_size=5), st.booleans())
 def test_any_npz_through_the_entry_point_is_one_line_and_makes_nothing(tmp_path_factory, contents, valid_base):
-    """A budget nothing fits (--max-params 1) ends the valid ones after their images were read: every example
+    """A held-out split larger than any file here ends the valid ones after their images were read: every example
     ends in one line, and none leaves a results file."""
     folder = tmp_path_factory.mktemp("npz")
     base = {} if not valid_base else dict(zip(("x_train", "y_train", "x_test", "y_test"),
@@ -271,7 +297,7 @@ def test_any_npz_through_the_entry_point_is_one_line_and_makes_nothing(tmp_path_
     np.savez(folder / "d.npz", **{**base, **contents})
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(folder)
-        code, err = run_cli("run", "--dataset", "npz", "--data-dir", "d.npz", "--max-params", "1", "--headless")
+        code, err = run_cli("run", "--dataset", "npz", "--data-dir", "d.npz", "--val-size", "100000", "--headless")
     assert code != 0 and "Traceback" not in err
     assert err.strip().splitlines()[-1].startswith("smash-tui: error: ")
     assert not list(folder.glob("runs/*.db"))

@@ -254,3 +254,27 @@ def test_folder_trees_give_a_spec_or_one_smash_error(tmp_path_factory, tree, spl
     tx, ty, vx, vy = read(spec)
     assert tx.shape[1:] == vx.shape[1:] == (spec["channels"], 8, 8)
     assert np.bincount(ty, minlength=spec["num_classes"]).min() >= 1
+
+
+def test_a_search_runs_from_its_cache_alone(tmp_path):
+    """The engine, its final training and api.load_images read the run's decoded images, not the folder: a
+    search finishes (and its images load) with the folder gone."""
+    import shutil
+
+    from smash_engine import api
+    from smash_engine.config import make_config
+    from smash_engine.engine import Engine
+    from smash_engine.runs import create_run
+    from tests.conftest import TINY
+
+    root = image_folder(tmp_path / "png", 12)
+    spec = prepare("folder", root, image_size=8, cache_dir=tmp_path / "runs")
+    cfg = make_config("quick", dataset="folder", data_dir=str(root), data=spec, device="cpu", name="c", **TINY)
+    assert (cfg.train.val_size, spec["n_train"], spec["n_test"]) == (20, 100, 20)
+    db = tmp_path / "runs" / "c.db"
+    create_run(db, cfg)
+    shutil.rmtree(root)
+    assert Engine(db).run() == "done"
+    x, y = api.load_images(db, "test")
+    assert x.shape == (20, 1, 8, 8) and torch.equal(y, torch.from_numpy(read(spec)[3]))
+    assert api.finals(db)[0]["status"] == "done"
