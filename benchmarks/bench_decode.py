@@ -5,14 +5,15 @@
 
 Generates the folder once (untimed), then times, each on the same files: decoding in this process (one worker,
 the baseline), decoding with the process pool `prepare` uses (one spawned worker per core, up to 8), the whole
-`prepare` (listing, content key, decode, statistics, writing the cache), and `prepare` again (the cache hit a
-resume or a second search gets). Figures are images per second of wall time; the result's `machine` says
-where (the load average says whether other work shared the cores).
+`prepare` (listing, content key, decode, statistics, writing the cache; smash_engine/imagefolder.py), and
+`prepare` again (the cache hit a resume or a second search gets). Figures are images per second of wall time;
+the result's `machine` says where (the load average says whether other work shared the cores).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
@@ -27,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 import common  # noqa: E402
 
-from smash_engine import userdata  # noqa: E402
+from smash_engine import imagefolder, userdata  # noqa: E402
 
 
 def generate(root: Path, n: int, size: int = 32, classes: int = 10) -> list[str]:
@@ -58,13 +59,13 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "images"
         files = generate(root, args.images)
-        cores = min(len(userdata.os.sched_getaffinity(0)), 8)
+        cores = min(len(os.sched_getaffinity(0)), 8)
         rows = {}
-        t, _ = timed(lambda: userdata.decode_all(files, 32, workers=1))
+        t, _ = timed(lambda: imagefolder.decode_all(files, 32, workers=1))
         rows["decode_one_process"] = dict(seconds=round(t, 2), images_per_s=round(len(files) / t))
-        t, _ = timed(lambda: userdata.decode_all(files, 32, workers=cores))
+        t, _ = timed(lambda: imagefolder.decode_all(files, 32, workers=cores))
         rows[f"decode_pool_{cores}"] = dict(seconds=round(t, 2), images_per_s=round(len(files) / t),
-                                            pooled=len(files) >= userdata.POOL_FROM and cores > 1)
+                                            pooled=len(files) >= imagefolder.POOL_FROM and cores > 1)
         t, spec = timed(lambda: userdata.prepare("folder", root, image_size=32, cache_dir=Path(tmp) / "runs"))
         rows["prepare_first"] = dict(seconds=round(t, 2), images_per_s=round(len(files) / t))
         t, _ = timed(lambda: userdata.prepare("folder", root, image_size=32, cache_dir=Path(tmp) / "runs"))

@@ -11,10 +11,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from smash_engine import userdata
+from smash_engine import imagefolder, userdata
 from smash_engine.data import load_dataset
 from smash_engine.errors import SmashError
-from smash_engine.userdata import channel_stats, decode_one, prepare, read
+from smash_engine.imagefolder import decode_one
+from smash_engine.userdata import channel_stats, prepare, read
 from tests.imagesets import CLASSES, digits, image_folder, npz_file, write_image
 
 
@@ -81,10 +82,10 @@ def test_the_process_pool_decodes_as_this_process_does(tmp_path, monkeypatch):
     files = sorted(str(p) for p in root.rglob("*.jpg"))
     (tmp_path / "bad.png").write_bytes(b"nope")
     files.insert(5, str(tmp_path / "bad.png"))
-    here = userdata.decode_all(files, 8, workers=1)
-    monkeypatch.setattr(userdata, "POOL_FROM", 0)
+    here = imagefolder.decode_all(files, 8, workers=1)
+    monkeypatch.setattr(imagefolder, "POOL_FROM", 0)
     seen: list[tuple[int, int]] = []
-    pooled = userdata.decode_all(files, 8, lambda done, total, rate: seen.append((done, total)), workers=2)
+    pooled = imagefolder.decode_all(files, 8, lambda done, total, rate: seen.append((done, total)), workers=2)
     assert [(x.tobytes(), why[:20], size) for x, why, size in pooled] == \
         [(x.tobytes(), why[:20], size) for x, why, size in here]
     assert here[5][1].startswith("UnidentifiedImageError") and seen[-1] == (31, 31)
@@ -124,8 +125,8 @@ def test_the_cache_is_reused_without_decoding_and_rebuilt_when_stale(tmp_path, m
     root = image_folder(tmp_path / "png", 6)
     first = prepare("folder", root, image_size=8, cache_dir=tmp_path)
     calls = []
-    real = userdata.decode_all
-    monkeypatch.setattr(userdata, "decode_all", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = imagefolder.decode_all
+    monkeypatch.setattr(imagefolder, "decode_all", lambda *a, **k: calls.append(1) or real(*a, **k))
     said: list[str] = []
     second = prepare("folder", root, image_size=8, cache_dir=tmp_path, say=said.append)
     assert calls == [] and second == first and "decoded before" in said[0]
