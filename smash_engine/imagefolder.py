@@ -42,6 +42,9 @@ def read_recorded(spec: dict, say: Say) -> Arrays:
         if got is not None:
             return got[0]
     root = Path(spec["path"])
+    if not root.is_dir():
+        raise DatasetError(f"this run's decoded images ({cache}) and its folder {root} are both gone: put either "
+                           "back where it was (the decoded images are enough) to continue")
     if _folder_key(_tree(root), spec) != spec["key"]:
         raise DatasetError(f"{root} changed since this run began and its decoded images ({cache}) are gone: put "
                            "the folder back as it was, or start a new search on it")

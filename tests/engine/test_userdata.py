@@ -146,6 +146,10 @@ def test_the_cache_is_reused_without_decoding_and_rebuilt_when_stale(tmp_path, m
     os.remove(first["cache"])
     with pytest.raises(SmashError, match="changed since this run began"):
         read(first)
+    # with the folder gone as well, the message says what would do
+    os.rename(root, tmp_path / "elsewhere")
+    with pytest.raises(SmashError, match=r"decoded images \(.*\) and its folder .* are both gone: put either back"):
+        read(first)
 
 
 @pytest.mark.parametrize("damage", ["truncate", "foreign"])
