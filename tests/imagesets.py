@@ -57,3 +57,28 @@ def npz_file(path: Path, n_per_class: int = 20, layout: str = "NHW", **replace) 
     arrays.update(replace)
     np.savez(path, **{k: v for k, v in arrays.items() if v is not None})
     return path
+
+
+TREE_FILES = ("png", "jpg", "colour", "big", "corrupt", "empty", "txt")
+
+
+def build_tree(root: Path, tree: dict[str, list[str]], split: bool) -> int:
+    """Class folders of `tree` (class -> kinds of file, from TREE_FILES), every third file under test/ with
+    `split`; the number of readable images written."""
+    x, _ = digits(2)
+    good = 0
+    for name, files in tree.items():
+        for i, kind in enumerate(files):
+            d = root / (("test" if i % 3 == 2 else "train") if split else "") / name
+            d.mkdir(parents=True, exist_ok=True)
+            if kind in ("png", "jpg", "colour", "big"):
+                write_image(d / f"{i}.{'jpg' if kind == 'jpg' else 'png'}", x[i % len(x)], kind == "colour",
+                            3 if kind == "big" else 1)
+                good += 1
+            elif kind == "corrupt":
+                (d / f"{i}.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(40)))
+            elif kind == "empty":
+                (d / f"{i}.jpg").write_bytes(b"")
+            else:
+                (d / f"{i}.txt").write_text("notes")
+    return good

@@ -17,11 +17,10 @@ from hypothesis import strategies as st
 from smash_engine import api
 from smash_engine.config import RunConfig
 from smash_engine.runs import load_splits
-from smash_engine.userdata import read_npz
 from smash_tui import cli as smash_cli
 from tests.cli.test_cli import cli, one_line_error
-from tests.engine.test_userdata import FEW, arrays
-from tests.imagesets import CLASSES, digits, image_folder, npz_file, write_image
+from tests.engine.test_userdata import FEW, arrays, base_arrays, bases, trees
+from tests.imagesets import CLASSES, build_tree, digits, image_folder, npz_file, write_image
 
 TINY = ["--epochs", "1", "--archs", "4", "--final-epochs", "1", "--headless", "--threads", "1"]
 
@@ -286,18 +285,34 @@ def test_a_truncated_or_foreign_cache_is_decoded_again_and_said(tmp_path):
 
 
 @settings(FEW, max_examples=25)
-@given(st.dictionaries(st.sampled_from(["x_train", "y_train", "x_test", "y_test", "class_names"]), arrays(),
-                       max_size=5), st.booleans())
-def test_any_npz_through_the_entry_point_is_one_line_and_makes_nothing(tmp_path_factory, contents, valid_base):
+@given(st.just({}) | st.dictionaries(st.sampled_from(["x_train", "y_train", "x_test", "y_test", "class_names"]),
+                                     arrays(), max_size=3), bases)
+def test_any_npz_through_the_entry_point_is_one_line_and_makes_nothing(tmp_path_factory, contents, base):
     """A held-out split larger than any file here ends the valid ones after their images were read: every example
     ends in one line, and none leaves a results file."""
     folder = tmp_path_factory.mktemp("npz")
-    base = {} if not valid_base else dict(zip(("x_train", "y_train", "x_test", "y_test"),
-                                              read_npz(npz_file(folder / "base.npz", 3))[0], strict=True))
-    np.savez(folder / "d.npz", **{**base, **contents})
+    np.savez(folder / "d.npz", **{**base_arrays(folder, base), **contents})
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(folder)
         code, err = run_cli("run", "--dataset", "npz", "--data-dir", "d.npz", "--val-size", "100000", "--headless")
+    assert code != 0 and "Traceback" not in err
+    assert err.strip().splitlines()[-1].startswith("smash-tui: error: ")
+    assert not list(folder.glob("runs/*.db"))
+
+
+@settings(FEW, max_examples=25)
+@given(trees, st.booleans(), st.booleans())
+def test_any_folder_tree_through_the_entry_point_is_one_line_and_makes_nothing(tmp_path_factory, tree, split,
+                                                                               skip_bad):
+    """As for npz files: every tree ends in one line (its mistake, or the held-out split too large for it) and
+    leaves no results file."""
+    folder = tmp_path_factory.mktemp("tree")
+    build_tree(folder / "images", tree, split)
+    (folder / "images").mkdir(exist_ok=True)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(folder)
+        code, err = run_cli("run", "--dataset", "folder", "--data-dir", "images", "--val-size", "100000",
+                            "--headless", *(["--skip-bad"] if skip_bad else []))
     assert code != 0 and "Traceback" not in err
     assert err.strip().splitlines()[-1].startswith("smash-tui: error: ")
     assert not list(folder.glob("runs/*.db"))

@@ -7,16 +7,16 @@ import string
 import numpy as np
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from smash_engine import imagefolder, userdata
+from smash_engine import imagefolder
 from smash_engine.data import load_dataset
 from smash_engine.errors import SmashError
 from smash_engine.imagefolder import decode_one
 from smash_engine.userdata import channel_stats, prepare, read
-from tests.imagesets import CLASSES, digits, image_folder, npz_file, write_image
+from tests.imagesets import CLASSES, TREE_FILES, build_tree, digits, image_folder, npz_file, write_image
 
 
 def test_a_grey_png_folder_is_read_with_a_seeded_test_split_per_class(tmp_path):
@@ -203,57 +203,58 @@ def arrays(draw):
         return np.asarray(x).astype(dtype).reshape(shape)
 
 
+# a valid npz to start from (images per class, layout, float or uint8), or none
+bases = st.none() | st.tuples(st.integers(2, 6), st.sampled_from(["NHW", "NHWC", "NCHW"]), st.booleans())
+
+
+def base_arrays(folder, base) -> dict:
+    if base is None:
+        return {}
+    n, layout, floats = base
+    with np.load(npz_file(folder / "base.npz", n, layout)) as z:
+        arrays = {k: z[k] for k in z.files}
+    if floats:
+        arrays["x_train"] = (arrays["x_train"] / 255).astype(np.float32)
+    return arrays
+
+
 @FEW
-@given(st.dictionaries(st.sampled_from(["x_train", "y_train", "x_test", "y_test", "class_names", "other"]),
-                       arrays(), max_size=6),
-       st.booleans())
-def test_npz_contents_give_a_spec_or_one_smash_error(tmp_path, contents, valid_base):
+@given(st.just({}) | st.dictionaries(st.sampled_from(["x_train", "y_train", "x_test", "y_test", "class_names",
+                                                      "other"]), arrays(), max_size=3), bases)
+def test_npz_contents_give_a_spec_or_one_smash_error(tmp_path, contents, base):
     f = tmp_path / "p.npz"
-    base = dict(zip(userdata.NPZ_KEYS, userdata.read_npz(npz_file(tmp_path / "base.npz", 3))[0], strict=True)) \
-        if valid_base else {}
-    np.savez(f, **{**base, **contents})
+    np.savez(f, **{**base_arrays(tmp_path, base), **contents})
     try:
         spec = prepare("npz", f, image_size=8)
     except SmashError as e:
         assert "\n" not in str(e) and str(e)
+        event("refused")
         return
+    event("read")
     tx, ty, vx, vy = read(spec)
     assert tx.dtype == np.uint8 and tx.ndim == 4 and tx.shape[1] in (1, 3) and len(tx) == len(ty) == spec["n_train"]
     assert len(vx) == len(vy) == spec["n_test"] and 0 <= vy.min() and vy.max() < spec["num_classes"]
     assert spec["num_classes"] >= 2 and len(spec["class_names"]) == spec["num_classes"]
 
 
-file_kinds = st.sampled_from(["png", "jpg", "colour", "big", "corrupt", "empty", "txt"])
-names = st.text(string.ascii_lowercase, min_size=1, max_size=3)
+file_kinds = st.one_of(st.just("png"), st.sampled_from(TREE_FILES))  # half of them readable, so some trees are
+trees = st.dictionaries(st.text(string.ascii_lowercase, min_size=1, max_size=3), st.lists(file_kinds, max_size=7),
+                        max_size=4)
 
 
 @FEW
-@given(st.dictionaries(names, st.lists(file_kinds, max_size=5), max_size=4), st.booleans(), st.booleans(),
-       st.floats(0.1, 0.6))
+@given(trees, st.booleans(), st.booleans(), st.floats(0.1, 0.6))
 def test_folder_trees_give_a_spec_or_one_smash_error(tmp_path_factory, tree, split, skip_bad, fraction):
     root = tmp_path_factory.mktemp("tree")
-    x, _ = digits(2)
-    good = 0
-    for name, files in tree.items():
-        for i, kind in enumerate(files):
-            d = root / (("test" if i % 3 == 2 else "train") if split else "") / name
-            d.mkdir(parents=True, exist_ok=True)
-            if kind in ("png", "jpg", "colour", "big"):
-                write_image(d / f"{i}.{'jpg' if kind == 'jpg' else 'png'}", x[i % len(x)], kind == "colour",
-                            3 if kind == "big" else 1)
-                good += 1
-            elif kind == "corrupt":
-                (d / f"{i}.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(40)))
-            elif kind == "empty":
-                (d / f"{i}.jpg").write_bytes(b"")
-            else:
-                (d / f"{i}.txt").write_text("notes")
+    good = build_tree(root, tree, split)
     try:
         spec = prepare("folder", root, image_size=8, test_fraction=fraction, skip_bad=skip_bad,
                        cache_dir=root.parent / (root.name + "-cache"))
     except SmashError as e:
         assert "\n" not in str(e)
+        event("refused")
         return
+    event("read")
     assert spec["n_train"] + spec["n_test"] == good
     assert spec["num_classes"] == len(spec["class_names"]) >= 2
     tx, ty, vx, vy = read(spec)
