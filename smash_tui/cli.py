@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -146,24 +146,27 @@ def run(
     check_threads(threads)
     check_user_options(dataset, image_size, test_fraction, skip_bad)
     db = db or _unique_db(name or preset)
+    train: dict[str, Any] = dict(
+        epochs=epochs, n_random=archs, final_top=final_top, final_epochs=final_epochs, batch_size=batch_size,
+        val_size=val_size, score_bn=score_bn, verify_top=verify_top, verify_eta=verify_eta,
+        verify_budget=verify_budget, verify_add=verify_add, verify_add_top=verify_add_top,
+        verify_order=verify_order, max_params=max_params, max_mflops=max_mflops)
     data: dict | None = None
     notes: list[str] = []
     if dataset in USER_KINDS:
         from smash_engine.config import preset_image_size
+        from smash_engine.runs import resolve_device
 
-        default_size = preset_image_size(preset)
-        if db.exists():  # said before any image is decoded
+        # every option is checked before an image is decoded (the preset's own dataset standing in for them)
+        make_config(preset, None, seed, device, None, False, name or "", hyper=hyper, **train)
+        resolve_device(device)
+        if db.exists():
             raise ResultsFileError(f"{db} already exists: resume it with `smash-tui resume {db}`, or pick another "
                                    "--name or --db")
-        data, notes = user_data(dataset, data_dir, image_size, default_size, test_fraction, skip_bad, db.parent,
-                                threads)
+        data, notes = user_data(dataset, data_dir, image_size, preset_image_size(preset), test_fraction, skip_bad,
+                                db.parent, threads)
     cfg = make_config(preset, dataset, seed, device, data_dir, download, name or "", hyper=hyper, data=data,
-                      epochs=epochs,
-                      n_random=archs, final_top=final_top, final_epochs=final_epochs, batch_size=batch_size,
-                      val_size=val_size, score_bn=score_bn, verify_top=verify_top, verify_eta=verify_eta,
-                      verify_budget=verify_budget, verify_add=verify_add, verify_add_top=verify_add_top,
-                      verify_order=verify_order,
-                      max_params=max_params, max_mflops=max_mflops)
+                      **train)
     if name is None:
         import dataclasses
 

@@ -214,6 +214,19 @@ def test_bad_images_are_one_line_and_nothing_is_made(tmp_path, monkeypatch, what
     assert not list(tmp_path.glob("runs/*.db")) and not [p for p in tmp_path.glob("runs/*") if p.is_dir()]
 
 
+@pytest.mark.parametrize("args, fragment", [(["--epochs", "0"], "--epochs must be positive"),
+                                            (["--device", "tpu"], "unknown device 'tpu'"),
+                                            (["--db", "runs/taken.db"], "runs/taken.db already exists")])
+def test_other_options_are_checked_before_any_image_is_decoded(tmp_path, monkeypatch, args, fragment):
+    image_folder(tmp_path / "png", 4)
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "taken.db").write_bytes(b"")
+    monkeypatch.chdir(tmp_path)
+    code, err = run_cli("run", "--dataset", "folder", "--data-dir", "png", "--headless", *args)
+    assert code != 0 and err.count("\n") == 1 and fragment in err  # the one line: nothing decoded before it
+    assert not list((tmp_path / "runs").glob("images-*.npz"))
+
+
 def test_npz_image_size_is_the_files_own(tmp_path, monkeypatch):
     npz_file(tmp_path / "d.npz", 10)
     monkeypatch.chdir(tmp_path)
