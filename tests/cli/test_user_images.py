@@ -243,6 +243,7 @@ def test_bad_images_for_final_leave_the_run_unchanged(tmp_path, run_copy):
     proc.stderr = proc.stderr.split("\n", 1)[1]
     one_line_error(proc, "2 of 32 images in", "--skip-bad")
     assert run_copy.read_bytes() == before
+    assert api.class_names(run_copy) == [str(d) for d in range(10)]  # a built-in dataset's labels, as text
 
 
 def said_before_the_search(folder, *args: str) -> list[str]:
