@@ -12,7 +12,8 @@ reader finds a module by its layer, from the bottom up:
 - under everything: `errors` (the `SmashError` tree);
 - the search space and its encoding: `space`, `sampler`, `budget`, `cost`, `blocks`, `encoding`, `seeds`;
 - the networks and HyperNets: `network`, `hypernet`, `graph_hyper`, `proxies`, `probes`;
-- data and training: `data`, `voxels`, `batching`, `dist`, `loops`, `train`, `halving`, `cpu_share`;
+- data and training: `data`, `userdata` and `imagefolder` (a user's own images), `voxels`, `batching`, `dist`,
+  `loops`, `train`, `halving`, `cpu_share`;
 - the run: `config`, `runs`, `context`, `scoring`, `commands`, `ranking` (rank and refine), `verify`, `finals`,
   `report`, `engine` (the conductor: SMASH training, then each phase in order); and what users call: `api`,
   `export`, `transfer`.

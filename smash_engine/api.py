@@ -20,6 +20,7 @@ The names in `__all__` are the stable API (docs/api.md); everything else in `sma
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 from pathlib import Path
 from typing import TypedDict
@@ -33,7 +34,7 @@ from .network import FixedNet
 from .space import Architecture, reshaped
 
 __all__ = [
-    "Architecture", "FinalRow", "LeaderboardRow", "LossPoint", "Part", "build_model", "finals",
+    "Architecture", "FinalRow", "LeaderboardRow", "LossPoint", "Part", "build_model", "class_names", "finals",
     "leaderboard", "load_architecture", "load_images", "load_model", "loss_curve", "model_summary",
     "weights_path",
 ]
@@ -146,7 +147,8 @@ def load_images(db: str | Path, split: str = "test") -> tuple[torch.Tensor, torc
     """The run's dataset, `split` "test" or "train" (all of it: the held-out images are carved from it), as
     the networks take it: float32 (N, C, H, W) normalised with the dataset's mean and std, and int64 labels."""
     from .config import RunConfig
-    from .data import device_data, load_dataset
+    from .data import device_data
+    from .runs import load_run_dataset
 
     if split not in ("test", "train"):
         raise ConfigError(f"split must be 'test' or 'train', not {split!r}")
@@ -155,10 +157,24 @@ def load_images(db: str | Path, split: str = "test") -> tuple[torch.Tensor, torc
     if run is None:
         raise ResultsFileError(f"{db} holds no run")
     cfg = RunConfig.from_dict(json.loads(run["config_json"]))
-    ds = load_dataset(cfg.dataset, cfg.data_dir)
+    ds = load_run_dataset(dataclasses.replace(cfg, download=False))
     x, y = (ds.test_x, ds.test_y) if split == "test" else (ds.train_x, ds.train_y)
     data = device_data(x, y, ds.info, torch.device("cpu"))
     return data.normalize(data.x), data.y
+
+
+def class_names(db: str | Path) -> list[str]:
+    """The name of each class, by label: a folder of images' class folders (sorted, as torchvision's ImageFolder),
+    an npz file's `class_names` (else "0", "1", ...), for a built-in dataset its labels as text."""
+    from .config import RunConfig
+
+    with _reader(db) as conn:
+        run = store.get_run(conn)
+    if run is None:
+        raise ResultsFileError(f"{db} holds no run")
+    cfg = RunConfig.from_dict(json.loads(run["config_json"]))
+    data = cfg.extra.get("data")
+    return list(data["class_names"]) if data else [str(i) for i in range(cfg.space.num_classes)]
 
 
 def model_summary(arch: Architecture) -> list[Part]:

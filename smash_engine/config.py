@@ -15,6 +15,7 @@ from .errors import ConfigError
 from .halving import ORDERS
 from .hypernet import HyperConfig, hyper_preset
 from .space import SpaceConfig, space_preset
+from .userdata import KINDS as USER_KINDS
 
 
 @dataclass(frozen=True)
@@ -139,15 +140,25 @@ ZERO_MEANS_NONE = ("final_top", "verify_top", "verify_add_top", "max_params", "m
                    "sandwich", "drop_path")
 
 
+def preset_image_size(preset: str) -> int:
+    """The image side a preset's search space is sized for (its own dataset's): a user's images are resized to it."""
+    if preset not in PRESETS:
+        raise ConfigError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    return DATASET_SHAPES[PRESETS[preset]["dataset"]][1]
+
+
 def make_config(preset: str = "quick", dataset: str | None = None, seed: int = 0, device: str = "auto",
                 data_dir: str | None = None, download: bool = False, name: str = "", hyper: str | None = None,
-                **train_overrides) -> RunConfig:
+                data: dict | None = None, **train_overrides) -> RunConfig:
     """Resolve a preset with CLI overrides (None means "keep the preset's value"); `hyper` names a HyperNet
-    preset (`hypernet.HYPER_PRESETS`) in place of the preset's."""
+    preset (`hypernet.HYPER_PRESETS`) in place of the preset's. `data`: a user's dataset (`dataset` folder or npz),
+    the spec `userdata.prepare` made; it is kept in `extra["data"]`."""
     if preset not in PRESETS:
         raise ConfigError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
     p = PRESETS[preset]
     dataset = dataset or p["dataset"]
+    if dataset in USER_KINDS:
+        return _user_config(preset, dataset, seed, device, data_dir, name, hyper, data, train_overrides)
     if dataset == "modelnet10":
         raise ConfigError("modelnet10 holds 3-D voxel grids, which SMASH networks do not take; search on an "
                           "image dataset, then train the found architecture on it with `smash-tui final DB "
@@ -194,3 +205,24 @@ def make_config(preset: str = "quick", dataset: str | None = None, seed: int = 0
     check_space(space, Budget.of(train), seed, f"the {preset} preset's")  # before any results file is made
     return RunConfig(preset, dataset, space, hyper_preset(hyper or p["hyper"]), train, seed, device, data_dir,
                      download, name or preset)
+
+
+def _user_config(preset: str, dataset: str, seed: int, device: str, data_dir: str | None, name: str,
+                 hyper: str | None, data: dict | None, overrides: dict) -> RunConfig:
+    """A preset on a user's images: the space takes their channels, size and classes; unless --val-size is given,
+    the held-out split is the preset's, at most a fifth of the training split; one batch must be left to train."""
+    if data is None or data.get("kind") != dataset:
+        raise ConfigError(f"--dataset {dataset} needs --data-dir PATH (see README, \"Your own images\")")
+    n = data["n_train"]
+    if overrides.get("val_size") is None:
+        overrides = {**overrides, "val_size": min(TrainConfig(**PRESETS[preset]["train"]).val_size, n // 5)}
+    cfg = make_config(preset, PRESETS[preset]["dataset"], seed, device, None, False, name, hyper, **overrides)
+    t = cfg.train
+    if n - t.val_size < t.batch_size or t.val_size < 1:
+        raise ConfigError(f"{data['path']}: {n:,} training images are too few to hold out {t.val_size:,} for SMASH "
+                          f"scores (--val-size) and train on batches of {t.batch_size} (--batch-size); add images, "
+                          "or lower those")
+    space = dataclasses.replace(cfg.space, image_channels=data["channels"], image_size=data["image_size"],
+                                num_classes=data["num_classes"])
+    check_space(space, Budget.of(t), seed, f"the {preset} preset's")
+    return dataclasses.replace(cfg, dataset=dataset, space=space, data_dir=data_dir, extra={"data": data})

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 
 from smash_engine.batching import OnDevice
 from smash_engine.errors import ConfigError, DatasetError, one_line
+from smash_engine.userdata import KINDS as USER_KINDS  # a user's own images, described by a spec a run records
 from smash_engine.voxels import VoxelData, read_modelnet10
 
 Tensor = torch.Tensor
@@ -94,7 +95,18 @@ class Dataset:
     test_y: torch.Tensor
 
 
-def dataset_info(name: str) -> DatasetInfo:
+def user_info(spec: dict) -> DatasetInfo:
+    """A user's dataset (userdata.py) as recorded in a run: its shape, classes and training-split statistics;
+    augmented as the built-in small-image datasets are (random crop of 1/8 the side, horizontal flip)."""
+    return DatasetInfo(spec["kind"], spec["channels"], spec["image_size"], spec["num_classes"], spec["flip"],
+                       spec["pad"], tuple(spec["mean"]), tuple(spec["std"]))
+
+
+def dataset_info(name: str, spec: dict | None = None) -> DatasetInfo:
+    if spec is not None:
+        return user_info(spec)
+    if name in USER_KINDS:
+        raise ConfigError(f"--dataset {name} needs --data-dir PATH (see README, \"Your own images\")")
     if name not in DATASETS:
         known = ", ".join(DATASETS)
         raise ConfigError(f"unknown dataset {name!r}; pass one of: {known}")
@@ -107,8 +119,14 @@ def default_data_dir() -> Path:
     return cache / "smash-tui" / "datasets"
 
 
-def load_dataset(name: str, data_dir: str | Path | None = None, download: bool = False) -> Dataset:
-    info = dataset_info(name)
+def load_dataset(name: str, data_dir: str | Path | None = None, download: bool = False,
+                 spec: dict | None = None) -> Dataset:
+    """`spec`: a user's dataset as a run recorded it (`userdata.prepare`), read from its cache."""
+    info = dataset_info(name, spec)
+    if spec is not None:
+        from .userdata import read
+
+        return _to_dataset(info, *read(spec))
     if name == "digits":
         return _to_dataset(info, *_read_digits())
     root = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()

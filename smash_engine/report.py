@@ -12,6 +12,15 @@ from collections.abc import Callable
 PLAIN_EVERY_S = 5.0
 
 
+def data_line(data: dict) -> str:
+    """A user's dataset (a run's `extra["data"]`, userdata.py) in one line: where, how many, shape, class names."""
+    names = data["class_names"]
+    shown = ", ".join(names[:10]) + (f", ... ({len(names)} in all)" if len(names) > 10 else "")
+    size = data["image_size"]
+    return (f"images: {data['kind']} {data['path']}: {data['n_train']:,} train and {data['n_test']:,} test, "
+            f"{data['channels']}x{size}x{size}, {len(names)} classes: {shown}")
+
+
 def detail(info: dict) -> str:
     """The figures of a progress report, each named: SMASH error while scoring, test error in final training."""
     parts = []

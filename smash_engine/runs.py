@@ -15,6 +15,7 @@ import errno
 import json
 import os
 import sqlite3
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +23,7 @@ import torch
 
 from . import store
 from .config import RunConfig
-from .data import DeviceData, device_data, holdout_split, load_dataset
+from .data import Dataset, DeviceData, device_data, holdout_split, load_dataset
 from .encoding import ArchPlan
 from .errors import ConfigError, EngineBusy, ResultsFileError, SmashError
 from .space import Architecture
@@ -154,18 +155,22 @@ def _replace(path: Path, write) -> None:
                          f"free space or fix permissions in {path.parent}/, then `smash-tui resume`") from e
 
 
-def create_run(db_path: Path, cfg: RunConfig) -> int:
-    """Create the results file with one run in it; refuse to reuse an existing one."""
+def create_run(db_path: Path, cfg: RunConfig, notes: Sequence[str] = ()) -> int:
+    """Create the results file with one run in it; refuse to reuse an existing one. `notes`: info events to
+    start its log with (how a user's images were read)."""
     if db_path.exists():
         raise ResultsFileError(f"{db_path} already exists: resume it with `smash-tui resume {db_path}`, "
                                "or pick another --name or --db")
     check_folder_free(db_path)
     resolve_device(cfg.device)  # fail before anything is written: device, then data
-    _check_val_size(cfg.train.val_size, len(load_dataset(cfg.dataset, cfg.data_dir, cfg.download).train_y))
+    _check_val_size(cfg.train.val_size, len(load_run_dataset(cfg).train_y))
     db_path.parent.mkdir(parents=True, exist_ok=True)
     w = store.connect_writer(db_path)
     try:
-        return w.create_run(cfg.name, cfg.to_dict(), cfg.dataset, cfg.preset, cfg.device, cfg.seed, None)
+        run_id = w.create_run(cfg.name, cfg.to_dict(), cfg.dataset, cfg.preset, cfg.device, cfg.seed, None)
+        for note in notes:
+            w.add_event(run_id, "info", note)
+        return run_id
     finally:
         w.close()
 
@@ -175,11 +180,17 @@ def _check_val_size(n_val: int, n_train: int) -> None:
         raise ConfigError(f"--val-size {n_val} leaves no training images ({n_train} in all)")
 
 
+def load_run_dataset(cfg: RunConfig) -> Dataset:
+    """The run's dataset: a built-in one from its files, or a user's as the run recorded it (`extra["data"]`)."""
+    return load_dataset(cfg.dataset, cfg.data_dir, cfg.download, cfg.extra.get("data"))
+
+
 def load_splits(cfg: RunConfig, device: torch.device, dataset: str | None = None,
-                data_dir: str | None = None) -> tuple[DeviceData, DeviceData, DeviceData]:
+                data_dir: str | None = None, data: dict | None = None) -> tuple[DeviceData, DeviceData, DeviceData]:
     """(train, val, test) on `device`, the held-out split carved (seeded) from the training set. Another
-    `dataset` (transfer) holds out at most 10% of its training set. The engine and the studies use this."""
-    ds = load_dataset(dataset or cfg.dataset, data_dir if dataset else cfg.data_dir, cfg.download and not dataset)
+    `dataset` (transfer; `data` for a user's, `userdata.prepare`) holds out at most 10% of its training set. The
+    engine and the studies use this."""
+    ds = load_dataset(dataset, data_dir, False, data) if dataset else load_run_dataset(cfg)
     n_val = cfg.train.val_size if dataset is None else min(cfg.train.val_size, len(ds.train_y) // 10)
     _check_val_size(n_val, len(ds.train_y))
     tr, va = holdout_split(len(ds.train_y), n_val, cfg.seed)

@@ -25,15 +25,16 @@ from .space import Architecture, reshaped
 from .train import Final
 
 
-def rebuild(arch: Architecture, dataset: str) -> Architecture:
-    """`arch` for `dataset`'s image channels, size and classes; same blocks and ops."""
-    info = dataset_info(dataset)
+def rebuild(arch: Architecture, dataset: str, data: dict | None = None) -> Architecture:
+    """`arch` for `dataset`'s image channels, size and classes (`data`: a user's dataset); same blocks and ops."""
+    info = dataset_info(dataset, data)
     return reshaped(arch, info.channels, info.image_size, info.num_classes, info.spatial_dims, f"{dataset}'s ")
 
 
 def transfer_final(ctx: RunContext, db_dir: Path, arch_id: str, dataset: str, data_dir: str | None = None,
-                   epochs: int | None = None, report=print, batch: int | None = None) -> int:
-    """Train `arch_id` rebuilt for `dataset`; continue an unfinished transfer of the same pair."""
+                   epochs: int | None = None, report=print, batch: int | None = None, data: dict | None = None) -> int:
+    """Train `arch_id` rebuilt for `dataset` (`data`: a user's, `userdata.prepare`); continue an unfinished transfer
+    of the same pair."""
     epochs = epochs or ctx.cfg.train.final_epochs
     if epochs < 1:
         raise ConfigError(f"--epochs must be positive, got {epochs}")
@@ -41,8 +42,10 @@ def transfer_final(ctx: RunContext, db_dir: Path, arch_id: str, dataset: str, da
         raise ConfigError(f"--batch must be positive, got {batch}")
     t = dataclasses.replace(ctx.cfg.train, final_batch=batch or ctx.cfg.train.final_batch)
     orig = arch_of(ctx.w.conn, arch_id)
-    arch = rebuild(orig, dataset)
-    train, val, test = load_splits(ctx.cfg, ctx.device, dataset, data_dir)
+    arch = rebuild(orig, dataset, data)
+    train, val, test = load_splits(ctx.cfg, ctx.device, dataset, data_dir, data)
+    # a user's images are named by where and what they are: another folder of the same shape is another transfer
+    dataset = dataset if data is None else f"{dataset}:{data['path']}@{data['key'][:8]}"
     params, flops = arch_cost(arch)
     ctx.w.add_arch(ctx.run_id, arch.id, arch.to_json(), "transfer", orig.id, params, flops, arch.n_ops, arch.n_ops)
     row = store.transfer_final(ctx.w.conn, ctx.run_id, arch.id, dataset)

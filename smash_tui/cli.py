@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -22,11 +22,12 @@ from smash_engine import store
 from smash_engine.budget import Budget, BudgetError
 from smash_engine.cost import arch_cost
 from smash_engine.errors import ConfigError, ResultsFileError, SmashError, whole_count
-from smash_engine.report import hyper_label, pick_summary
+from smash_engine.report import data_line, hyper_label, pick_summary
 from smash_engine.space import Architecture
 
 from . import cli_studies
 from .cli_common import BIG, check_threads, pct, require_db, term_width
+from .cli_data import USER_KINDS, check_user_options, user_data
 from .diagram import LEGEND, diagram, summary_lines
 from .launch import engine_command, spawn_engine
 
@@ -78,9 +79,18 @@ def _open_ui(db: Path | None) -> None:
 def run(
     preset: Annotated[str, typer.Option(help="quick (digits, CPU, minutes) | fmnist (GPU, ~10 min) | paper")] = "quick",
     dataset: Annotated[str | None, typer.Option(help="digits, mnist, fashion-mnist, fashion-mnist16 (16 px), "
-                                                     "cifar10, cifar100, stl10, imagenet32 (default: the preset's)")]
+                                                     "cifar10, cifar100, stl10, imagenet32, or your own images: "
+                                                     "folder (one folder per class) | npz (default: the preset's)")]
     = None,
-    data_dir: Annotated[str | None, typer.Option(help="folder holding the dataset's files")] = None,
+    data_dir: Annotated[str | None, typer.Option(help="folder holding the dataset's files (folder: the class "
+                                                      "folders; npz: the .npz file)")] = None,
+    image_size: Annotated[int | None, typer.Option(max=BIG, help="--dataset folder: resize images to N px "
+                                                   "(default: the preset's size)")] = None,
+    test_fraction: Annotated[float | None, typer.Option(help="--dataset folder without train/ and test/: the "
+                                                        "fraction of each class held out as the test split "
+                                                        "(default 0.2)")] = None,
+    skip_bad: Annotated[bool, typer.Option(help="--dataset folder: leave out unreadable images (said) instead of "
+                                                "stopping")] = False,
     download: Annotated[bool, typer.Option(help="let torchvision download a missing dataset")] = False,
     epochs: Annotated[int | None, typer.Option(max=BIG, help="SMASH training epochs")] = None,
     archs: Annotated[int | None, typer.Option(max=BIG, help="random architectures to score in the rank phase")] = None,
@@ -134,20 +144,36 @@ def run(
 
     _check_nproc(nproc_per_node)
     check_threads(threads)
-    cfg = make_config(preset, dataset, seed, device, data_dir, download, name or "", hyper=hyper, epochs=epochs,
-                      n_random=archs, final_top=final_top, final_epochs=final_epochs, batch_size=batch_size,
-                      val_size=val_size, score_bn=score_bn, verify_top=verify_top, verify_eta=verify_eta,
-                      verify_budget=verify_budget, verify_add=verify_add, verify_add_top=verify_add_top,
-                      verify_order=verify_order,
-                      max_params=max_params, max_mflops=max_mflops)
+    check_user_options(dataset, image_size, test_fraction, skip_bad)
     db = db or _unique_db(name or preset)
+    train: dict[str, Any] = dict(
+        epochs=epochs, n_random=archs, final_top=final_top, final_epochs=final_epochs, batch_size=batch_size,
+        val_size=val_size, score_bn=score_bn, verify_top=verify_top, verify_eta=verify_eta,
+        verify_budget=verify_budget, verify_add=verify_add, verify_add_top=verify_add_top,
+        verify_order=verify_order, max_params=max_params, max_mflops=max_mflops)
+    data: dict | None = None
+    notes: list[str] = []
+    if dataset in USER_KINDS:
+        from smash_engine.config import preset_image_size
+        from smash_engine.runs import resolve_device
+
+        # every option is checked before an image is decoded (the preset's own dataset standing in for them)
+        make_config(preset, None, seed, device, None, False, name or "", hyper=hyper, **train)
+        resolve_device(device)
+        if db.exists():
+            raise ResultsFileError(f"{db} already exists: resume it with `smash-tui resume {db}`, or pick another "
+                                   "--name or --db")
+        data, notes = user_data(dataset, data_dir, image_size, preset_image_size(preset), test_fraction, skip_bad,
+                                db.parent, threads)
+    cfg = make_config(preset, dataset, seed, device, data_dir, download, name or "", hyper=hyper, data=data,
+                      **train)
     if name is None:
         import dataclasses
 
         cfg = dataclasses.replace(cfg, name=db.stem)
     from smash_engine.runs import create_run
 
-    create_run(db, cfg)
+    create_run(db, cfg, notes)
     if detach:
         spawn_engine(db, nproc_per_node, threads)
         typer.echo(str(db))
@@ -326,6 +352,9 @@ def show(
     typer.echo(f"run {run['name']}: {store.engine_state(run)}, phase {run['phase']}, step {run['step']}/"
                f"{run['total_steps'] or '?'}, dataset {run['dataset']}, device {run['device']}, "
                f"HyperNet {hyper_label(run)}")
+    data = json.loads(run["config_json"]).get("extra", {}).get("data")
+    if data:
+        typer.echo(f"  {data_line(data)}")
     for line in _budget_lines(conn, run):
         typer.echo(f"  {line}")
     if run.get("message") and not str(run["message"]).startswith("pick "):  # the pick comes whole below

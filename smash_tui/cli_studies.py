@@ -15,6 +15,7 @@ from smash_engine import store
 from smash_engine.errors import ConfigError, ResultsFileError
 
 from .cli_common import BIG, check_threads, pct, require_db, term_width
+from .cli_data import USER_KINDS, check_user_options, user_data
 
 # -- studies and transfer (smash_engine.studies) --------------------------------------------------------
 STUDY_KINDS = ("correlation", "capacity", "corrupt", "archgrad")
@@ -147,7 +148,13 @@ def final(
     arch: Annotated[str, typer.Option(help="architecture id (or unique prefix) from this run")],
     dataset: Annotated[str, typer.Option(
         help="stl10 | imagenet32 | modelnet10 (3-D) | cifar10 | ... (default: the run's)")] = "",
-    data_dir: Annotated[str | None, typer.Option(help="folder holding the dataset's files")] = None,
+    data_dir: Annotated[str | None, typer.Option(help="folder holding the dataset's files (folder: the class "
+                                                      "folders; npz: the .npz file)")] = None,
+    image_size: Annotated[int | None, typer.Option(max=BIG, help="--dataset folder: resize images to N px "
+                                                   "(default: the run's image size)")] = None,
+    test_fraction: Annotated[float | None, typer.Option(help="--dataset folder without train/ and test/: the "
+                                                        "fraction of each class held out (default 0.2)")] = None,
+    skip_bad: Annotated[bool, typer.Option(help="--dataset folder: leave out unreadable images (said)")] = False,
     epochs: Annotated[int | None, typer.Option(max=BIG, help="epochs (default: the run's final epochs)")] = None,
     batch: Annotated[int | None, typer.Option(max=BIG, help="training batch (default: the run's final batch)")] = None,
     device: Annotated[str | None, typer.Option(help="cpu | cuda | cuda:N (default: the run's)")] = None,
@@ -156,6 +163,7 @@ def final(
     """Final-train an architecture of this run on another dataset (transfer), here and now; resumable."""
     require_db(db)
     check_threads(threads)
+    check_user_options(dataset, image_size, test_fraction, skip_bad)
     from smash_engine import studies
     from smash_engine.cpu_share import CpuShare
     from smash_engine.runs import run_dir
@@ -163,9 +171,13 @@ def final(
 
     ctx = studies.open_run(db, device)
     try:
+        data = ctx.cfg.extra.get("data") if not dataset else None  # the run's own images, as it recorded them
+        if dataset in USER_KINDS:
+            data = user_data(dataset, data_dir, image_size, ctx.cfg.space.image_size, test_fraction, skip_bad,
+                             db.parent, threads)[0]
         with CpuShare(threads):
             fid = transfer_final(ctx, run_dir(db), arch, dataset or ctx.cfg.dataset, data_dir, epochs,
-                                 lambda line: typer.echo(line, err=True), batch)
+                                 lambda line: typer.echo(line, err=True), batch, data)
         row = next(r for r in store.finals(ctx.w.conn, ctx.run_id) if r["id"] == fid)
     finally:
         ctx.close()
