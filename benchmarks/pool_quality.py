@@ -12,17 +12,21 @@ A cell is (SMASH epochs, SMASH seed). On Fashion-MNIST 16 px with the truth pane
 phase of a run with seed `--pool-seed` draws them (`train.rank_draw`; the same pool for every method and every
 cell), and picks one network from it in each of these ways:
 
-- `default`: what a run with the engine's defaults did until 2026-12-04: SMASH training (the quick preset's
-  settings, the engine's own loop), every pool architecture scored, the verify phase (`smash_engine.halving`:
-  SMASH's top `verify_top`, eta, rungs, seeds and rung cap as in a run) and its pick. Its images: SMASH's plus
-  the phase's. Today's default (`--verify-order flopsres`) is the `--extra flopsres_sh` pick, chosen by these
-  measurements (docs/search-quality.md).
+- `smash_sh` (called `default` in files before 2026-12-08, which is still read): what a run with the engine's
+  defaults did until 2026-12-04: SMASH training (the quick preset's settings, the engine's own loop), every pool
+  architecture scored, the verify phase (`smash_engine.halving`: SMASH's top `verify_top`, eta, rungs, seeds and
+  rung cap as in a run) and its pick. Its images: SMASH's plus the phase's ("the default's images" below). Today's
+  default (`--verify-order flopsres`) is the `--extra flopsres_sh` pick, chosen by these measurements
+  (docs/search-quality.md).
+- with no SMASH training, the same verify phase (top, eta, rung cap, `halving.plan`) over FLOPs' top `verify_top`:
+  `flops16_sh` at the phase's own images (does SMASH's residual in `flopsres_sh` matter?) and `flops16_sh_equal`
+  at the default's images (SMASH's images spent on longer rungs and more seeds, as `halving.plan` spends them).
   The refine phase is left out: it adds architectures outside the pool, which no control can see.
 - at the default's total images, with the same halving code and rules over the whole pool in another order:
   `random_sh_equal` (the mean of `--random-orders` random orders, each also kept under `random_sh_equal_orders`),
   `flops_sh_equal` (largest FLOPs first) and `naswot_sh_equal` (NASWOT's order). The halving plan takes the
   first candidates of the order that the budget can train for at least `halving.MIN_STEPS` steps each;
-- free, for reference: `smash_top1`, `flops_top1`, `naswot_top1`;
+- free, for reference: `smash_top1`, `flops_top1`, `naswot_top1` (FLOPs' and NASWOT's need no SMASH);
 - with `--extra`, other verify phases at the default's images: over the top 16 of SMASH blended with the free
   baselines (`rankavg_sh`, `flopsres_sh`: `pick_quality.blend_orders`), over SMASH's top 32 (`smash_sh_top32`),
   or with eta 3 (`smash_sh_eta3`).
@@ -38,6 +42,10 @@ the work: the pool (`<panel>/pool/pool.json`), SMASH's checkpoint (`runs/quality
 (`<panel>/pool/truth-runs.jsonl`). The result of a cell is `benchmarks/results/pool-eE-sS.json`, rewritten as
 each pick lands: a `runs` list (as `pick_quality.py` writes it) whose entry has `epochs`, `seed`,
 `smash_images` and `picks`, each pick with `pick`, `images` and, once trained, `true_error`.
+
+Those are pool seed 0's names. Another pool (`--pool-seed N`) keeps its caches in `<panel>/pool-pN/` and its cells
+in `benchmarks/results/pool-pN-eE-sS.json` (`pool_seed` inside); SMASH's checkpoints are shared, as its training
+does not depend on the pool.
 """
 
 from __future__ import annotations
@@ -61,7 +69,16 @@ import pick_quality  # noqa: E402
 import truth_panel  # noqa: E402
 
 STAGES = ("smash", "default", "controls", "truth")
+# the verify phase over SMASH's own order (the engine's default until 2026-12-04); files before 2026-12-08 call it
+# `default`, which is read as this name
+SMASH_SH = "smash_sh"
+OLD_NAMES = {"default": SMASH_SH}
 CONTROLS = ("random_sh_equal", "flops_sh_equal", "naswot_sh_equal")
+# the verify phase over FLOPs' top `verify_top` with no SMASH training: at the verify phase's own images, and at the
+# default's total images (SMASH's spent on the same phase, `halving.plan` turning them into longer rungs and seeds)
+FLOPS16 = ("flops16_sh", "flops16_sh_equal")
+# the picks the controls stage makes (none needs SMASH), in the order it makes them
+CONTROL_JOBS = (*FLOPS16, *CONTROLS)
 FREE = ("smash_top1", "flops_top1", "naswot_top1")
 EXTRAS = ("rankavg_sh", "flopsres_sh", "smash_sh_top32", "smash_sh_eta3")
 # the smoke setting: the digits dataset, the quick space, a pool of 8 and a one-epoch truth on 600 images
@@ -78,6 +95,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--pool", type=int, default=300, help="architectures in the pool (the fmnist preset's n_random)")
     ap.add_argument("--pool-seed", type=int, default=0, help="the run seed whose rank phase draws the pool")
     ap.add_argument("--random-orders", type=int, default=3)
+    ap.add_argument("--controls", default=",".join(CONTROL_JOBS),
+                    help="which picks the controls stage makes, in this order: any of " + ", ".join(CONTROL_JOBS))
     ap.add_argument("--truth-seeds", default="", help="seeds of each pick's truth (default: the panel recipe's)")
     ap.add_argument("--extra", default="", help="also, at the default's images: any of " + ", ".join(EXTRAS))
     ap.add_argument("--select-size", type=int, default=10000, help="images the rungs choose on")
@@ -96,6 +115,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     bad = [s for s in a.stages.split(",") if s and s not in STAGES]
     if bad:
         ap.error(f"unknown stage {bad[0]!r}; choose from {', '.join(STAGES)}")
+    bad = [s for s in a.controls.split(",") if s and s not in CONTROL_JOBS]
+    if bad:
+        ap.error(f"unknown --controls {bad[0]!r}; choose from {', '.join(CONTROL_JOBS)}")
     bad = [s for s in a.extra.split(",") if s and s not in EXTRAS]
     if bad:
         ap.error(f"unknown --extra {bad[0]!r}; choose from {', '.join(EXTRAS)}")
@@ -111,12 +133,12 @@ class Setup:
         if a.smoke:
             self.recipe = dict(SMOKE_RECIPE)
             self.space = make_config("quick", dataset="digits").space
-            self.dir = a.out / "pool"
+            self.dir = a.out / pool_dir(a.pool_seed)
             a.pool, a.select_size, a.work, a.random_orders = min(a.pool, 8), 200, a.out / "work", 2
         else:
             self.recipe = truth_panel.load_recipe(a.panel)
             self.space = truth_panel.load_space(a.panel)
-            self.dir = a.panel / "pool"
+            self.dir = a.panel / pool_dir(a.pool_seed)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.truth_seeds = [int(s) for s in a.truth_seeds.split(",") if s.strip()] or list(self.recipe["seeds"])
 
@@ -131,6 +153,24 @@ class Setup:
 
 def load_json(path: Path) -> dict | None:
     return json.loads(path.read_text()) if path.exists() else None
+
+
+def pool_dir(pool_seed: int) -> str:
+    """The folder of a pool's caches: `pool/` for pool seed 0 (the first pool's, as it always was), `pool-pN/`."""
+    return "pool" if pool_seed == 0 else f"pool-p{pool_seed}"
+
+
+def cell_name(pool_seed: int, epochs: int, seed: int) -> str:
+    """A cell's result file: `pool-eE-sS.json` on pool seed 0 (as it always was), `pool-pN-eE-sS.json`."""
+    return f"pool-e{epochs}-s{seed}.json" if pool_seed == 0 else f"pool-p{pool_seed}-e{epochs}-s{seed}.json"
+
+
+def renamed(picks: dict) -> dict:
+    """`picks` with a pick under an old name (`OLD_NAMES`) moved to its present one."""
+    for old, new in OLD_NAMES.items():
+        if old in picks and new not in picks:
+            picks[new] = picks.pop(old)
+    return picks
 
 
 def draw_pool(a: argparse.Namespace, setup: Setup) -> dict:
@@ -232,15 +272,15 @@ def picks(a: argparse.Namespace, setup: Setup, pool: dict, smash: dict | None, s
     entry.update(smash_images=smash_images, verify_budget=verify_budget, total_images=total)
     p = entry["picks"]
     order = orders(a, pool, smash)
-    if smash is not None:
-        for name, key in (("smash_top1", "smash"), ("flops_top1", "flops"), ("naswot_top1", "naswot")):
+    for name, key in (("smash_top1", "smash"), ("flops_top1", "flops"), ("naswot_top1", "naswot")):
+        if key in order:  # the free first places; SMASH's once it has scored the pool
             p.setdefault(name, dict(pick=order[key][0], images=0))
     save()  # takes in what other processes on this cell have saved
-    if "default" in stages and smash is not None and "default" not in p:
+    if "default" in stages and smash is not None and SMASH_SH not in p:
         board = [dict(arch_id=i, rank=k + 1, flops=None) for k, i in enumerate(order["smash"])]
         got = short.halve(halving.candidates(board, t.verify_top), verify_budget)
-        p["default"] = dict(got, images=smash_images + got["images"], verify_images=got["images"])
-        print(f"default: pick {got['pick']} after {p['default']['images']:,} images", flush=True)
+        p[SMASH_SH] = dict(got, images=smash_images + got["images"], verify_images=got["images"])
+        print(f"{SMASH_SH}: pick {got['pick']} after {p[SMASH_SH]['images']:,} images", flush=True)
         save()
     if "default" in stages and smash is not None:
         # the verify phase over other orders or in another shape, at the default's images (issue: the default,
@@ -263,11 +303,23 @@ def picks(a: argparse.Namespace, setup: Setup, pool: dict, smash: dict | None, s
             save()
     if "controls" in stages:
         runs = p.setdefault("random_sh_equal_orders", [])
-        jobs = [(f"random{k}", k) for k in range(a.random_orders)] + [("flops", None), ("naswot", None)]
+        want = [c for c in a.controls.split(",") if c]
+        jobs = [(name, None) for name in FLOPS16 if name in want]
+        jobs += [(f"random{k}", k) for k in range(a.random_orders) if "random_sh_equal" in want]
+        jobs += [(key, None) for key in ("flops", "naswot") if f"{key}_sh_equal" in want]
         for key, k in (jobs[::-1] if a.reverse else jobs):  # --reverse: a second process starts at the other end
             save()
-            name = f"{key}_sh_equal"
+            name = key if key in FLOPS16 else f"{key}_sh_equal"
             if (k is None and name in p) or any(r["order"] == k for r in runs):
+                continue
+            if key in FLOPS16:
+                # the default's verify phase (its top, eta, rungs, seeds, cap) over FLOPs' first verify_top, no SMASH:
+                # at the phase's own budget, or at the default's total (the engine's plan spends the rest)
+                budget = verify_budget if key == "flops16_sh" else total
+                got = short.halve([(i, j + 1, "flops") for j, i in enumerate(order["flops"][:t.verify_top])], budget)
+                p[name] = dict(got, verify_images=got["images"], budget=budget, top=t.verify_top, eta=t.verify_eta)
+                print(f"{name}: pick {got['pick']} after {got['images']:,} images", flush=True)
+                save()
                 continue
             got = short.halve([(i, j + 1, key) for j, i in enumerate(order[key])], total)
             if k is None:
@@ -350,51 +402,63 @@ def wanted(entry: dict) -> list[str]:
     """The picks to train, the methods under comparison first and the free references (the largest network
     among them) last."""
     p = entry["picks"]
-    first = [p[k]["pick"] for k in ("default", "flops_sh_equal", "naswot_sh_equal", *EXTRAS) if k in p]
+    first = [p[k]["pick"] for k in (SMASH_SH, "flopsres_sh", *FLOPS16, "flops_sh_equal", "naswot_sh_equal", *EXTRAS)
+             if k in p]
     first += [r["pick"] for r in p.get("random_sh_equal_orders", [])]
     return first + [p[k]["pick"] for k in ("smash_top1", "naswot_top1", "flops_top1") if k in p]
 
 
 def table(out: Path, panel: Path) -> int:
-    names = ["default", *CONTROLS, *FREE, *EXTRAS]
-    print("cell      " + "".join(f"{n:>17}" for n in names) + "   images (default / controls)")
-    docs = sorted((json.loads(path.read_text()) for path in out.glob("pool-e*-s*.json")),
-                  key=lambda d: (d["runs"][0]["epochs"], d["runs"][0]["seed"]))
-    entries = [d["runs"][0] for d in docs]
+    """Every cell of every pool (`pool-e*-s*.json` is pool seed 0's, `pool-pN-*` pool seed N's), then today's default
+    (`flopsres_sh`) and SMASH's own order (`smash_sh`) minus each other way, over each pool's cells and all."""
+    names = [SMASH_SH, "flopsres_sh", *FLOPS16, *CONTROLS, *FREE, "rankavg_sh", "smash_sh_top32", "smash_sh_eta3"]
+    print("pool cell  " + "".join(f"{n:>17}" for n in names) + "   images (default / controls)")
+    docs = sorted((json.loads(path.read_text()) for path in out.glob("pool-*.json")),
+                  key=lambda d: (d.get("pool_seed", 0), d["runs"][0]["epochs"], d["runs"][0]["seed"]))
+    entries = [dict(d["runs"][0], pool_seed=d.get("pool_seed", 0)) for d in docs]
     for e in entries:
+        renamed(e["picks"])
         cells = []
         for n in names:
             v = e["picks"].get(n, {}).get("true_error")
             cells.append(f"{100 * v:16.2f}%" if v is not None else f"{'-':>17}")
-        print(f"e{e['epochs']:<2} s{e['seed']:<4}" + "".join(cells) + f"   {e['total_images']:,}")
+        print(f"p{e['pool_seed']:<3} e{e['epochs']:<2} s{e['seed']:<2}" + "".join(cells)
+              + f"   {e.get('total_images') or 0:,}")
     truth = load_json(panel / "truth.json")
     sd = truth["ceiling"]["seed_noise_sd_pooled"] if truth else None
     seeds = min((len(doc.get("truth_seeds", [0, 1, 2])) for doc in docs), default=3)
-    for n in [m for m in names if m != "default"]:
-        d = versus(entries, n, sd, seeds)
-        if d:
-            print(f"default minus {n}: {100 * d['mean']:+.2f} points over {d['cells']} cells "
-                  f"(per cell {', '.join(f'{100 * x:+.2f}' for x in d['per_cell'])})"
-                  + (f", 95% +-{100 * d['ci95']:.2f} from the truth's seed noise" if d["ci95"] is not None else ""))
+    pools = sorted({e["pool_seed"] for e in entries})
+    groups = [(f"pool {q}", [e for e in entries if e["pool_seed"] == q]) for q in pools]
+    if len(pools) > 1:
+        groups.append(("all pools", entries))
+    for base in ("flopsres_sh", SMASH_SH):
+        for n in [m for m in names if m != base]:
+            for label, group in groups:
+                d = versus(group, n, sd, seeds, base)
+                if d:
+                    print(f"{label}: {base} minus {n}: {100 * d['mean']:+.2f} points over {d['cells']} cells "
+                          f"(per cell {', '.join(f'{100 * x:+.2f}' for x in d['per_cell'])})"
+                          + (f", 95% +-{100 * d['ci95']:.2f} from the truth's seed noise" if d["ci95"] is not None
+                             else ""))
     return 0
 
 
-def versus(entries: list[dict], name: str, seed_sd: float | None, seeds: int = 3) -> dict | None:
-    """The default's true error minus `name`'s, each cell where both are judged, and its mean over them, with the
-    half-width of a 95% interval from the truth's seed noise alone (`seed_sd` per training): the mean is a
-    weighted sum of per-architecture means of `seeds` trainings, and a pick that several cells share (the controls
-    do) counts once with its summed weight. Which SMASH seed a cell has is a further source of spread this leaves
-    out."""
+def versus(entries: list[dict], name: str, seed_sd: float | None, seeds: int = 3, base: str = SMASH_SH) -> dict | None:
+    """`base`'s true error (SMASH's own order, by default) minus `name`'s, each cell where both are judged, and its
+    mean over them, with the half-width of a 95% interval from the truth's seed noise alone (`seed_sd` per
+    training): the mean is a weighted sum of per-architecture means of `seeds` trainings, and a pick that several
+    cells share (the controls do) counts once with its summed weight. Which SMASH seed a cell has is a further
+    source of spread this leaves out. A pick under an old name (`default`) is read as its present one."""
     weights: dict[str, float] = {}
     per_cell = []
-    used = [e for e in entries if e["picks"].get("default", {}).get("true_error") is not None
-            and e["picks"].get(name, {}).get("true_error") is not None]
-    for e in used:
-        p = e["picks"]
-        per_cell.append(p["default"]["true_error"] - p[name]["true_error"])
+    picks = [renamed(dict(e["picks"])) for e in entries]
+    used = [p for p in picks if p.get(base, {}).get("true_error") is not None
+            and p.get(name, {}).get("true_error") is not None]
+    for p in used:
+        per_cell.append(p[base]["true_error"] - p[name]["true_error"])
         minus = [(r["pick"], 1 / len(p["random_sh_equal_orders"])) for r in p["random_sh_equal_orders"]] \
             if name == "random_sh_equal" else [(p[name]["pick"], 1.0)]
-        weights[p["default"]["pick"]] = weights.get(p["default"]["pick"], 0.0) + 1 / len(used)
+        weights[p[base]["pick"]] = weights.get(p[base]["pick"], 0.0) + 1 / len(used)
         for arch_id, w in minus:
             weights[arch_id] = weights.get(arch_id, 0.0) - w / len(used)
     if not used:
@@ -416,9 +480,10 @@ def main(argv: list[str] | None = None) -> int:
     from smash_engine.space import Architecture
 
     archs = [Architecture.from_json(r["spec"]) for r in pool["archs"]]
-    name = f"pool-e{a.epochs}-s{a.seed}.json"
+    name = cell_name(a.pool_seed, a.epochs, a.seed)
     doc = load_json(a.out / name) or dict(runs=[dict(epochs=a.epochs, seed=a.seed, picks={})])
     entry = doc["runs"][0]
+    renamed(entry["picks"])
 
     def save() -> None:
         """Merge with what other processes saved for this cell (under a lock), judge, write."""
@@ -427,7 +492,7 @@ def main(argv: list[str] | None = None) -> int:
             fcntl.flock(lock, fcntl.LOCK_EX)
             disk = load_json(a.out / name)
             if disk:
-                merge(entry["picks"], disk["runs"][0]["picks"])
+                merge(entry["picks"], renamed(disk["runs"][0]["picks"]))
                 for k in ("smash_images", "verify_budget", "total_images"):
                     entry.setdefault(k, disk["runs"][0].get(k))
             judge(entry, true_errors(setup), setup.truth_seeds)

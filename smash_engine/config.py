@@ -12,7 +12,6 @@ from dataclasses import asdict, dataclass, field
 
 from .budget import Budget, check_space
 from .errors import ConfigError
-from .halving import ORDERS
 from .hypernet import HyperConfig, hyper_preset
 from .space import SpaceConfig, space_preset
 from .userdata import KINDS as USER_KINDS
@@ -45,7 +44,7 @@ class TrainConfig:
     verify_eta: int = 4
     verify_budget: float = 1.0
     verify_add: str = ""
-    # the order the verify phase takes its verify_top from (halving.ORDERS): smash (SMASH's error), flopsres (FLOPs'
+    # the order the verify phase takes its verify_top from (ORDER_CHOICES): smash (SMASH's error), flopsres (FLOPs'
     # order, SMASH's residual on log FLOPs breaking near-ties) or rankavg (mean rank of SMASH, FLOPs and NASWOT).
     # flopsres by measurement: on a 300-architecture pool its pick was the best of every way of picking in all four
     # cells (3 and 10 SMASH epochs, 2 seeds; benchmarks/pool_quality.py, docs/search-quality.md)
@@ -128,8 +127,10 @@ DATASET_SHAPES = {"digits": (1, 8, 10), "mnist": (1, 32, 10), "fashion-mnist": (
 
 # what `verify_add` may name: a free baseline whose best are added to the verify phase's candidates (halving.py)
 ADD_CHOICES = ("", "flops", "naswot")
-# what `verify_order` may name: halving's own list (one definition; halving is torch-free at import)
-ORDER_CHOICES = ORDERS
+# what `verify_order` may name: the orders the verify phase can take its `verify_top` from (`halving.candidates`,
+# `halving.blend_orders` makes the two blends); defined here, where the configuration is, so that this module
+# imports nothing from the training side
+ORDER_CHOICES = ("smash", "flopsres", "rankavg")
 
 # past these an option is a typo, and some would not fit the results file's 64-bit integers
 MAX_OPTION = 10**9

@@ -86,8 +86,6 @@ def cost(rungs: list[Rung]) -> int:
     return sum(r.candidates * r.images * r.seeds for r in rungs)
 
 
-# the orders the verify phase can take its `verify_top` from (TrainConfig.verify_order; `blend_orders`)
-ORDERS = ("smash", "flopsres", "rankavg")
 # width of a FLOPs "near-tie" for `flopsres`, in log2 units: networks within ~19% of each other's FLOPs
 FLOPS_TIE_LOG2 = 0.25
 
@@ -124,8 +122,10 @@ def candidates(board: list[dict], top: int, add: str = "", add_top: int = 0,
     'smash' is the leaderboard's), then the `add_top` best by the baseline `add` not already in (why 'flops' or
     'naswot'). `board` is the leaderboard in rank order (rows with arch_id, rank, smash_error, flops);
     `naswot(rows)` gives their NASWOT scores, higher better."""
-    if order not in ORDERS:
-        raise ValueError(f"unknown verify_order {order!r}; choose {', '.join(ORDERS)}")
+    from .config import ORDER_CHOICES  # here: the module stays torch-free at import
+
+    if order not in ORDER_CHOICES:
+        raise ValueError(f"unknown verify_order {order!r}; choose {', '.join(ORDER_CHOICES)}")
     ranked = board
     if order != "smash" and board:
         scored = [r for r in board if r.get("smash_error") is not None]

@@ -189,10 +189,10 @@ def test_verify_add_naswot_adds_the_best_naswot_score_not_already_in(tmp_path):
 def test_verify_orders_mix_smash_with_flops():
     """`flopsres`: bigger FLOPs first, SMASH's error less its line on log FLOPs breaking near-ties (within a
     quarter octave); `rankavg`: the mean of SMASH's, FLOPs' and NASWOT's ranks. The engine's config takes the
-    orders halving knows and no other."""
+    orders halving knows and no other (the orders are defined in config, which imports nothing of halving)."""
     from smash_engine.config import ORDER_CHOICES, make_config
 
-    assert ORDER_CHOICES == halving.ORDERS
+    assert ORDER_CHOICES == ("smash", "flopsres", "rankavg") and not hasattr(halving, "ORDERS")
     # c and d are a near-tie in FLOPs (within 2^0.25); d's SMASH error is lower: it goes first of the two
     board = [dict(arch_id="a", rank=1, smash_error=0.10, flops=1000), dict(arch_id="b", rank=2, smash_error=0.20,
                                                                           flops=64000),
@@ -207,6 +207,8 @@ def test_verify_orders_mix_smash_with_flops():
     assert [g[0] for g in got] == ["b", "d", "c", "a"]
     with pytest.raises(ValueError, match="needs the NASWOT scorer"):
         halving.candidates(board, 2, order="rankavg")
+    with pytest.raises(ValueError, match="unknown verify_order 'flops'; choose smash, flopsres, rankavg"):
+        halving.candidates(board, 2, order="flops")
     with pytest.raises(ConfigError, match="unknown --verify-order 'flops'"):
         make_config("quick", verify_order="flops")
 

@@ -219,9 +219,12 @@ def test_hyper_cost_smoke(tmp_path):
 
 
 def test_pool_quality_smoke_every_stage_then_resumes_without_training(tmp_path):
-    """benchmarks/pool_quality.py end to end on digits: the default and the equal-image controls pick from one
-    pool with the engine's halving, every pick is judged by its truth trainings, and a second run over the same
-    caches trains nothing and writes the same picks (a killed benchmark resumes)."""
+    """benchmarks/pool_quality.py end to end on digits: the verify phase over SMASH's order (`smash_sh`), the
+    same phase over FLOPs' top 16 with no SMASH (`flops16_sh` at its own images, `flops16_sh_equal` at the
+    default's) and the equal-image controls pick from one pool with the engine's halving, every pick is judged by
+    its truth trainings, and a second run over the same caches trains nothing and writes the same picks (a killed
+    benchmark resumes). A second pool (`--pool-seed 1`) keeps its own caches and cell file, and `--table` reads
+    both, and an old file's `default` as `smash_sh`."""
     cmd = [sys.executable, str(ROOT / "benchmarks" / "pool_quality.py"), "--smoke", "--epochs", "1",
            "--extra", "rankavg_sh,smash_sh_eta3", "--out", str(tmp_path)]
     first = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
@@ -235,7 +238,23 @@ def test_pool_quality_smoke_every_stage_then_resumes_without_training(tmp_path):
     smash = json.loads((tmp_path / "pool" / "smash-e1-s0.json").read_text())
     assert p["smash_top1"]["pick"] == min(ids, key=lambda i: (smash["errors"][i], i))
     assert p["flops_top1"]["pick"] == max(pool["archs"], key=lambda r: (r["flops"], [-ord(c) for c in r["id"]]))["id"]
-    assert total == entry["smash_images"] + p["default"]["verify_images"] == p["default"]["images"]
+    assert "default" not in p and doc["pool_seed"] == 0
+    assert total == entry["smash_images"] + p["smash_sh"]["verify_images"] == p["smash_sh"]["images"]
+    from smash_engine import halving
+
+    flops_order = [r["id"] for r in sorted(pool["archs"], key=lambda r: (-r["flops"], r["id"]))]
+    # the default's verify phase without SMASH: its rungs over FLOPs' first 16 (all 8 here) at its images, and the
+    # engine's plan of the same candidates at the default's total
+    cfg = make_config("quick", dataset="digits", device="cpu").train
+    cap = 600  # the smoke truth recipe's images: 1 epoch of 600
+    for name, budget in (("flops16_sh", entry["verify_budget"]), ("flops16_sh_equal", total)):
+        plan = halving.plan(8, cfg.verify_eta, budget, halving.MIN_STEPS * 10, cap)
+        assert p[name]["candidates"] == flops_order[:plan[0].candidates] and p[name]["top"] == cfg.verify_top
+        assert p[name]["rungs"] == [dict(candidates=r.candidates, images=r.images, seeds=r.seeds) for r in plan]
+        assert p[name]["images"] == p[name]["verify_images"] == halving.cost(plan) <= budget
+        assert p[name]["true_error"] is not None
+    assert p["flops16_sh"]["rungs"] == p["smash_sh"]["rungs"]
+    assert p["flops16_sh_equal"]["images"] >= p["flops16_sh"]["images"]
     for name in ("flops_sh_equal", "naswot_sh_equal"):
         assert 0 < p[name]["images"] <= total and p[name]["pick"] in p[name]["candidates"]
     assert p["flops_sh_equal"]["candidates"] == [r["id"] for r in sorted(pool["archs"], key=lambda r: -r["flops"])][
@@ -249,7 +268,8 @@ def test_pool_quality_smoke_every_stage_then_resumes_without_training(tmp_path):
     errors: dict = {}
     for r in runs:
         errors.setdefault(r["arch_id"], {})[r["seed"]] = r["val_error"]
-    for name in ("default", "flops_sh_equal", "naswot_sh_equal", "smash_top1", "flops_top1", "naswot_top1"):
+    for name in ("smash_sh", "flops16_sh", "flops16_sh_equal", "flops_sh_equal", "naswot_sh_equal", "smash_top1",
+                 "flops_top1", "naswot_top1"):
         assert p[name]["true_error"] == pytest.approx(np.mean([errors[p[name]["pick"]][s] for s in (0, 1)]))
     assert p["random_sh_equal"]["true_error"] == pytest.approx(np.mean([r["true_error"] for r in orders]))
     short = (tmp_path / "pool" / "short-trainings.jsonl").read_text()
@@ -260,6 +280,28 @@ def test_pool_quality_smoke_every_stage_then_resumes_without_training(tmp_path):
     assert "trained" not in again.stdout and "truth " not in again.stdout and "SMASH epoch" not in again.stdout
     assert (tmp_path / "pool" / "short-trainings.jsonl").read_text() == short
     assert json.loads((tmp_path / "pool-e1-s0.json").read_text())["runs"] == doc["runs"]
+
+    # another pool: its own caches and cell file; pool 0's stay as they were
+    other = subprocess.run(cmd[:-2] + ["--pool-seed", "1", "--stages", "controls,truth", "--out", str(tmp_path)],
+                           capture_output=True, text=True, timeout=300)
+    assert other.returncode == 0, other.stderr
+    assert (tmp_path / "pool" / "short-trainings.jsonl").read_text() == short
+    assert json.loads((tmp_path / "pool" / "pool.json").read_text()) == pool
+    doc1 = json.loads((tmp_path / "pool-p1-e1-s0.json").read_text())
+    pool1 = json.loads((tmp_path / "pool-p1" / "pool.json").read_text())
+    assert doc1["pool_seed"] == pool1["pool_seed"] == 1 and pool1["archs"] != pool["archs"]
+    p1 = doc1["runs"][0]["picks"]
+    assert {"flops16_sh", "flops16_sh_equal", "flops_sh_equal", "flops_top1"} <= set(p1) and "smash_top1" not in p1
+    assert p1["flops_top1"]["true_error"] is not None and (tmp_path / "pool-p1" / "truth-runs.jsonl").exists()
+    # a file from before the rename: its `default` is read as smash_sh
+    old = json.loads((tmp_path / "pool-e1-s0.json").read_text())
+    old["runs"][0]["picks"]["default"] = old["runs"][0]["picks"].pop("smash_sh")
+    (tmp_path / "pool-e1-s0.json").write_text(json.dumps(old))
+    table = subprocess.run(cmd[:2] + ["--table", "--out", str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert table.returncode == 0, table.stderr
+    rows = [line for line in table.stdout.splitlines() if line[:2] in ("p0", "p1")]
+    assert len(rows) >= 2 and rows[0].startswith("p0") and rows[1].startswith("p1")
+    assert "smash_sh minus flops16_sh" in table.stdout and "flopsres_sh minus" not in table.stdout
 
 
 def test_rung_metric_smoke_records_what_the_engine_measures(tmp_path):
