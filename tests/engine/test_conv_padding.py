@@ -29,6 +29,8 @@ from smash_engine.space import SpaceConfig, space_preset
 from smash_engine.train import Smash, bank_state, conv_multiple, smash_step
 
 TOL = dict(rtol=1e-9, atol=1e-11)  # float64 rounding; a misplaced channel differs by O(1)
+# after steps: Adam divides by the root of its second moment, which lifts the rounding of near-zero gradients
+STEP_TOL = dict(rtol=1e-7, atol=1e-9)
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -63,21 +65,21 @@ def _step(s: Smash, arch, x, y):
 
 
 def _assert_same(a: Smash, b: Smash, la, lb, what: str) -> None:
-    torch.testing.assert_close(la, lb, **TOL, msg=lambda m: f"{what} logits: {m}")
+    torch.testing.assert_close(la, lb, **STEP_TOL, msg=lambda m: f"{what} logits: {m}")
     pa = dict([*a.net.named_parameters(), *(("h." + n, p) for n, p in a.hyper.named_parameters())])
     pb = dict([*b.net.named_parameters(), *(("h." + n, p) for n, p in b.hyper.named_parameters())])
     for name, p in pa.items():
         q = pb[name]
         assert (p.grad is None) == (q.grad is None), f"{what}: {name} has a gradient in one execution only"
         if p.grad is not None:
-            torch.testing.assert_close(p.grad, q.grad, **TOL, msg=lambda m, n=name: f"{what} grad {n}: {m}")
-        torch.testing.assert_close(p, q, **TOL, msg=lambda m, n=name: f"{what} param {n}: {m}")
+            torch.testing.assert_close(p.grad, q.grad, **STEP_TOL, msg=lambda m, n=name: f"{what} grad {n}: {m}")
+        torch.testing.assert_close(p, q, **STEP_TOL, msg=lambda m, n=name: f"{what} param {n}: {m}")
         sa, sb = a.opt.state.get(p, {}), b.opt.state.get(q, {})
         assert sa.keys() == sb.keys(), f"{what}: {name} optimizer state differs in kind"
         for k in sa:
-            torch.testing.assert_close(sa[k], sb[k], **TOL, msg=lambda m, n=name, k=k: f"{what} adam {k} {n}: {m}")
+            torch.testing.assert_close(sa[k], sb[k], **STEP_TOL, msg=lambda m, n=name, k=k: f"{what} adam {k} {n}: {m}")
     for name, buf in a.net.named_buffers():
-        torch.testing.assert_close(buf, dict(b.net.named_buffers())[name], **TOL,
+        torch.testing.assert_close(buf, dict(b.net.named_buffers())[name], **STEP_TOL,
                                    msg=lambda m, n=name: f"{what} BN {n}: {m}")
 
 
