@@ -11,7 +11,8 @@ reader finds a module by its layer, from the bottom up:
 
 - under everything: `errors` (the `SmashError` tree);
 - the search space and its encoding: `space`, `sampler`, `budget`, `cost`, `blocks`, `encoding`, `seeds`;
-- the networks and HyperNets: `network`, `hypernet`, `graph_hyper`, `proxies`, `probes`;
+- the networks and HyperNets: `network`, `hypernet`, `graph_hyper`, `proxies`, `probes`; and how they run on a
+  GPU: `conv_plans` (cuDNN's plans built ahead), `conv_graphs` (convolutions as CUDA graphs, opt-in);
 - data and training: `data`, `userdata` and `imagefolder` (a user's own images), `voxels`, `batching`, `dist`,
   `loops`, `train`, `halving`, `cpu_share`;
 - the run: `config`, `runs`, `context`, `scoring`, `commands`, `ranking` (rank and refine), `verify`, `finals`,
